@@ -1,0 +1,216 @@
+"""Typed run configuration: one pydantic model per role, composed under `RunConfig`.
+
+Files in configs/ are sparse YAML: anything omitted takes the default documented here. Dotted overrides
+(`learner.lr=1e-6`) are applied on top of the file before validation, so a typo in either place fails with the
+field path instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, field docstrings are the documentation."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class ModelConfig(Section):
+    path: str | None = None
+    """Hugging Face model directory to train. None builds (or reuses from the cache) the tiny Qwen2.5-VL."""
+    tiny_seed: int = 0
+    """Seed of the tiny random-init model; part of its cache key."""
+    cache_dir: str = ".cache/visiong1/models"
+    """Where tiny models are built once and reused (relative paths are relative to the working directory)."""
+    warm_start_steps: int = Field(300, ge=0)
+    """Supervised answer-only steps on the synthetic data before RL, so the random-init policy learns the answer
+    format and RL gets groups with mixed rewards (0 = no warm start)."""
+
+
+class DataConfig(Section):
+    domains: list[Literal["counting"]] = ["counting"]
+    """Synthetic domains to generate (the full eight domains come with the data issue)."""
+    num_items: int = Field(512, ge=1)
+    """Prompt items in the training pool."""
+    image_size: int = Field(56, ge=28, multiple_of=28)
+    """Side of the square synthetic images in pixels (multiple of 28 = patch 14 x merge 2)."""
+    seed: int = 0
+    """Seed of the synthetic generator."""
+
+
+class RolloutConfig(Section):
+    engine: Literal["hf", "vllm"] = "hf"
+    """Generation engine: `hf` (transformers, runs anywhere) or `vllm` (the rollout issue)."""
+    replicas: int = Field(1, ge=1)
+    """Rollout engine replicas; scaled independently of the learners."""
+    num_cpus: float = Field(1.0, gt=0)
+    """Ray CPUs reserved per replica; torch threads are sized to this."""
+    num_gpus: float = Field(0.0, ge=0)
+    """Ray GPUs per replica (0 on CPU machines)."""
+    samples_per_prompt: int = Field(8, ge=2)
+    """Rollouts per prompt (the GRPO group size); at least 2 so a group has a spread."""
+    max_new_tokens: int = Field(16, ge=1)
+    """Response length limit in tokens."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature for training rollouts (evaluation is greedy)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling threshold."""
+    max_staleness: int = Field(0, ge=0)
+    """Largest allowed gap between the learner's weight version and the version that sampled a batch
+    (0 = strictly on-policy, the Vision-G1 default)."""
+
+
+class RewardConfig(Section):
+    workers: int = Field(1, ge=1)
+    """Reward scoring actors."""
+    num_cpus: float = Field(0.25, gt=0)
+    """Ray CPUs per reward actor (scoring is light)."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Deadline for scoring one batch; expiry names the worker."""
+    iou_threshold: float = Field(0.5, ge=0, le=1)
+    """IoU at or above which a bbox answer counts as accurate (the reward issue uses it)."""
+
+
+class SelectionConfig(Section):
+    pass_rate_low: float = Field(0.2, ge=0, le=1)
+    """Keep items whose pass rate is strictly above this."""
+    pass_rate_high: float = Field(0.8, ge=0, le=1)
+    """Keep items whose pass rate is strictly below this."""
+    difficulty_samples: int = Field(5, ge=1)
+    """Samples per prompt when scoring difficulty offline."""
+    influence: bool = False
+    """Score candidates by influence on a target set (the influence pool is a stub until the selection issue)."""
+
+    @model_validator(mode="after")
+    def _band_is_ordered(self) -> "SelectionConfig":
+        if self.pass_rate_low >= self.pass_rate_high:
+            raise ValueError(f"pass_rate_low ({self.pass_rate_low}) must be below pass_rate_high ({self.pass_rate_high})")
+        return self
+
+
+class LearnerConfig(Section):
+    backend: Literal["torch", "fsdp2", "deepspeed"] = "torch"
+    """Training backend: `torch` (one rank, plain module), `fsdp2`/`deepspeed` (the learner issue)."""
+    ranks: int = Field(1, ge=1)
+    """Learner ranks in one torch.distributed group."""
+    num_cpus: float = Field(1.0, gt=0)
+    """Ray CPUs per rank; torch threads are sized to this."""
+    num_gpus: float = Field(0.0, ge=0)
+    """Ray GPUs per rank."""
+    lr: float = Field(1e-6, gt=0, le=1)
+    """AdamW learning rate."""
+    warmup_steps: int = Field(10, ge=0)
+    """Linear warm-up steps, then constant."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW weight decay."""
+    grad_clip: float = Field(1.0, gt=0)
+    """Global gradient-norm clip."""
+    clip_low: float = Field(0.2, gt=0, lt=1)
+    """PPO ratio clip below 1 (ratio >= 1 - clip_low)."""
+    clip_high: float = Field(0.28, gt=0)
+    """PPO ratio clip above 1 (DAPO clip-higher: ratio <= 1 + clip_high)."""
+    dual_clip: float = Field(10.0, gt=1)
+    """Dual-clip constant c bounding the loss of negative-advantage tokens."""
+    freeze_vision: bool = True
+    """Keep the vision tower frozen (Vision-G1); only the language model is trained and synced."""
+    micro_batch_size: int = Field(64, ge=1)
+    """Sequences per forward/backward pass; gradients accumulate over the step's batch."""
+
+
+class RoundConfig(Section):
+    steps: int = Field(20, ge=1)
+    """RL steps (optimizer steps) in one round."""
+    prompts_per_step: int = Field(16, ge=1)
+    """Prompts sampled per step; each gets `rollout.samples_per_prompt` responses."""
+    system_prompt: str = "Answer the question. Put the final answer in \\boxed{}."
+    """System message of every prompt (the paper asks for the answer in \\boxed{})."""
+    seed: int = 0
+    """Seed for prompt sampling and rollouts."""
+    step_timeout_s: float = Field(600.0, gt=0)
+    """Deadline for any single phase of a step; expiry names the phase and actor."""
+
+
+class ApiConfig(Section):
+    host: str = "127.0.0.1"
+    """Address the control plane binds to."""
+    port: int = Field(8000, ge=1, le=65535)
+    """Port the control plane listens on."""
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    """Largest accepted request body."""
+
+
+class RayConfig(Section):
+    address: str | None = None
+    """Ray cluster address; None starts a private local cluster."""
+    num_cpus: int = Field(4, ge=1)
+    """Logical CPUs of a local cluster (a scheduling budget, may exceed physical cores)."""
+    namespace: str = "visiong1"
+    """Ray namespace for the named actors of runs."""
+
+
+class RunConfig(Section):
+    """Root of a run's configuration."""
+
+    name: str = "run"
+    """Human label of the run; its id adds a unique suffix."""
+    output_dir: str = "runs"
+    """Parent of run directories (resolved config, metrics JSONL, checkpoints)."""
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    selection: SelectionConfig = SelectionConfig()
+    learner: LearnerConfig = LearnerConfig()
+    round: RoundConfig = RoundConfig()
+    api: ApiConfig = ApiConfig()
+    ray: RayConfig = RayConfig()
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names every offending field path."""
+
+
+def apply_override(tree: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (`1e-6`, `true`, `[1, 2]`)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not of the form dotted.key=value")
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = yaml.safe_load(raw) if raw else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML file (or the defaults when `path` is None), apply dotted overrides and validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+        tree = loaded or {}
+    for override in overrides:
+        apply_override(tree, override)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as error:
+        lines = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()]
+        raise ConfigError(f"invalid config{f' {path}' if path else ''}:\n  " + "\n  ".join(lines)) from None
+
+
+def write_resolved(config: RunConfig, run_dir: Path) -> Path:
+    """Write the fully resolved config (defaults included) as `config.json` in the run directory."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / "config.json"
+    target.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
+    return target

@@ -1,0 +1,114 @@
+"""Records that cross actor boundaries. Later issues extend these; they do not invent parallel ones.
+
+Kept free of torch so the control plane can import them: token ids and logprobs are plain lists, weight tensors
+travel by ObjectRef.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+
+FinishReason = Literal["stop", "length"]
+
+PROMPT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("domain", pa.string()),
+        ("question", pa.string()),
+        ("images", pa.list_(pa.binary())),
+        ("answer", pa.string()),
+        ("answer_type", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One RL-ready question: images as encoded bytes (PNG/JPEG), an answer a rule can verify."""
+
+    id: str
+    source: str
+    domain: str
+    question: str
+    images: list[bytes]
+    answer: str
+    answer_type: str
+
+
+def items_to_table(items: list[PromptItem]) -> pa.Table:
+    """Pack prompt items into an Arrow table (the form prompts travel in through the object store)."""
+    columns = {name: [getattr(item, name) for item in items] for name in PROMPT_SCHEMA.names}
+    return pa.table(columns, schema=PROMPT_SCHEMA)
+
+
+def table_to_items(table: pa.Table) -> list[PromptItem]:
+    """Inverse of `items_to_table`."""
+    return [PromptItem(**row) for row in table.select(PROMPT_SCHEMA.names).to_pylist()]
+
+
+@dataclass
+class RolloutSample:
+    """One sampled response. `logprobs[i]` is the sampling policy's logprob of `token_ids[i]`."""
+
+    prompt_id: str
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    weight_version: int
+    finish_reason: FinishReason
+
+
+@dataclass
+class SampleGroup:
+    """All samples for one prompt, plus their rewards once scored (aligned with `samples`)."""
+
+    prompt: PromptItem
+    samples: list[RolloutSample]
+    rewards: list[float] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupScores:
+    """What the reward pool returns for one group: small enough to pass through the coordinator."""
+
+    prompt_id: str
+    rewards: list[float]
+    accuracies: list[float]
+    reasons: list[str]
+
+
+@dataclass
+class TrainBatch:
+    """A learner step's input: scored groups and one advantage per sample (`advantages[g][s]`)."""
+
+    groups: list[SampleGroup]
+    advantages: list[list[float]]
+    step: int
+
+    def __post_init__(self) -> None:
+        if len(self.groups) != len(self.advantages):
+            raise ValueError(f"{len(self.groups)} groups but {len(self.advantages)} advantage rows")
+        for group, row in zip(self.groups, self.advantages):
+            if len(group.samples) != len(row):
+                raise ValueError(f"group {group.prompt.id}: {len(group.samples)} samples, {len(row)} advantages")
+
+
+@dataclass(frozen=True)
+class WeightUpdate:
+    """A versioned set of policy weights. `tensors` is an ObjectRef to `dict[name, torch.Tensor]`;
+    `names` is None for a full state dict, else the subset it holds (e.g. the language model only)."""
+
+    version: int
+    tensors: Any
+    names: tuple[str, ...] | None = None
+
+    @property
+    def is_full(self) -> bool:
+        return self.names is None
