@@ -103,9 +103,9 @@ class LearnerConfig(Section):
     """Ray CPUs per rank; torch threads are sized to this."""
     num_gpus: float = Field(0.0, ge=0)
     """Ray GPUs per rank."""
-    lr: float = Field(1e-6, gt=0, le=1)
-    """AdamW learning rate."""
-    warmup_steps: int = Field(10, ge=0)
+    lr: float = Field(1e-4, gt=0, le=1)
+    """AdamW learning rate (the tiny demo model; the paper uses 1e-6 for 7B)."""
+    warmup_steps: int = Field(0, ge=0)
     """Linear warm-up steps, then constant."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW weight decay."""
@@ -124,7 +124,7 @@ class LearnerConfig(Section):
 
 
 class RoundConfig(Section):
-    steps: int = Field(20, ge=1)
+    steps: int = Field(60, ge=1)
     """RL steps (optimizer steps) in one round."""
     prompts_per_step: int = Field(16, ge=1)
     """Prompts sampled per step; each gets `rollout.samples_per_prompt` responses."""
@@ -155,7 +155,7 @@ class RayConfig(Section):
 
 
 class RunConfig(Section):
-    """Root of a run's configuration."""
+    """Root of a run's configuration. Defaults are the CPU demo; configs/vision_g1_7b.yaml is the paper's recipe."""
 
     name: str = "run"
     """Human label of the run; its id adds a unique suffix."""

@@ -82,6 +82,8 @@ class GroupScores:
     rewards: list[float]
     accuracies: list[float]
     reasons: list[str]
+    weight_version: int
+    """Oldest policy version among the group's samples."""
 
 
 @dataclass

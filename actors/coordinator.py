@@ -1,0 +1,148 @@
+"""Coordinator role: one actor per run that drives a round and records every event.
+
+The round loop reads like the method: prepare, select (influence stub), then per step sample -> generate -> score
+-> advantages -> train -> sync weights. Each phase is a function with a named timer. No torch here: the control
+plane imports this module to start runs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from actors.common import get_within, wait_within
+from actors.influence import InfluencePool
+from actors.learner import LearnerGroup, prepare_model
+from actors.reward import RewardPool
+from actors.rollout import RolloutGroup
+from visiong1.algorithms.advantages import grpo_advantages
+from visiong1.config import RunConfig, write_resolved
+from visiong1.data.synthetic import generate_pool
+from visiong1.types import GroupScores, items_to_table
+
+TERMINAL_EVENTS = ("run_finished", "run_failed")
+
+
+@ray.remote(num_cpus=0, max_concurrency=8)
+class Coordinator:
+    """`run()` blocks for the whole round (call it without waiting); `events(after)` may be polled meanwhile."""
+
+    def __init__(self, run_id: str, config: RunConfig, run_dir: str):
+        self.run_id = run_id
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._events: list[dict] = []
+        self._lock = threading.Lock()
+        self.rng = random.Random(config.round.seed)
+
+    # --- event log -------------------------------------------------------------------------------------------
+    def events(self, after: int = 0) -> list[dict]:
+        """Events with sequence number >= `after`, in order."""
+        with self._lock:
+            return self._events[after:]
+
+    def _emit(self, kind: str, **fields) -> dict:
+        with self._lock:
+            event = {"seq": len(self._events), "type": kind, "run_id": self.run_id, "time": time.time(), **fields}
+            self._events.append(event)
+        return event
+
+    @contextmanager
+    def _timed(self, timings: dict, phase: str):
+        started = time.perf_counter()
+        yield
+        timings[f"time/{phase}_s"] = time.perf_counter() - started
+
+    # --- the round -------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Run one round end to end; returns the summary (also the `run_finished` event)."""
+        self._emit("run_started", run_dir=str(self.run_dir), steps=self.config.round.steps)
+        try:
+            write_resolved(self.config, self.run_dir)
+            self._start_roles()
+            pool = self._select()
+            history = [self._step(step, pool) for step in range(self.config.round.steps)]
+            checkpoint = self._checkpoint()
+        except BaseException as error:
+            self._emit("run_failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+            raise
+        summary = {"checkpoint": checkpoint, "steps": len(history),
+                   "reward_mean_first": history[0]["reward/mean"], "reward_mean_last": history[-1]["reward/mean"]}
+        self._emit("run_finished", **summary)
+        return summary
+
+    def _start_roles(self) -> None:
+        cfg = self.config
+        self._emit("phase", phase="prepare_model")
+        self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
+        self._emit("phase", phase="start_actors", model_path=self.model_path)
+        self.rollout = RolloutGroup(self.model_path, cfg.rollout, cfg.round.system_prompt, cfg.round.seed)
+        self.rewards = RewardPool(cfg.reward.workers, cfg.reward.num_cpus)
+        self.influence = InfluencePool()
+        self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature)
+        items = generate_pool(cfg.data.domains, cfg.data.num_items, cfg.data.image_size, cfg.data.seed)
+        self.items = {item.id: item for item in items}
+
+    def _select(self) -> list[str]:
+        """Influence selection over the pool (a stub that keeps everything until the selection issue)."""
+        verdict = get_within(self.influence.async_score(list(self.items)), self.config.round.step_timeout_s,
+                             "influence pool")
+        self._emit("selection", notice=verdict["notice"], kept=len(verdict["kept"]), **verdict["metrics"])
+        return verdict["kept"]
+
+    def _step(self, step: int, pool: list[str]) -> dict:
+        cfg, timings = self.config, {}
+        deadline = cfg.round.step_timeout_s
+        prompts = items_to_table([self.items[i] for i in self.rng.sample(pool, min(cfg.round.prompts_per_step, len(pool)))])
+        with self._timed(timings, "generate"):
+            shard_refs = self.rollout.async_generate(prompts)
+            wait_within(shard_refs, deadline, f"rollout replicas at step {step}")
+        with self._timed(timings, "reward"):
+            scores = [s for shard in get_within(self.rewards.async_score(shard_refs), deadline, "reward pool") for s in shard]
+        self._check_staleness(step, scores)
+        advantages = grpo_advantages([s.rewards for s in scores])
+        with self._timed(timings, "train"):
+            train_metrics = get_within(self.learner.async_train_step(step, advantages, shard_refs), deadline,
+                                       f"learner step {step}")[0]
+        with self._timed(timings, "weight_sync"):
+            versions = self.rollout.update_weights(self.learner.async_export_weights(), deadline)
+        metrics = {"step": step, **_reward_metrics(scores), **train_metrics, **timings,
+                   "rollout/weight_version": min(versions)}
+        metrics["time/step_s"] = sum(v for k, v in timings.items())
+        with self.metrics_path.open("a") as sink:
+            sink.write(json.dumps(metrics) + "\n")
+        self._emit("step", **metrics)
+        return metrics
+
+    def _check_staleness(self, step: int, scores: list[GroupScores]) -> None:
+        """Refuse to train on samples older than `rollout.max_staleness` versions (0 = strictly on-policy)."""
+        oldest = min(s.weight_version for s in scores)
+        if step - oldest > self.config.rollout.max_staleness:
+            raise RuntimeError(f"step {step} got samples from weight version {oldest}: staleness {step - oldest} "
+                               f"exceeds rollout.max_staleness={self.config.rollout.max_staleness}")
+
+    def _checkpoint(self) -> str:
+        self._emit("phase", phase="checkpoint")
+        return self.learner.save(str(self.run_dir / "checkpoint"), self.config.round.step_timeout_s)
+
+
+def _reward_metrics(scores: list[GroupScores]) -> dict[str, float]:
+    rewards = np.array([s.rewards for s in scores])
+    accuracies = np.array([s.accuracies for s in scores])
+    reasons = [r for s in scores for r in s.reasons]
+    mixed = [0 < row.mean() < 1 for row in accuracies]
+    metrics = {"reward/mean": float(rewards.mean()), "reward/accuracy": float(accuracies.mean()),
+               "reward/mixed_group_fraction": float(np.mean(mixed)), "rollout/samples": len(reasons),
+               "rollout/sample_version": min(s.weight_version for s in scores)}
+    for reason in sorted(set(reasons)):
+        metrics[f"reward/reason_{reason}"] = reasons.count(reason) / len(reasons)
+    return metrics

@@ -1,0 +1,80 @@
+"""Prompt + response sequences to padded model inputs, and per-token logprobs of a forward pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from visiong1.models.prompting import chat_messages, decode_images
+from visiong1.types import PromptItem
+
+
+@dataclass
+class ImageInputs:
+    """Processor output for one prompt's images: `pixel_values [patches, C*T*P*P]`, `grid_thw [images, 3]`."""
+
+    pixel_values: torch.Tensor | None
+    grid_thw: torch.Tensor | None
+
+
+@dataclass
+class Sequence:
+    """One training sequence: `old_logprobs[i]` belongs to `response_ids[i]`."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    old_logprobs: list[float]
+    advantage: float
+    images: ImageInputs
+
+
+def image_inputs(processor, item: PromptItem) -> ImageInputs:
+    if not item.images:
+        return ImageInputs(None, None)
+    encoded = processor.image_processor(images=decode_images(item), return_tensors="pt")
+    return ImageInputs(encoded["pixel_values"], encoded["image_grid_thw"])
+
+
+def encode_prompt(processor, item: PromptItem, system_prompt: str) -> tuple[list[int], ImageInputs]:
+    """Prompt token ids with image pads expanded, exactly as the rollout engines tokenize them."""
+    text = processor.apply_chat_template(chat_messages(item, system_prompt), tokenize=False, add_generation_prompt=True)
+    images = decode_images(item) or None
+    encoded = processor(text=[text], images=images, return_tensors="pt")
+    return encoded["input_ids"][0].tolist(), image_inputs(processor, item)
+
+
+def collate(sequences: list[Sequence], pad_id: int) -> dict[str, torch.Tensor | None]:
+    """Right-padded batch. Logprob-space tensors are `[batch, length - 1]`: position t scores token t + 1."""
+    length = max(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
+    batch = len(sequences)
+    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch, length), dtype=torch.long)
+    response_mask = torch.zeros((batch, length - 1))
+    old_logprobs = torch.zeros((batch, length - 1))
+    for row, seq in enumerate(sequences):
+        ids = seq.prompt_ids + seq.response_ids
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        first = len(seq.prompt_ids) - 1
+        response_mask[row, first : first + len(seq.response_ids)] = 1
+        old_logprobs[row, first : first + len(seq.response_ids)] = torch.tensor(seq.old_logprobs)
+    pixels = [s.images.pixel_values for s in sequences if s.images.pixel_values is not None]
+    grids = [s.images.grid_thw for s in sequences if s.images.grid_thw is not None]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": torch.cat(pixels) if pixels else None,
+        "image_grid_thw": torch.cat(grids) if grids else None,
+        "response_mask": response_mask,
+        "old_logprobs": old_logprobs,
+        "advantages": torch.tensor([[s.advantage] for s in sequences]),
+    }
+
+
+def token_logprobs(model, batch: dict, temperature: float = 1.0) -> torch.Tensor:
+    """`[batch, length - 1]` logprobs of each next token under `model` at `temperature`."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"]).logits
+    logprobs = (logits[:, :-1].float() / temperature).log_softmax(-1)
+    return logprobs.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
