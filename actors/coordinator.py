@@ -12,6 +12,7 @@ import random
 import threading
 import time
 import traceback
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class Coordinator:
         self._events: list[dict] = []
         self._lock = threading.Lock()
         self.rng = random.Random(config.round.seed)
+        self.roles: list = []  # actor groups started by this run, stopped when it ends
 
     # --- event log -------------------------------------------------------------------------------------------
     def events(self, after: int = 0) -> list[dict]:
@@ -75,6 +77,8 @@ class Coordinator:
         except BaseException as error:
             self._emit("run_failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
             raise
+        finally:
+            self._stop_roles()
         summary = {"checkpoint": checkpoint, "steps": len(history),
                    "reward_mean_first": history[0]["reward/mean"], "reward_mean_last": history[-1]["reward/mean"]}
         self._emit("run_finished", **summary)
@@ -89,8 +93,17 @@ class Coordinator:
         self.rewards = RewardPool(cfg.reward.workers, cfg.reward.num_cpus)
         self.influence = InfluencePool()
         self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature)
+        self.roles = [self.rollout, self.rewards, self.influence, self.learner]
+        if cfg.data.pool is not None:
+            raise NotImplementedError(f"data.pool={cfg.data.pool!r}: reading prepared pools arrives with the data issue")
         items = generate_pool(cfg.data.domains, cfg.data.num_items, cfg.data.image_size, cfg.data.seed)
         self.items = {item.id: item for item in items}
+
+    def _stop_roles(self) -> None:
+        """Release the run's actors (and their CPUs/GPUs); the coordinator stays to answer `events`."""
+        for group in self.roles:
+            for actor in group.actors():
+                ray.kill(actor)
 
     def _select(self) -> list[str]:
         """Influence selection over the pool (a stub that keeps everything until the selection issue)."""
@@ -146,3 +159,24 @@ def _reward_metrics(scores: list[GroupScores]) -> dict[str, float]:
     for reason in sorted(set(reasons)):
         metrics[f"reward/reason_{reason}"] = reasons.count(reason) / len(reasons)
     return metrics
+
+
+def new_run_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def absolute_paths(config: RunConfig) -> RunConfig:
+    """Pin relative paths to the caller's working directory: Ray workers run elsewhere."""
+    update = {"output_dir": str(Path(config.output_dir).resolve())}
+    model = config.model.model_copy(update={"cache_dir": str(Path(config.model.cache_dir).resolve())})
+    return config.model_copy(update={**update, "model": model})
+
+
+def start_run(config: RunConfig, detached: bool = False):
+    """Create the run's coordinator actor (named by the run id) and start its round; returns (id, handle, ref)."""
+    config = absolute_paths(config)
+    run_id = new_run_id(config.name)
+    run_dir = Path(config.output_dir) / run_id
+    options = {"name": run_id, "lifetime": "detached" if detached else None}
+    coordinator = Coordinator.options(**options).remote(run_id, config, str(run_dir))
+    return run_id, coordinator, coordinator.run.remote()

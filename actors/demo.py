@@ -8,41 +8,17 @@ answers, lr 1e-4 instead of 1e-6, a transformers engine in place of vLLM. Launch
 from __future__ import annotations
 
 import time
-import uuid
-from pathlib import Path
-
 import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from actors.cluster import connect
-from actors.coordinator import TERMINAL_EVENTS, Coordinator
+from actors.coordinator import TERMINAL_EVENTS, start_run
 from visiong1.config import RunConfig
 
 STEP_COLUMNS = {"reward/mean": "reward", "reward/accuracy": "acc", "reward/mixed_group_fraction": "mixed",
                 "train/loss": "loss", "time/generate_s": "gen_s", "time/reward_s": "rew_s", "time/train_s": "train_s",
                 "time/weight_sync_s": "sync_s"}
-
-
-def new_run_id(name: str) -> str:
-    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
-
-def absolute_paths(config: RunConfig) -> RunConfig:
-    """Pin relative paths to the caller's working directory: Ray workers run elsewhere."""
-    update = {"output_dir": str(Path(config.output_dir).resolve())}
-    model = config.model.model_copy(update={"cache_dir": str(Path(config.model.cache_dir).resolve())})
-    return config.model_copy(update={**update, "model": model})
-
-
-def start_run(config: RunConfig, detached: bool = False):
-    """Create the run's coordinator actor (named by the run id) and start its round; returns (id, handle, ref)."""
-    config = absolute_paths(config)
-    run_id = new_run_id(config.name)
-    run_dir = Path(config.output_dir) / run_id
-    options = {"name": run_id, "lifetime": "detached" if detached else None}
-    coordinator = Coordinator.options(**options).remote(run_id, config, str(run_dir))
-    return run_id, coordinator, coordinator.run.remote()
 
 
 def follow(coordinator, steps: int, console: Console, poll_s: float = 0.5) -> dict:

@@ -19,5 +19,8 @@ class InfluencePool:
     def __init__(self):
         self.worker = InfluenceWorker.remote()
 
+    def actors(self) -> list:
+        return [self.worker]
+
     def async_score(self, item_ids: list[str]) -> ray.ObjectRef:
         return self.worker.score.remote(item_ids)

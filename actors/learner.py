@@ -45,6 +45,9 @@ class LearnerGroup:
         self.ranks = [LearnerWorker.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus)
                       .remote(model_path, config, temperature)]
 
+    def actors(self) -> list:
+        return list(self.ranks)
+
     def async_train_step(self, step: int, advantages, shard_refs) -> list[ray.ObjectRef]:
         return [rank.train_step.remote(step, advantages, *shard_refs) for rank in self.ranks]
 

@@ -27,6 +27,9 @@ class RewardPool:
     def __init__(self, workers: int, num_cpus: float):
         self.workers = [RewardWorker.options(num_cpus=num_cpus).remote() for _ in range(workers)]
 
+    def actors(self) -> list:
+        return list(self.workers)
+
     def async_score(self, shard_refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
         """One ObjectRef of list[GroupScores] per rollout shard, spread round-robin over the workers."""
         return [self.workers[i % len(self.workers)].score_groups.remote(ref) for i, ref in enumerate(shard_refs)]

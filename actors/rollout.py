@@ -42,6 +42,9 @@ class RolloutGroup:
         worker = RolloutWorker.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus)
         self.workers = [worker.remote(model_path, config, system_prompt, seed + i) for i in range(config.replicas)]
 
+    def actors(self) -> list:
+        return list(self.workers)
+
     def async_generate(self, prompts) -> list[ray.ObjectRef]:
         """`prompts`: Arrow table -> one ObjectRef of list[SampleGroup] per replica (its contiguous share)."""
         share = -(-prompts.num_rows // len(self.workers))

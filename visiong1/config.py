@@ -7,6 +7,7 @@ field path instead of being ignored.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,8 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
+    pool: str | None = None
+    """Directory of a prepared Parquet pool (the data issue). None generates synthetic items from `domains`."""
     domains: list[Literal["counting"]] = ["counting"]
     """Synthetic domains to generate (the full eight domains come with the data issue)."""
     num_items: int = Field(512, ge=1)
@@ -199,13 +202,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
         tree = loaded or {}
+    return load_config_tree(tree, overrides, source=str(path) if path else "")
+
+
+def load_config_tree(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "") -> RunConfig:
+    """Validate a config tree after applying dotted overrides (the tree is copied, not modified)."""
+    tree = copy.deepcopy(tree)
     for override in overrides:
         apply_override(tree, override)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as error:
         lines = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()]
-        raise ConfigError(f"invalid config{f' {path}' if path else ''}:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(f"invalid config{f' {source}' if source else ''}:\n  " + "\n  ".join(lines)) from None
 
 
 def write_resolved(config: RunConfig, run_dir: Path) -> Path:

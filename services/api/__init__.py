@@ -1,0 +1,1 @@
+"""The REST control plane: validates, records, commands the coordinator by Ray handle, returns."""

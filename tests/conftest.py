@@ -1,0 +1,42 @@
+"""Shared fixtures: one private local Ray cluster and one tiny model per test session (ray.init costs 3-5 s)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+TEST_NAMESPACE = "visiong1-test"
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_cache) -> str:
+    from visiong1.models.tiny import tiny_model_path
+
+    return str(tiny_model_path(model_cache, seed=0))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A local cluster owned by this session; 8 logical CPUs so concurrent runs' actors can all schedule."""
+    import ray
+
+    from actors.cluster import connect
+
+    os.environ.setdefault("VISIONG1_RAY_TMP", "/tmp")
+    connect(address=None, num_cpus=8, namespace=TEST_NAMESPACE)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def small_run_overrides(model_cache, tmp_path) -> list[str]:
+    """A round that finishes in seconds: few steps, small groups, a short warm start."""
+    return [f"model.cache_dir={model_cache}", "model.warm_start_steps=20", f"output_dir={tmp_path / 'runs'}",
+            "data.num_items=32", "round.steps=3", "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
+            "rollout.max_new_tokens=8", "learner.lr=1e-3", "reward.num_cpus=0.1"]

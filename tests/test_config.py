@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import json
+import pytest
+
+from visiong1.config import ConfigError, RunConfig, load_config, write_resolved
+
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_file_parses(path):
+    assert isinstance(load_config(path), RunConfig)
+
+
+def test_demo_file_matches_builtin_defaults_that_the_demo_runs():
+    demo = load_config(CONFIG_DIR / "demo.yaml")
+    assert demo.model_dump(exclude={"name"}) == RunConfig().model_dump(exclude={"name"})
+
+
+def test_paper_recipe_values():
+    paper = load_config(CONFIG_DIR / "vision_g1_7b.yaml")
+    assert (paper.learner.lr, paper.learner.clip_low, paper.learner.clip_high) == (1e-6, 0.2, 0.28)
+    assert (paper.round.prompts_per_step, paper.rollout.samples_per_prompt) == (128, 16)
+
+
+def test_unknown_key_in_file_is_rejected_with_its_path(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learner:\n  learning_rate: 1e-6\n")
+    with pytest.raises(ConfigError, match=r"learner\.learning_rate: Extra inputs are not permitted"):
+        load_config(bad)
+
+
+def test_out_of_range_value_is_rejected_with_its_path(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout:\n  top_p: 1.5\n")
+    with pytest.raises(ConfigError, match=r"rollout\.top_p: Input should be less than or equal to 1"):
+        load_config(bad)
+
+
+def test_dotted_overrides_apply_and_parse_yaml_values():
+    config = load_config(None, ["learner.lr=1e-6", "data.domains=[counting]", "rollout.replicas=3"])
+    assert (config.learner.lr, config.data.domains, config.rollout.replicas) == (1e-6, ["counting"], 3)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("learner.lrr=1", r"learner\.lrr: Extra inputs"),
+    ("round.steps=0", r"round\.steps: Input should be greater than or equal to 1"),
+    ("selection.pass_rate_low=0.9", r"pass_rate_low \(0\.9\) must be below pass_rate_high"),
+    ("learner", r"not of the form dotted\.key=value"),
+    ("learner.lr.x=1", r"'lr' is a value, not a section"),
+])
+def test_bad_overrides_are_rejected(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIG_DIR / "demo.yaml", [override])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(None, ["round.steps=7"])
+    written = write_resolved(config, tmp_path)
+    assert RunConfig.model_validate(json.loads(written.read_text())) == config
