@@ -44,6 +44,7 @@ class Coordinator:
         self._events: list[dict] = []
         self._lock = threading.Lock()
         self.rng = random.Random(config.round.seed)
+        self.policy_version = 0  # the learner's newest weight version, as last pushed to rollout
         self.roles: list = []  # actor groups started by this run, stopped when it ends
 
     # --- event log -------------------------------------------------------------------------------------------
@@ -121,13 +122,14 @@ class Coordinator:
             wait_within(shard_refs, deadline, f"rollout replicas at step {step}")
         with self._timed(timings, "reward"):
             scores = [s for shard in get_within(self.rewards.async_score(shard_refs), deadline, "reward pool") for s in shard]
-        self._check_staleness(step, scores)
+        self._check_staleness(scores)
         advantages = grpo_advantages([s.rewards for s in scores])
         with self._timed(timings, "train"):
             train_metrics = get_within(self.learner.async_train_step(step, advantages, shard_refs), deadline,
                                        f"learner step {step}")[0]
         with self._timed(timings, "weight_sync"):
             versions = self.rollout.update_weights(self.learner.async_export_weights(), deadline)
+        self.policy_version = min(versions)
         metrics = {"step": step, **_reward_metrics(scores), **train_metrics, **timings,
                    "rollout/weight_version": min(versions)}
         metrics["time/step_s"] = sum(v for k, v in timings.items())
@@ -136,12 +138,12 @@ class Coordinator:
         self._emit("step", **metrics)
         return metrics
 
-    def _check_staleness(self, step: int, scores: list[GroupScores]) -> None:
+    def _check_staleness(self, scores: list[GroupScores]) -> None:
         """Refuse to train on samples older than `rollout.max_staleness` versions (0 = strictly on-policy)."""
-        oldest = min(s.weight_version for s in scores)
-        if step - oldest > self.config.rollout.max_staleness:
-            raise RuntimeError(f"step {step} got samples from weight version {oldest}: staleness {step - oldest} "
-                               f"exceeds rollout.max_staleness={self.config.rollout.max_staleness}")
+        staleness = self.policy_version - min(s.weight_version for s in scores)
+        if staleness > self.config.rollout.max_staleness:
+            raise RuntimeError(f"samples are {staleness} weight versions behind the learner (version "
+                               f"{self.policy_version}); rollout.max_staleness={self.config.rollout.max_staleness}")
 
     def _checkpoint(self) -> str:
         self._emit("phase", phase="checkpoint")

@@ -32,11 +32,3 @@ def ray_cluster(tmp_path_factory):
     connect(address=None, num_cpus=8, namespace=TEST_NAMESPACE)
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture
-def small_run_overrides(model_cache, tmp_path) -> list[str]:
-    """A round that finishes in seconds: few steps, small groups, a short warm start."""
-    return [f"model.cache_dir={model_cache}", "model.warm_start_steps=20", f"output_dir={tmp_path / 'runs'}",
-            "data.num_items=32", "round.steps=3", "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
-            "rollout.max_new_tokens=8", "learner.lr=1e-3", "reward.num_cpus=0.1"]
