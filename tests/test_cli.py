@@ -1,0 +1,37 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from visiong1.cli import RUNNERS, _load_runner, build_parser
+
+COMMANDS = ["demo", "serve", "config", "build-model"]
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([Path(sys.executable).parent / "visiong1", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_for_each_command(command):
+    result = run_cli(*([command] if command else []), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: visiong1" in result.stdout
+
+
+def test_every_command_is_listed_and_runners_resolve():
+    listed = build_parser().format_help()
+    assert all(command in listed for command in COMMANDS)
+    assert all(callable(_load_runner(command)) for command in RUNNERS)
+
+
+def test_bad_override_exits_2_naming_the_field():
+    result = run_cli("config", "rollout.temperature=0")
+    assert result.returncode == 2
+    assert "rollout.temperature: Input should be greater than 0" in result.stderr
+
+
+def test_config_prints_resolved_json():
+    result = run_cli("config", "-c", str(Path(__file__).parents[1] / "configs" / "demo.yaml"), "round.steps=9")
+    assert result.returncode == 0 and '"steps": 9' in result.stdout
