@@ -87,6 +87,8 @@ class Coordinator:
 
     def _start_roles(self) -> None:
         cfg = self.config
+        if cfg.data.pool is not None:
+            raise NotImplementedError(f"data.pool={cfg.data.pool!r}: reading prepared pools arrives with the data issue")
         self._emit("phase", phase="prepare_model")
         self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
         self._emit("phase", phase="start_actors", model_path=self.model_path)
@@ -95,8 +97,6 @@ class Coordinator:
         self.influence = InfluencePool()
         self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature)
         self.roles = [self.rollout, self.rewards, self.influence, self.learner]
-        if cfg.data.pool is not None:
-            raise NotImplementedError(f"data.pool={cfg.data.pool!r}: reading prepared pools arrives with the data issue")
         items = generate_pool(cfg.data.domains, cfg.data.num_items, cfg.data.image_size, cfg.data.seed)
         self.items = {item.id: item for item in items}
 
@@ -127,12 +127,12 @@ class Coordinator:
         with self._timed(timings, "train"):
             train_metrics = get_within(self.learner.async_train_step(step, advantages, shard_refs), deadline,
                                        f"learner step {step}")[0]
-        with self._timed(timings, "weight_sync"):
-            versions = self.rollout.update_weights(self.learner.async_export_weights(), deadline)
-        self.policy_version = min(versions)
+        if train_metrics["train/version"] != self.policy_version:  # a step with no mixed group changes nothing
+            with self._timed(timings, "weight_sync"):
+                versions = self.rollout.update_weights(self.learner.async_export_weights(), deadline)
+            self.policy_version = min(versions)
         metrics = {"step": step, **_reward_metrics(scores), **train_metrics, **timings,
-                   "rollout/weight_version": min(versions)}
-        metrics["time/step_s"] = sum(v for k, v in timings.items())
+                   "rollout/weight_version": self.policy_version, "time/step_s": sum(timings.values())}
         with self.metrics_path.open("a") as sink:
             sink.write(json.dumps(metrics) + "\n")
         self._emit("step", **metrics)
