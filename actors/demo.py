@@ -8,6 +8,7 @@ answers, lr 1e-4 instead of 1e-6, a transformers engine in place of vLLM. Launch
 from __future__ import annotations
 
 import time
+from pathlib import Path
 import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from actors.cluster import connect
 from actors.coordinator import TERMINAL_EVENTS, start_run
 from visiong1.config import RunConfig
+from visiong1.eval.plots import plot_metrics
 
 STEP_COLUMNS = {"reward/mean": "reward", "reward/accuracy": "acc", "reward/mixed_group_fraction": "mixed",
                 "train/loss": "loss", "time/generate_s": "gen_s", "time/reward_s": "rew_s", "time/train_s": "train_s",
@@ -60,5 +62,8 @@ def main(config: RunConfig) -> int:
     if final["type"] == "run_failed":
         return 1
     ray.get(done)
-    console.print(f"done in {time.perf_counter() - started:.1f}s; run directory {final['checkpoint'].rsplit('/', 1)[0]}")
+    run_dir = Path(final["checkpoint"]).parent
+    plot = plot_metrics(run_dir / "metrics.jsonl")
+    console.print(f"reward mean {final['reward_mean_first']:.3f} (first step) -> {final['reward_mean_last']:.3f} (last)")
+    console.print(f"done in {time.perf_counter() - started:.1f}s; run directory {run_dir} (plot: {plot.name})")
     return 0
