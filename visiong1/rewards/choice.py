@@ -13,7 +13,7 @@ _LETTER_FORMS = [
     re.compile(r"^\(?([A-Z])\)?[.:)]\s+\S.*$"),                                           # B. forty-two, (B) text
     re.compile(r"^\(([a-z])\)\s*\S.*$", re.IGNORECASE),                                   # (b)text
 ]
-_SEVERAL = re.compile(r"^\(?[A-Z]\)?(?:\s*(?:,|and|or|&|/|\s)\s*\(?[A-Z]\)?)+\.?$")
+_SEVERAL = re.compile(r"^\(?[A-Z]\)?(?:\s*(?:,|and|or|&|/)?\s*\(?[A-Z]\)?)+\.?$")
 
 
 def letter_of(answer: str, choices: list[str] | None = None) -> str | None:

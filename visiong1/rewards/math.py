@@ -50,13 +50,13 @@ def as_number(answer: str) -> tuple[Fraction, bool] | None:
 
 
 def _numbers_equal(predicted: tuple[Fraction, bool], truth: tuple[Fraction, bool], rel: float = 1e-6) -> bool:
-    """Equal up to `rel`. When only one side has a percent sign, it may also be read as its bare number
-    (`50%` == `50` as well as `0.5`), as math-verify does."""
+    """Equal up to `rel` or after rounding to 6 decimals (math-verify's float_rounding). When only one side has a
+    percent sign, it may also be read as its bare number (`50%` == `50` as well as `0.5`), as math-verify does."""
     (value, value_percent), (target, target_percent) = predicted, truth
     readings = [(value, target)]
     if value_percent != target_percent:
         readings.append((value * 100, target) if value_percent else (value, target * 100))
-    return any(abs(a - b) <= rel * abs(b) for a, b in readings)
+    return any(abs(a - b) <= rel * abs(b) or round(a, 6) == round(b, 6) for a, b in readings)
 
 
 def score_math(extracted: str, ground_truth: str, sandbox: SymbolicSandbox, **meta) -> RewardResult:

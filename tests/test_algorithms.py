@@ -3,27 +3,6 @@ import torch
 
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.algorithms.losses import ClipSettings, ppo_clip_loss
-from visiong1.rewards import extract_boxed, score
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("a \\boxed{1} b \\boxed{2}", "2"),
-    ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
-    ("\\fbox{7}", "7"),
-    ("\\boxed{\\text{red}}", "red"),
-    ("\\boxed{3", None),
-    ("plain 3", None),
-])
-def test_extract_boxed(text, expected):
-    assert extract_boxed(text) == expected
-
-
-def test_score_reasons():
-    assert score("\\boxed{ Red. }", "red", "text").reason == "correct"
-    assert score("\\boxed{4}", "3", "count").reason == "wrong"
-    assert score("4", "4", "count").reason == "no_answer"
-    with pytest.raises(ValueError, match="no scorer yet"):
-        score("\\boxed{1}", "1", "bbox")
 
 
 def test_grpo_advantages_are_standardised_per_group():
