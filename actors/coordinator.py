@@ -93,7 +93,7 @@ class Coordinator:
         self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
         self._emit("phase", phase="start_actors", model_path=self.model_path)
         self.rollout = RolloutGroup(self.model_path, cfg.rollout, cfg.round.system_prompt, cfg.round.seed)
-        self.rewards = RewardPool(cfg.reward.workers, cfg.reward.num_cpus)
+        self.rewards = RewardPool(cfg.reward)
         self.influence = InfluencePool()
         self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature)
         self.roles = [self.rollout, self.rewards, self.influence, self.learner]
@@ -121,9 +121,9 @@ class Coordinator:
             shard_refs = self.rollout.async_generate(prompts)
             wait_within(shard_refs, deadline, f"rollout replicas at step {step}")
         with self._timed(timings, "reward"):
-            scores = [s for shard in get_within(self.rewards.async_score(shard_refs), deadline, "reward pool") for s in shard]
+            scores = [s for shard in get_within(self.rewards.async_score(shard_refs), cfg.reward.timeout_s, "reward pool") for s in shard]
         self._check_staleness(scores)
-        advantages = grpo_advantages([s.rewards for s in scores])
+        advantages = grpo_advantages([s.rewards for s in scores], [s.excluded for s in scores])
         with self._timed(timings, "train"):
             train_metrics = get_within(self.learner.async_train_step(step, advantages, shard_refs), deadline,
                                        f"learner step {step}")[0]
@@ -156,6 +156,7 @@ def _reward_metrics(scores: list[GroupScores]) -> dict[str, float]:
     reasons = [r for s in scores for r in s.reasons]
     mixed = [0 < row.mean() < 1 for row in accuracies]
     metrics = {"reward/mean": float(rewards.mean()), "reward/accuracy": float(accuracies.mean()),
+               "reward/excluded": sum(sum(s.excluded) for s in scores),
                "reward/mixed_group_fraction": float(np.mean(mixed)), "rollout/samples": len(reasons),
                "rollout/sample_version": min(s.weight_version for s in scores)}
     for reason in sorted(set(reasons)):

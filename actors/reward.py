@@ -1,35 +1,83 @@
-"""Reward role: rule-based scoring of sampled groups (boxed exact match in the skeleton)."""
+"""Reward role: actors that judge sampled groups with the rule-based scorers, scaled independently."""
 
 from __future__ import annotations
 
 import ray
 
-from visiong1.rewards import score
+from visiong1.config import RewardConfig
+from visiong1.rewards.judge import RewardJudge
 from visiong1.types import GroupScores, SampleGroup
 
 
 @ray.remote
 class RewardWorker:
-    """Scores runs on the actor's main thread: math-verify's SIGALRM timeouts only work there (FIELD_NOTES)."""
+    """Judges on the actor's main thread; symbolic work runs in the judge's killable sandbox processes."""
+
+    def __init__(self, config: RewardConfig, index: int):
+        self.judge = RewardJudge(config)
+        if config.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(config.metrics_port + index, registry=self.judge.metrics.registry)
 
     def score_groups(self, *shards: list[SampleGroup]) -> list[GroupScores]:
         """Score every sample of every group; shards are the per-replica outputs of a rollout call."""
-        scored = []
-        for group in (g for shard in shards for g in shard):
-            results = [score(s.text, group.prompt.answer, group.prompt.answer_type) for s in group.samples]
-            scored.append(GroupScores(group.prompt.id, [r.score for r in results], [r.accuracy for r in results],
-                                      [r.reason for r in results],
-                                      min(s.weight_version for s in group.samples)))
-        return scored
+        return [self._score_group(group) for shard in shards for group in shard]
+
+    def _score_group(self, group: SampleGroup) -> GroupScores:
+        item = group.prompt
+        verdicts = [self.judge.judge(s.text, item.answer, item.answer_type, item.domain, **item.scorer_meta())
+                    for s in group.samples]
+        return GroupScores(item.id, [v.result.score for v in verdicts], [v.result.accuracy for v in verdicts],
+                           [v.result.reason for v in verdicts], min(s.weight_version for s in group.samples),
+                           [v.excluded for v in verdicts])
+
+    def score_texts(self, requests: list[dict]) -> list[dict]:
+        """Score raw (response, ground_truth, answer_type, domain, meta) requests; used by benchmarks and tools."""
+        results = []
+        for request in requests:
+            verdict = self.judge.judge(request["response"], request["ground_truth"], request["answer_type"],
+                                       request.get("domain", "default"), **request.get("meta", {}))
+            results.append({"score": verdict.result.score, "reason": verdict.result.reason,
+                            "accuracy": verdict.result.accuracy, "excluded": verdict.excluded,
+                            "seconds": verdict.seconds})
+        return results
+
+    def metrics_text(self) -> str:
+        return self.judge.metrics.exposition().decode()
+
+    def sandbox_pids(self) -> list[int]:
+        return self.judge.sandbox.pids()
 
 
 class RewardPool:
-    def __init__(self, workers: int, num_cpus: float):
-        self.workers = [RewardWorker.options(num_cpus=num_cpus).remote() for _ in range(workers)]
+    """Reward actors of one run; `scale` changes their number while the run goes on."""
+
+    def __init__(self, config: RewardConfig):
+        self.config = config
+        self.workers: list = []
+        self.scale(config.workers)
 
     def actors(self) -> list:
         return list(self.workers)
 
+    def scale(self, workers: int) -> int:
+        """Grow or shrink to `workers` actors (removed ones are killed; their sandboxes die with them)."""
+        if workers < 1:
+            raise ValueError(f"a reward pool needs at least one worker, got {workers}")
+        while len(self.workers) < workers:
+            actor = RewardWorker.options(num_cpus=self.config.num_cpus)
+            self.workers.append(actor.remote(self.config, len(self.workers)))
+        while len(self.workers) > workers:
+            ray.kill(self.workers.pop())
+        return len(self.workers)
+
     def async_score(self, shard_refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
         """One ObjectRef of list[GroupScores] per rollout shard, spread round-robin over the workers."""
         return [self.workers[i % len(self.workers)].score_groups.remote(ref) for i, ref in enumerate(shard_refs)]
+
+    def async_score_texts(self, requests: list[dict]) -> list[ray.ObjectRef]:
+        """Split raw requests evenly over the workers; one ObjectRef of results per worker, in request order."""
+        share = -(-len(requests) // len(self.workers))
+        return [worker.score_texts.remote(requests[i * share:(i + 1) * share])
+                for i, worker in enumerate(self.workers) if i * share < len(requests)]

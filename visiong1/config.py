@@ -69,15 +69,38 @@ class RolloutConfig(Section):
     (0 = strictly on-policy, the Vision-G1 default)."""
 
 
+class DomainRewardConfig(Section):
+    iou_threshold: float = Field(0.5, ge=0, le=1)
+    """IoU at or above which a bbox answer counts as accurate."""
+    on_timeout: Literal["zero", "exclude"] = "zero"
+    """A sample whose judging timed out scores 0 (`zero`) or leaves its group (`exclude`: advantages are computed
+    over the remaining members and the exclusion is counted)."""
+
+
 class RewardConfig(Section):
     workers: int = Field(1, ge=1)
     """Reward scoring actors."""
     num_cpus: float = Field(0.25, gt=0)
-    """Ray CPUs per reward actor (scoring is light)."""
-    timeout_s: float = Field(10.0, gt=0)
-    """Deadline for scoring one batch; expiry names the worker."""
-    iou_threshold: float = Field(0.5, ge=0, le=1)
-    """IoU at or above which a bbox answer counts as accurate (the reward issue uses it)."""
+    """Ray CPUs per reward actor (scoring is light; the sandbox processes do the heavy work)."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Deadline for scoring one batch; expiry names the reward pool."""
+    sample_deadline_s: float = Field(2.0, gt=0)
+    """Wall deadline per sample on the symbolic path; the sandbox worker is killed when it passes."""
+    sandbox_workers: int = Field(1, ge=1)
+    """Killable symbolic-math processes per reward actor."""
+    sandbox_memory_mb: int = Field(1024, ge=256)
+    """Address-space limit of each sandbox process."""
+    fallbacks: list[Literal["answer_tag", "answer_is"]] = []
+    """Answer extraction fallbacks when a response has no \\boxed{} (off: the paper rewards boxed answers only)."""
+    custom_scorers: dict[str, str] = {}
+    """Extra answer types: `type: module:function` with the built-in scorer contract; run in the sandbox."""
+    domains: dict[str, DomainRewardConfig] = {}
+    """Per-domain settings; domains not listed use the defaults of DomainRewardConfig."""
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    """If set, each reward actor serves Prometheus metrics on this port (plus its index)."""
+
+    def domain(self, name: str) -> DomainRewardConfig:
+        return self.domains.get(name, DomainRewardConfig())
 
 
 class SelectionConfig(Section):

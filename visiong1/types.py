@@ -6,6 +6,7 @@ travel by ObjectRef.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +23,8 @@ PROMPT_SCHEMA = pa.schema(
         ("images", pa.list_(pa.binary())),
         ("answer", pa.string()),
         ("answer_type", pa.string()),
+        ("choices", pa.list_(pa.string())),
+        ("metadata", pa.string()),  # JSON object: scorer settings such as coords/image_size, provenance
     ]
 )
 
@@ -37,17 +40,25 @@ class PromptItem:
     images: list[bytes]
     answer: str
     answer_type: str
+    choices: list[str] | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def scorer_meta(self) -> dict:
+        """Keyword arguments the item's scorer takes: its metadata plus the choices, when there are any."""
+        return {**self.metadata, "choices": self.choices} if self.choices else dict(self.metadata)
 
 
 def items_to_table(items: list[PromptItem]) -> pa.Table:
     """Pack prompt items into an Arrow table (the form prompts travel in through the object store)."""
     columns = {name: [getattr(item, name) for item in items] for name in PROMPT_SCHEMA.names}
+    columns["metadata"] = [json.dumps(item.metadata) for item in items]
     return pa.table(columns, schema=PROMPT_SCHEMA)
 
 
 def table_to_items(table: pa.Table) -> list[PromptItem]:
     """Inverse of `items_to_table`."""
-    return [PromptItem(**row) for row in table.select(PROMPT_SCHEMA.names).to_pylist()]
+    rows = table.select(PROMPT_SCHEMA.names).to_pylist()
+    return [PromptItem(**{**row, "metadata": json.loads(row["metadata"] or "{}")}) for row in rows]
 
 
 @dataclass
@@ -84,14 +95,17 @@ class GroupScores:
     reasons: list[str]
     weight_version: int
     """Oldest policy version among the group's samples."""
+    excluded: list[bool] = field(default_factory=list)
+    """Samples left out of the group (timed out in a domain that excludes them); empty means none."""
 
 
 @dataclass
 class TrainBatch:
-    """A learner step's input: scored groups and one advantage per sample (`advantages[g][s]`)."""
+    """A learner step's input: scored groups and one advantage per sample (`advantages[g][s]`); None marks a
+    sample excluded from its group, which the learner leaves out."""
 
     groups: list[SampleGroup]
-    advantages: list[list[float]]
+    advantages: list[list[float | None]]
     step: int
 
     def __post_init__(self) -> None:

@@ -36,14 +36,17 @@ class PolicyTrainer:
         self.version = 0
 
     def sequences(self, batch: TrainBatch) -> list[Sequence]:
-        """Samples of groups with a reward spread; all-equal groups have zero advantage and no gradient."""
+        """Samples of groups with a reward spread; all-equal groups have zero advantage and no gradient, and
+        excluded samples (advantage None) are left out."""
         sequences = []
         for group, advantages in zip(batch.groups, batch.advantages):
-            if not any(advantages):
+            if not any(advantages):  # None and 0.0 alike: nothing to learn from this group
                 continue
             images = image_inputs(self.processor, group.prompt)
             for sample, advantage in zip(group.samples, advantages):
-                sequences.append(Sequence(sample.prompt_token_ids, sample.token_ids, sample.logprobs, advantage, images))
+                if advantage is not None:
+                    sequences.append(Sequence(sample.prompt_token_ids, sample.token_ids, sample.logprobs, advantage,
+                                              images))
         return sequences
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
@@ -75,7 +78,8 @@ class PolicyTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
         metrics = {f"train/{key}": value for key, value in totals.items()}
-        metrics.update({"train/grad_norm": grad_norm, "train/lr": lr, "train/sequences": len(sequences),
+        metrics.update({"train/excluded_samples": sum(a is None for row in batch.advantages for a in row),
+                        "train/grad_norm": grad_norm, "train/lr": lr, "train/sequences": len(sequences),
                         "train/tokens": token_count, "train/version": self.version, "train/skipped_no_signal": 0.0,
                         "train/step_s": time.perf_counter() - started})
         return metrics

@@ -1,0 +1,49 @@
+"""A scoring process's judge: config, sandbox and metrics around `score`, shared by the Ray reward actors and the
+HTTP reward service so both apply the same per-domain rules."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from visiong1.config import RewardConfig
+from visiong1.rewards import score
+from visiong1.rewards.base import RewardResult
+from visiong1.rewards.math import SYMBOLIC_FUNCTION
+from visiong1.rewards.metrics import RewardMetrics
+from visiong1.rewards.sandbox import SymbolicSandbox
+
+
+@dataclass(frozen=True)
+class Judgement:
+    result: RewardResult
+    excluded: bool
+    """True when the sample timed out in a domain whose policy is to exclude it from its group."""
+    seconds: float
+
+
+class RewardJudge:
+    def __init__(self, config: RewardConfig):
+        self.config = config
+        self.sandbox = SymbolicSandbox(workers=config.sandbox_workers, deadline_s=config.sample_deadline_s,
+                                       memory_mb=config.sandbox_memory_mb, preload=(SYMBOLIC_FUNCTION,))
+        self.metrics = RewardMetrics()
+
+    def judge(self, response: str | bytes, ground_truth: str, answer_type: str, domain: str = "default",
+              **meta) -> Judgement:
+        """Score one response under its domain's settings and record it in the metrics."""
+        settings = self.config.domain(domain)
+        if answer_type == "bbox":
+            meta.setdefault("iou_threshold", settings.iou_threshold)
+        started = time.perf_counter()
+        result = score(response, ground_truth, answer_type, fallbacks=tuple(self.config.fallbacks),
+                       sandbox=self.sandbox, custom_scorers=self.config.custom_scorers, **meta)
+        seconds = time.perf_counter() - started
+        excluded = result.reason == "timeout" and settings.on_timeout == "exclude"
+        self.metrics.observe(domain, answer_type, result, seconds)
+        if excluded:
+            self.metrics.excluded.labels(domain).inc()
+        return Judgement(result, excluded, seconds)
+
+    def close(self) -> None:
+        self.sandbox.close()
