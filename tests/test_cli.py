@@ -6,16 +6,16 @@ import pytest
 
 from visiong1.cli import RUNNERS, _load_runner, build_parser
 
-COMMANDS = ["demo", "serve", "config", "build-model"]
+COMMANDS = ["demo", "serve", "config", "build-model", "reward"]
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([Path(sys.executable).parent / "visiong1", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("command", [None, *COMMANDS])
+@pytest.mark.parametrize("command", [None, *COMMANDS, "reward serve"])
 def test_help_for_each_command(command):
-    result = run_cli(*([command] if command else []), "--help")
+    result = run_cli(*(command.split() if command else []), "--help")
     assert result.returncode == 0, result.stderr
     assert "usage: visiong1" in result.stdout
 
@@ -24,6 +24,7 @@ def test_every_command_is_listed_and_runners_resolve():
     listed = build_parser().format_help()
     assert all(command in listed for command in COMMANDS)
     assert all(callable(_load_runner(command)) for command in RUNNERS)
+    assert "serve" in build_parser().parse_args(["reward", "serve"]).reward_command
 
 
 def test_bad_override_exits_2_naming_the_field():

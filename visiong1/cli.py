@@ -13,7 +13,8 @@ import sys
 
 from visiong1.config import ConfigError, load_config
 
-RUNNERS = {"demo": "actors.demo:main", "serve": "services.api.server:main"}
+RUNNERS = {"demo": "actors.demo:main", "serve": "services.api.server:main",
+           "reward serve": "services.reward.server:main"}
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("config", help="print the resolved config as JSON",
                                description="Validate a config with its overrides and print every field.")
     _add_config_arguments(show)
+    reward = commands.add_parser("reward", help="the reward scorers as a service",
+                                 description="Rule-based verifiable reward scoring.")
+    reward_commands = reward.add_subparsers(dest="reward_command", required=True)
+    reward_serve = reward_commands.add_parser(
+        "serve", help="serve POST /v1/score, GET /healthz, GET /metrics",
+        description="The reward judge behind FastAPI on api.host:api.port, configured by the reward section.")
+    _add_config_arguments(reward_serve)
+    reward_serve.add_argument("--token-env", default="VISIONG1_REWARD_TOKEN",
+                              help="environment variable holding the bearer token (unset: no auth)")
     build = commands.add_parser("build-model", help="build (or reuse) the tiny Qwen2.5-VL and print its path",
                                 description="Random-init tiny Qwen2.5-VL with a locally trained tokenizer.")
     build.add_argument("--cache-dir", default=".cache/visiong1/models", help="directory of cached tiny models")
@@ -62,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(json.dumps(config.model_dump(mode="json"), indent=2))
         return 0
+    if args.command == "reward":
+        return _load_runner(f"reward {args.reward_command}")(config, token_env=args.token_env)
     return _load_runner(args.command)(config)
 
 

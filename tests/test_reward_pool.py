@@ -1,0 +1,65 @@
+"""The reward pool as real Ray actors: routing by type and domain, timeout policy per domain, metrics, scaling."""
+
+import pytest
+
+from actors.reward import RewardPool
+from visiong1.config import load_config
+from visiong1.types import PromptItem, RolloutSample, SampleGroup
+
+pytestmark = pytest.mark.slow
+
+HANGS = r"\boxed{\int_0^1 x^{x^{x^{x}}} dx}"
+
+
+def group(domain: str, answer_type: str, answer: str, texts: list[str], meta: dict | None = None) -> SampleGroup:
+    item = PromptItem(id=f"{domain}-1", source="test", domain=domain, question="q", images=[], answer=answer,
+                      answer_type=answer_type, metadata=meta or {})
+    samples = [RolloutSample(item.id, [1], [2], [-0.1], text, weight_version=3, finish_reason="stop") for text in texts]
+    return SampleGroup(prompt=item, samples=samples)
+
+
+@pytest.fixture(scope="module")
+def pool(ray_cluster):
+    config = load_config(None, ["reward.sample_deadline_s=1.0", "reward.num_cpus=0.1",
+                                "reward.domains={medical: {on_timeout: exclude}, gui: {iou_threshold: 0.3}}"]).reward
+    pool = RewardPool(config)
+    yield pool
+    for actor in pool.actors():
+        ray_cluster.kill(actor)
+
+
+def test_groups_are_scored_by_type_and_domain_rules(ray_cluster, pool):
+    groups = [
+        group("counting", "count", "3", [r"\boxed{3}", r"\boxed{three}", r"\boxed{4}", "no box"]),
+        group("gui", "bbox", "[0, 0, 10, 10]", [r"\boxed{[5, 0, 15, 10]}"]),       # IoU 1/3 >= 0.3 in gui
+        group("charts", "bbox", "[0, 0, 10, 10]", [r"\boxed{[5, 0, 15, 10]}"]),    # < 0.5 elsewhere
+        group("math", "math", r"\frac{1}{2}", [r"\boxed{0.5}", HANGS]),
+        group("medical", "math", "1", [r"\boxed{1}", HANGS, r"\boxed{2}"]),
+    ]
+    scores = ray_cluster.get(pool.async_score([ray_cluster.put(groups)]), timeout=60)[0]
+    counting, gui, charts, math_, medical = scores
+    assert counting.reasons == ["correct", "correct", "wrong", "no_answer"] and counting.weight_version == 3
+    assert gui.accuracies == [1.0] and charts.accuracies == [0.0]
+    assert gui.rewards == pytest.approx([1 / 3]) == charts.rewards
+    assert math_.reasons == ["correct", "timeout"] and math_.excluded == [False, False]  # default: scored 0
+    assert medical.reasons == ["correct", "timeout", "wrong"] and medical.excluded == [False, True, False]
+
+
+def test_metrics_are_labelled_by_domain_type_and_reason(ray_cluster, pool):
+    ray_cluster.get(pool.async_score([ray_cluster.put([group("counting", "count", "3", [r"\boxed{3}"])])]))
+    text = ray_cluster.get(pool.workers[0].metrics_text.remote())
+    assert 'visiong1_reward_samples_total{answer_type="count",domain="counting",reason="correct"}' in text
+    assert 'visiong1_reward_excluded_samples_total{domain="medical"} 1.0' in text
+    assert 'visiong1_reward_latency_seconds_bucket{answer_type="math"' in text
+
+
+def test_pool_scales_while_scoring_continues(ray_cluster, pool):
+    assert pool.scale(2) == 2
+    requests = [{"response": rf"\boxed{{{i}}}", "ground_truth": str(i % 3), "answer_type": "count"} for i in range(10)]
+    results = [r for part in ray_cluster.get(pool.async_score_texts(requests), timeout=60) for r in part]
+    assert [r["reason"] for r in results] == ["correct" if i % 3 == i else "wrong" for i in range(10)]
+    sandbox_pids = [pid for pids in ray_cluster.get([w.sandbox_pids.remote() for w in pool.workers]) for pid in pids]
+    assert len(set(sandbox_pids)) == 2  # each actor judges with its own sandbox process
+    assert pool.scale(1) == 1
+    with pytest.raises(ValueError):
+        pool.scale(0)
