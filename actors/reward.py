@@ -22,26 +22,25 @@ class RewardWorker:
 
     def score_groups(self, *shards: list[SampleGroup]) -> list[GroupScores]:
         """Score every sample of every group; shards are the per-replica outputs of a rollout call."""
-        return [self._score_group(group) for shard in shards for group in shard]
+        groups = [group for shard in shards for group in shard]
+        requests = [{"response": sample.text, "ground_truth": group.prompt.answer,
+                     "answer_type": group.prompt.answer_type, "domain": group.prompt.domain,
+                     "meta": group.prompt.scorer_meta()} for group in groups for sample in group.samples]
+        verdicts = iter(verdict for verdict, _ in self.judge.judge_many(requests))
+        return [self._group_scores(group, [next(verdicts) for _ in group.samples]) for group in groups]
 
-    def _score_group(self, group: SampleGroup) -> GroupScores:
-        item = group.prompt
-        verdicts = [self.judge.judge(s.text, item.answer, item.answer_type, item.domain, **item.scorer_meta())
-                    for s in group.samples]
-        return GroupScores(item.id, [v.result.score for v in verdicts], [v.result.accuracy for v in verdicts],
+    @staticmethod
+    def _group_scores(group: SampleGroup, verdicts: list) -> GroupScores:
+        return GroupScores(group.prompt.id, [v.result.score for v in verdicts], [v.result.accuracy for v in verdicts],
                            [v.result.reason for v in verdicts], min(s.weight_version for s in group.samples),
                            [v.excluded for v in verdicts])
 
     def score_texts(self, requests: list[dict]) -> list[dict]:
-        """Score raw (response, ground_truth, answer_type, domain, meta) requests; used by benchmarks and tools."""
-        results = []
-        for request in requests:
-            verdict = self.judge.judge(request["response"], request["ground_truth"], request["answer_type"],
-                                       request.get("domain", "default"), **request.get("meta", {}))
-            results.append({"score": verdict.result.score, "reason": verdict.result.reason,
-                            "accuracy": verdict.result.accuracy, "excluded": verdict.excluded,
-                            "seconds": verdict.seconds})
-        return results
+        """Score raw `{response, ground_truth, answer_type, domain?, meta?}` requests (benchmarks and tools);
+        `latency_s` runs from this call's start to the sample's verdict."""
+        return [{"score": v.result.score, "reason": v.result.reason, "accuracy": v.result.accuracy,
+                 "excluded": v.excluded, "seconds": v.seconds, "latency_s": latency}
+                for v, latency in self.judge.judge_many(requests)]
 
     def metrics_text(self) -> str:
         return self.judge.metrics.exposition().decode()

@@ -59,7 +59,7 @@ def test_pool_scales_while_scoring_continues(ray_cluster, pool):
     results = [r for part in ray_cluster.get(pool.async_score_texts(requests), timeout=60) for r in part]
     assert [r["reason"] for r in results] == ["correct" if i % 3 == i else "wrong" for i in range(10)]
     sandbox_pids = [pid for pids in ray_cluster.get([w.sandbox_pids.remote() for w in pool.workers]) for pid in pids]
-    assert len(set(sandbox_pids)) == 2  # each actor judges with its own sandbox process
+    assert len(set(sandbox_pids)) == 2 * pool.config.sandbox_workers  # each actor has its own sandbox processes
     assert pool.scale(1) == 1
     with pytest.raises(ValueError):
         pool.scale(0)

@@ -86,7 +86,7 @@ class RewardConfig(Section):
     """Deadline for scoring one batch; expiry names the reward pool."""
     sample_deadline_s: float = Field(2.0, gt=0)
     """Wall deadline per sample on the symbolic path; the sandbox worker is killed when it passes."""
-    sandbox_workers: int = Field(1, ge=1)
+    sandbox_workers: int = Field(2, ge=1)
     """Killable symbolic-math processes per reward actor."""
     sandbox_memory_mb: int = Field(1024, ge=256)
     """Address-space limit of each sandbox process."""

@@ -4,6 +4,7 @@ HTTP reward service so both apply the same per-domain rules."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from visiong1.config import RewardConfig
@@ -28,6 +29,8 @@ class RewardJudge:
         self.sandbox = SymbolicSandbox(workers=config.sandbox_workers, deadline_s=config.sample_deadline_s,
                                        memory_mb=config.sandbox_memory_mb, preload=(SYMBOLIC_FUNCTION,))
         self.metrics = RewardMetrics()
+        # One thread per sandbox process plus one for in-process scorers: a bomb blocks only its own thread.
+        self._threads = ThreadPoolExecutor(config.sandbox_workers + 1, thread_name_prefix="reward-judge")
 
     def judge(self, response: str | bytes, ground_truth: str, answer_type: str, domain: str = "default",
               **meta) -> Judgement:
@@ -45,5 +48,19 @@ class RewardJudge:
             self.metrics.excluded.labels(domain).inc()
         return Judgement(result, excluded, seconds)
 
+    def judge_many(self, requests: list[dict]) -> list[tuple[Judgement, float]]:
+        """Judge `{response, ground_truth, answer_type, domain?, meta?}` requests concurrently, so a sample waiting
+        on its sandbox deadline does not hold up the others. Returns (judgement, seconds from the call's start to
+        this verdict) in request order."""
+        started = time.perf_counter()
+
+        def one(request: dict) -> tuple[Judgement, float]:
+            verdict = self.judge(request["response"], request["ground_truth"], request["answer_type"],
+                                 request.get("domain", "default"), **request.get("meta", {}))
+            return verdict, time.perf_counter() - started
+
+        return list(self._threads.map(one, requests))
+
     def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.sandbox.close()
