@@ -73,7 +73,11 @@ class Coordinator:
             write_resolved(self.config, self.run_dir)
             self._start_roles()
             pool = self._select()
-            history = [self._step(step, pool) for step in range(self.config.round.steps)]
+            history = []
+            for step in range(self.config.round.steps):
+                history.append(self._step(step, pool))
+                if self._checkpoint_due(step):
+                    self._save_resumable(step + 1)
             checkpoint = self._checkpoint()
         except BaseException as error:
             self._emit("run_failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
@@ -95,7 +99,7 @@ class Coordinator:
         self.rollout = RolloutGroup(self.model_path, cfg.rollout, cfg.round.system_prompt, cfg.round.seed)
         self.rewards = RewardPool(cfg.reward)
         self.influence = InfluencePool()
-        self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature)
+        self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature, cfg.round.step_timeout_s)
         self.roles = [self.rollout, self.rewards, self.influence, self.learner]
         items = generate_pool(cfg.data.domains, cfg.data.num_items, cfg.data.image_size, cfg.data.seed)
         self.items = {item.id: item for item in items}
@@ -103,8 +107,7 @@ class Coordinator:
     def _stop_roles(self) -> None:
         """Release the run's actors (and their CPUs/GPUs); the coordinator stays to answer `events`."""
         for group in self.roles:
-            for actor in group.actors():
-                ray.kill(actor)
+            group.shutdown()
 
     def _select(self) -> list[str]:
         """Influence selection over the pool (a stub that keeps everything until the selection issue)."""
@@ -145,6 +148,19 @@ class Coordinator:
             raise RuntimeError(f"samples are {staleness} weight versions behind the learner (version "
                                f"{self.policy_version}); rollout.max_staleness={self.config.rollout.max_staleness}")
 
+    def _checkpoint_due(self, step: int) -> bool:
+        every = self.config.round.checkpoint_every
+        return step + 1 == self.config.round.steps or (every > 0 and (step + 1) % every == 0)
+
+    def _save_resumable(self, steps_done: int) -> str:
+        """Learner state plus this coordinator's data cursor, so a resumed run samples the same prompts."""
+        cursor = {"steps_done": steps_done, "policy_version": self.policy_version,
+                  "prompt_rng": _json_rng_state(self.rng.getstate())}
+        path = self.learner.save_checkpoint(str(self.run_dir / "checkpoints"), steps_done, cursor,
+                                            self.config.round.step_timeout_s)
+        self._emit("checkpoint", path=path, steps_done=steps_done)
+        return path
+
     def _checkpoint(self) -> str:
         self._emit("phase", phase="checkpoint")
         return self.learner.save(str(self.run_dir / "checkpoint"), self.config.round.step_timeout_s)
@@ -162,6 +178,12 @@ def _reward_metrics(scores: list[GroupScores]) -> dict[str, float]:
     for reason in sorted(set(reasons)):
         metrics[f"reward/reason_{reason}"] = reasons.count(reason) / len(reasons)
     return metrics
+
+
+def _json_rng_state(state: tuple) -> list:
+    """random.Random state as JSON-able lists (the inner tuple of 625 ints)."""
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
 
 
 def new_run_id(name: str) -> str:

@@ -22,5 +22,8 @@ class InfluencePool:
     def actors(self) -> list:
         return [self.worker]
 
+    def shutdown(self) -> None:
+        ray.kill(self.worker)
+
     def async_score(self, item_ids: list[str]) -> ray.ObjectRef:
         return self.worker.score.remote(item_ids)

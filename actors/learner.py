@@ -3,47 +3,107 @@ prepares the starting model (build + warm start) off the control plane."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.common import get_within, quiet_transformers, size_torch_threads
 from visiong1.config import LearnerConfig, RunConfig
+from visiong1.training.checkpoint import CheckpointStore
 from visiong1.types import SampleGroup, TrainBatch, WeightUpdate
 
 
 @ray.remote
 class LearnerWorker:
-    def __init__(self, model_path: str, config: LearnerConfig, temperature: float):
+    """One rank. `setup` forms the torch.distributed group (gloo on CPU, NCCL on GPU) and builds the policy."""
+
+    def __init__(self, rank: int, world_size: int, config: LearnerConfig):
         size_torch_threads(config.num_cpus)
         quiet_transformers()
+        self.rank, self.world_size, self.config = rank, world_size, config
+
+    def rendezvous(self) -> tuple[str, int]:
+        """Address and a free port on this node for the group's TCP store (called on rank 0)."""
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            return ray.util.get_node_ip_address(), probe.getsockname()[1]
+
+    def setup(self, model_path: str, temperature: float, address: str, port: int) -> int:
+        import torch
+        import torch.distributed as dist
+
         from visiong1.training.trainer import PolicyTrainer
 
-        self.trainer = PolicyTrainer(model_path, config, temperature)
+        if self.config.backend != "torch":
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=self.rank,
+                                    world_size=self.world_size)
+        self.trainer = PolicyTrainer(model_path, self.config, temperature, self.rank, self.world_size)
+        return os.getpid()
 
-    def train_step(self, step: int, advantages: list[list[float]], *shards: list[SampleGroup]) -> dict:
+    def train_step(self, step: int, advantages: list[list[float | None]], *shards: list[SampleGroup]) -> dict:
         groups = [group for shard in shards for group in shard]
         return self.trainer.train_step(TrainBatch(groups=groups, advantages=advantages, step=step))
 
-    def export_weights(self) -> WeightUpdate:
-        """Trained tensors by reference: one object-store copy that every replica reads."""
+    def export_weights(self) -> WeightUpdate | None:
+        """Collective; rank 0 returns the trained tensors by reference (one object-store copy every replica
+        reads), the other ranks None."""
         tensors = self.trainer.export_weights()
-        names = None if len(tensors) == len(self.trainer.model.state_dict()) else tuple(sorted(tensors))
+        if self.rank != 0:
+            return None
+        names = None if set(tensors) == set(self.trainer.full_state_dict_names) else tuple(sorted(tensors))
         return WeightUpdate(version=self.trainer.version, tensors=ray.put(tensors), names=names)
 
-    def save(self, path: str) -> str:
-        return str(self.trainer.save(path))
+    def save_checkpoint(self, location: str, step: int, extra: dict, metric: float | None) -> str | None:
+        """Collective; rank 0 writes (the one writer) and returns the checkpoint path."""
+        files = self.trainer.checkpoint_files(extra)
+        if files is None:
+            return None
+        return CheckpointStore(location, self.config.checkpoint_keep_last).save(step, files, metric)
+
+    def restore(self, location: str, path: str) -> dict:
+        return self.trainer.restore(CheckpointStore(location).read(path))
+
+    def save_pretrained(self, path: str) -> str:
+        return str(self.trainer.save_pretrained(path))
+
+    def parameter_count(self) -> tuple[int, int]:
+        """(elements this rank stores, elements of the full model): shards under FSDP2."""
+        from torch.distributed.tensor import DTensor
+
+        local = full = 0
+        for parameter in self.trainer.model.parameters():
+            full += parameter.numel()
+            local += parameter.to_local().numel() if isinstance(parameter, DTensor) else parameter.numel()
+        return local, full
 
 
 class LearnerGroup:
-    """Ranks of one torch.distributed group; a single rank until the learner issue adds FSDP2/DeepSpeed."""
+    """The ranks of one torch.distributed group, in one placement group (one bundle per rank). Every method
+    that trains, exports or saves is a collective: it calls all ranks."""
 
-    def __init__(self, model_path: str, config: LearnerConfig, temperature: float):
-        if config.ranks != 1 or config.backend != "torch":
-            raise NotImplementedError(f"learner backend {config.backend!r} with {config.ranks} ranks arrives with the "
-                                      "learner issue; the skeleton runs backend=torch, ranks=1")
-        self.ranks = [LearnerWorker.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus)
-                      .remote(model_path, config, temperature)]
+    def __init__(self, model_path: str, config: LearnerConfig, temperature: float, timeout_s: float = 600.0):
+        if config.backend == "deepspeed":
+            raise NotImplementedError("the DeepSpeed backend is not built yet (learner issue); use fsdp2 or torch")
+        if config.backend == "torch" and config.ranks != 1:
+            raise ValueError(f"backend 'torch' trains one rank, got learner.ranks={config.ranks}; use fsdp2")
+        self.config = config
+        bundle = {"CPU": config.num_cpus, **({"GPU": config.num_gpus} if config.num_gpus else {})}
+        self.placement = placement_group([bundle] * config.ranks, strategy="PACK")
+        get_within(self.placement.ready(), timeout_s, f"placement group of {config.ranks} learner ranks")
+        self.ranks = [
+            LearnerWorker.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus,
+                                  scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, i))
+            .remote(i, config.ranks, config)
+            for i in range(config.ranks)
+        ]
+        address, port = get_within(self.ranks[0].rendezvous.remote(), timeout_s, "learner rank 0 rendezvous")
+        self.pids = get_within([rank.setup.remote(model_path, temperature, address, port) for rank in self.ranks],
+                               timeout_s, f"{config.ranks} learner ranks starting")
 
     def actors(self) -> list:
         return list(self.ranks)
@@ -52,10 +112,26 @@ class LearnerGroup:
         return [rank.train_step.remote(step, advantages, *shard_refs) for rank in self.ranks]
 
     def async_export_weights(self) -> ray.ObjectRef:
-        return self.ranks[0].export_weights.remote()
+        """ObjectRef of rank 0's WeightUpdate (the other ranks take part in the gather)."""
+        return [rank.export_weights.remote() for rank in self.ranks][0]
+
+    def save_checkpoint(self, location: str, step: int, extra: dict, timeout_s: float,
+                        metric: float | None = None) -> str:
+        refs = [rank.save_checkpoint.remote(location, step, extra, metric) for rank in self.ranks]
+        return get_within(refs, timeout_s, f"learner checkpoint at step {step}")[0]
+
+    def restore(self, location: str, path: str, timeout_s: float) -> dict:
+        refs = [rank.restore.remote(location, path) for rank in self.ranks]
+        return get_within(refs, timeout_s, f"learner restore from {path}")[0]
 
     def save(self, path: str, timeout_s: float) -> str:
-        return get_within(self.ranks[0].save.remote(path), timeout_s, "learner checkpoint")
+        refs = [rank.save_pretrained.remote(path) for rank in self.ranks]
+        return get_within(refs, timeout_s, "learner model export")[0]
+
+    def shutdown(self) -> None:
+        for rank in self.ranks:
+            ray.kill(rank)
+        remove_placement_group(self.placement)
 
 
 @ray.remote(num_cpus=1)

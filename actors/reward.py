@@ -60,6 +60,10 @@ class RewardPool:
     def actors(self) -> list:
         return list(self.workers)
 
+    def shutdown(self) -> None:
+        for actor in self.workers:
+            ray.kill(actor)
+
     def scale(self, workers: int) -> int:
         """Grow or shrink to `workers` actors (removed ones are killed; their sandboxes die with them)."""
         if workers < 1:

@@ -45,6 +45,10 @@ class RolloutGroup:
     def actors(self) -> list:
         return list(self.workers)
 
+    def shutdown(self) -> None:
+        for actor in self.workers:
+            ray.kill(actor)
+
     def async_generate(self, prompts) -> list[ray.ObjectRef]:
         """`prompts`: Arrow table -> one ObjectRef of list[SampleGroup] per replica (its contiguous share)."""
         share = -(-prompts.num_rows // len(self.workers))

@@ -143,10 +143,26 @@ class LearnerConfig(Section):
     """PPO ratio clip above 1 (DAPO clip-higher: ratio <= 1 + clip_high)."""
     dual_clip: float = Field(10.0, gt=1)
     """Dual-clip constant c bounding the loss of negative-advantage tokens."""
+    aggregation: Literal["token-mean", "seq-mean"] = "token-mean"
+    """Loss aggregation: mean over all response tokens of the step (the paper), or mean of per-sequence means."""
+    advantage_std_scale: bool = True
+    """GRPO divides by the group's reward std; False is the std-free variant."""
+    kl_coef: float = Field(0.0, ge=0)
+    """Weight of the low-variance KL to the frozen starting policy (0 = off, as in the paper)."""
+    entropy_coef: float = Field(0.0, ge=0)
+    """Weight of the entropy bonus (0 = off, as in the paper)."""
+    old_logprobs: Literal["rollout", "recompute"] = "rollout"
+    """Importance-ratio denominator: the rollout engine's logprobs, or recomputed by the learner before the update."""
     freeze_vision: bool = True
     """Keep the vision tower frozen (Vision-G1); only the language model is trained and synced."""
-    micro_batch_size: int = Field(64, ge=1)
-    """Sequences per forward/backward pass; gradients accumulate over the step's batch."""
+    micro_batch_tokens: int = Field(4096, ge=16)
+    """Token budget (prompt + response) of one forward/backward; gradients accumulate to one step per RL step."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    seed: int = 0
+    """Seed of the learner's RNGs (restored exactly on resume)."""
+    checkpoint_keep_last: int = Field(2, ge=1)
+    """Checkpoints kept besides the best one."""
 
 
 class RoundConfig(Section):
@@ -158,6 +174,8 @@ class RoundConfig(Section):
     """System message of every prompt (the paper asks for the answer in \\boxed{})."""
     seed: int = 0
     """Seed for prompt sampling and rollouts."""
+    checkpoint_every: int = Field(0, ge=0)
+    """Save a resumable learner checkpoint every this many steps (0 = only at the end of the round)."""
     step_timeout_s: float = Field(600.0, gt=0)
     """Deadline for any single phase of a step; expiry names the phase and actor."""
 

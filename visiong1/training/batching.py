@@ -72,9 +72,26 @@ def collate(sequences: list[Sequence], pad_id: int) -> dict[str, torch.Tensor | 
     }
 
 
-def token_logprobs(model, batch: dict, temperature: float = 1.0) -> torch.Tensor:
-    """`[batch, length - 1]` logprobs of each next token under `model` at `temperature`."""
+def token_logprobs(model, batch: dict, temperature: float = 1.0, with_entropy: bool = False):
+    """`[batch, length - 1]` logprobs of each next token under `model` at `temperature`; with `with_entropy`,
+    also the `[batch, length - 1]` entropy of each position's distribution."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"]).logits
-    logprobs = (logits[:, :-1].float() / temperature).log_softmax(-1)
-    return logprobs.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+    all_logprobs = (logits[:, :-1].float() / temperature).log_softmax(-1)
+    chosen = all_logprobs.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return chosen
+    return chosen, -(all_logprobs.exp() * all_logprobs).sum(-1)
+
+
+def pack_by_tokens(sequences: list[Sequence], budget: int) -> list[list[Sequence]]:
+    """Consecutive micro-batches of at most `budget` tokens (prompt + response); a longer sequence goes alone."""
+    batches, current, used = [], [], 0
+    for seq in sequences:
+        length = len(seq.prompt_ids) + len(seq.response_ids)
+        if current and used + length > budget:
+            batches.append(current)
+            current, used = [], 0
+        current.append(seq)
+        used += length
+    return batches + ([current] if current else [])

@@ -1,40 +1,87 @@
-"""The policy a learner rank trains: model, optimizer, GRPO step, weight export, checkpoint."""
+"""The policy one learner rank trains: model (plain, or FSDP2-sharded across the group), optimizer, the RL step,
+weight export and resumable state.
+
+Every rank receives the whole step batch and trains on its strided share (`sequences[rank::world]`); the loss is
+normalised by the step's global token (or sequence) count and scaled by the world size, so FSDP2's mean-reduced
+gradients equal those of one rank training on the whole batch.
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import random
+import resource
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch.distributed.tensor import DTensor
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from visiong1.algorithms.losses import ClipSettings, ppo_clip_loss
+from visiong1.algorithms.losses import LossSettings, StepTotals, policy_loss
 from visiong1.config import LearnerConfig
-from visiong1.training.batching import Sequence, collate, image_inputs, token_logprobs
+from visiong1.training.batching import Sequence, collate, image_inputs, pack_by_tokens, token_logprobs
 from visiong1.types import TrainBatch
 
 
-class PolicyTrainer:
-    """One rank's policy. `version` counts optimizer steps; weights exported at version v produced step v's
-    rollouts' successors."""
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
-    def __init__(self, model_path: str, config: LearnerConfig, temperature: float = 1.0):
-        self.config = config
-        self.temperature = temperature
+
+class PolicyTrainer:
+    """`version` counts optimizer steps. With world_size > 1 the caller has initialised torch.distributed."""
+
+    def __init__(self, model_path: str, config: LearnerConfig, temperature: float = 1.0, rank: int = 0,
+                 world_size: int = 1):
+        if config.backend == "torch" and world_size != 1:
+            raise ValueError("backend 'torch' trains one rank; use fsdp2 or deepspeed for several")
+        self.config, self.temperature, self.rank, self.world_size = config, temperature, rank, world_size
+        seed_everything(config.seed)
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32)
-        self.model.train()
         if config.freeze_vision:
             self.model.model.visual.requires_grad_(False)
-        self.trainable = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
-        self.optimizer = torch.optim.AdamW(self.trainable.values(), lr=config.lr, weight_decay=config.weight_decay)
+        if config.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.trainable_names = tuple(name for name, p in self.model.named_parameters() if p.requires_grad)
+        self.full_state_dict_names = tuple(self.model.state_dict())
+        self.reference = self._reference(model_path) if config.kl_coef else None
+        if config.backend == "fsdp2":
+            self._shard()
+        self.model.train()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         warmup = max(1, config.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        self.clip = ClipSettings(config.clip_low, config.clip_high, config.dual_clip)
+        self.settings = LossSettings(config.clip_low, config.clip_high, config.dual_clip, config.aggregation,
+                                     config.kl_coef, config.entropy_coef)
         self.pad_id = self.processor.tokenizer.pad_token_id
         self.version = 0
 
+    def _reference(self, model_path: str):
+        reference = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32).eval()
+        return reference.requires_grad_(False)
+
+    def _shard(self) -> None:
+        """FSDP2: one unit per decoder layer and per vision block, then the root (embeddings, head, the rest)."""
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in self.model.model.language_model.layers:
+            fully_shard(layer)
+        for block in self.model.model.visual.blocks:
+            fully_shard(block)
+        fully_shard(self.model)
+
+    # --- the RL step ---------------------------------------------------------------------------------------------
     def sequences(self, batch: TrainBatch) -> list[Sequence]:
         """Samples of groups with a reward spread; all-equal groups have zero advantage and no gradient, and
         excluded samples (advantage None) are left out."""
@@ -50,25 +97,24 @@ class PolicyTrainer:
         return sequences
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """One optimizer step on the batch (token-mean over all its response tokens); bumps `version`."""
+        """One optimizer step on the batch (gradients accumulated over token-budget micro-batches); bumps
+        `version`. Every rank must call it with the same batch."""
         started = time.perf_counter()
         sequences = self.sequences(batch)
         if not sequences:
             return {"train/sequences": 0, "train/skipped_no_signal": 1.0, "train/version": self.version}
-        token_count = sum(len(s.response_ids) for s in sequences)
-        totals = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "ratio_mean": 0.0}
-        for start in range(0, len(sequences), self.config.micro_batch_size):
-            micro = sequences[start : start + self.config.micro_batch_size]
-            tensors = collate(micro, self.pad_id)
-            logprobs = token_logprobs(self.model, tensors, self.temperature)
-            loss, stats = ppo_clip_loss(logprobs, tensors["old_logprobs"], tensors["advantages"],
-                                        tensors["response_mask"], self.clip, token_count)
-            loss.backward()
-            share = float(tensors["response_mask"].sum()) / token_count
-            totals["loss"] += float(loss)
-            for key in stats:
-                totals[key] += stats[key] * share
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable.values(), self.config.grad_clip))
+        totals = StepTotals(tokens=sum(len(s.response_ids) for s in sequences), sequences=len(sequences))
+        mine = sequences[self.rank::self.world_size]
+        sums = {"loss": 0.0}
+        for micro in pack_by_tokens(mine, self.config.micro_batch_tokens):
+            stats = self._accumulate(micro, totals)
+            share = sum(len(s.response_ids) for s in micro) / totals.tokens
+            sums["loss"] += stats.pop("loss")
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value * share
+        metrics = {f"train/{key}": value for key, value in self._all_reduce(sums).items()}
+        norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.grad_clip)
+        grad_norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)  # sharded params: global norm
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise FloatingPointError(f"non-finite gradient norm {grad_norm} at version {self.version}; step not applied")
@@ -77,20 +123,136 @@ class PolicyTrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
-        metrics = {f"train/{key}": value for key, value in totals.items()}
-        metrics.update({"train/excluded_samples": sum(a is None for row in batch.advantages for a in row),
-                        "train/grad_norm": grad_norm, "train/lr": lr, "train/sequences": len(sequences),
-                        "train/tokens": token_count, "train/version": self.version, "train/skipped_no_signal": 0.0,
-                        "train/step_s": time.perf_counter() - started})
+        elapsed = time.perf_counter() - started
+        metrics.update({"train/grad_norm": grad_norm, "train/lr": lr, "train/sequences": len(sequences),
+                        "train/tokens": totals.tokens, "train/tokens_per_s": totals.tokens / elapsed,
+                        "train/excluded_samples": sum(a is None for row in batch.advantages for a in row),
+                        "train/version": self.version, "train/skipped_no_signal": 0.0, "train/step_s": elapsed,
+                        "train/peak_memory_mb": peak_memory_mb()})
         return metrics
 
-    def export_weights(self) -> dict[str, torch.Tensor]:
-        """Detached copies of the trained tensors (the language model when the vision tower is frozen)."""
-        return {name: p.detach().clone() for name, p in self.trainable.items()}
+    def _accumulate(self, micro: list[Sequence], totals: StepTotals) -> dict[str, float]:
+        """Forward/backward of one micro-batch; returns its loss contribution and statistics."""
+        tensors = collate(micro, self.pad_id)
+        mask = tensors["response_mask"]
+        old = tensors["old_logprobs"]
+        if self.config.old_logprobs == "recompute":
+            with torch.no_grad():
+                old = token_logprobs(self.model, tensors, self.temperature)
+        reference = None
+        if self.reference is not None:
+            with torch.no_grad():
+                reference = token_logprobs(self.reference, tensors, self.temperature)
+        logprobs, entropy = token_logprobs(self.model, tensors, self.temperature, with_entropy=True)
+        loss, stats = policy_loss(logprobs, old, tensors["advantages"], mask, self.settings, totals,
+                                  ref_logprobs=reference, entropy=entropy)
+        (loss * self.world_size).backward()  # FSDP2 averages gradients over ranks; the step wants their sum
+        return {"loss": float(loss.detach()), **stats}
 
-    def save(self, path: str | Path) -> Path:
-        """A Hugging Face model directory (weights, config, processor) loadable by every engine."""
+    def _all_reduce(self, sums: dict[str, float]) -> dict[str, float]:
+        """Step statistics over all ranks: the loss adds up, token-weighted means add up too."""
+        if self.world_size == 1:
+            return sums
+        keys = sorted(sums)
+        values = torch.tensor([sums[key] for key in keys], dtype=torch.float64)
+        dist.all_reduce(values)
+        return dict(zip(keys, values.tolist()))
+
+    # --- weights and state ---------------------------------------------------------------------------------------
+    def full_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+        """Unsharded CPU tensors on rank 0 (an empty dict elsewhere); a collective call under FSDP2."""
+        if self.config.backend == "fsdp2":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            state = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
+        if trainable_only:
+            state = {name: state[name] for name in self.trainable_names if name in state}
+        return state
+
+    def export_weights(self) -> dict[str, torch.Tensor]:
+        """What rollout replicas load: the trained tensors (the language model when the vision tower is frozen)."""
+        return self.full_state_dict(trainable_only=True)
+
+    def optimizer_state(self) -> dict:
+        """Full optimizer state (rank 0 holds it under FSDP2); a collective call under FSDP2."""
+        if self.config.backend == "fsdp2":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return get_optimizer_state_dict(self.model, self.optimizer,
+                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return self.optimizer.state_dict()
+
+    def training_state(self) -> dict:
+        """Everything besides tensors that a resume needs (this rank's RNG states included)."""
+        return {"version": self.version, "scheduler": self.scheduler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+
+    def load_state(self, model_state: dict, optimizer_state: dict, training_state: dict) -> None:
+        """Restore what `full_state_dict`, `optimizer_state` and `training_state` produced (all ranks call it;
+        under FSDP2 only rank 0's dicts are read and broadcast)."""
+        if self.config.backend == "fsdp2":
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+            set_model_state_dict(self.model, model_state, options=options)
+            set_optimizer_state_dict(self.model, self.optimizer, optimizer_state, options=options)
+        else:
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(optimizer_state)
+        self.scheduler.load_state_dict(training_state["scheduler"])
+        self.version = training_state["version"]
+        torch.set_rng_state(training_state["rng"]["torch"])
+        np.random.set_state(training_state["rng"]["numpy"])
+        random.setstate(training_state["rng"]["python"])
+
+    def checkpoint_files(self, extra: dict) -> dict[str, bytes] | None:
+        """The files of a resumable checkpoint, on rank 0 (None elsewhere); a collective call. `extra` (JSON) holds
+        what the caller needs to resume too, e.g. the coordinator's data cursor."""
+        model, optimizer, training = self.full_state_dict(), self.optimizer_state(), self.training_state()
+        states = [training]
+        if self.world_size > 1:
+            states = [None] * self.world_size if self.rank == 0 else None
+            dist.gather_object(training, states, dst=0)
+        if self.rank != 0:
+            return None
+        files = {"model.safetensors": save_safetensors(model), "optimizer.pt": _torch_bytes(optimizer),
+                 "extra.json": json.dumps(extra).encode()}
+        files.update({f"training_state/rank{rank}.pt": _torch_bytes(state) for rank, state in enumerate(states)})
+        with tempfile.TemporaryDirectory() as staging:  # config and processor, so the checkpoint exports alone
+            self.model.config.save_pretrained(staging)
+            self.model.generation_config.save_pretrained(staging)
+            self.processor.save_pretrained(staging)
+            files.update({f"hf/{p.name}": p.read_bytes() for p in Path(staging).iterdir() if p.is_file()})
+        return files
+
+    def restore(self, files: dict[str, bytes]) -> dict:
+        """Load a checkpoint written by `checkpoint_files` (all ranks call it with the same files); returns `extra`."""
+        training = torch.load(io.BytesIO(files[f"training_state/rank{self.rank}.pt"]), weights_only=False)
+        optimizer = torch.load(io.BytesIO(files["optimizer.pt"]), weights_only=False)
+        self.load_state(load_safetensors(files["model.safetensors"]), optimizer, training)
+        return json.loads(files["extra.json"])
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """A Hugging Face model directory (weights, config, processor); rank 0 writes, a collective under FSDP2."""
+        state = self.full_state_dict()
         path = Path(path)
-        self.model.save_pretrained(path)
-        self.processor.save_pretrained(path)
+        if self.rank == 0:
+            self.model.save_pretrained(path, state_dict=state)
+            self.processor.save_pretrained(path)
         return path
+
+
+def _torch_bytes(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, max RSS on CPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
