@@ -1,34 +1,78 @@
+"""Advantages and losses against values computed by hand."""
+
+import math
+
 import pytest
 import torch
 
 from visiong1.algorithms.advantages import grpo_advantages
-from visiong1.algorithms.losses import ClipSettings, ppo_clip_loss
+from visiong1.algorithms.losses import LossSettings, StepTotals, low_variance_kl, policy_loss
+
+SETTINGS = LossSettings(clip_low=0.2, clip_high=0.28, dual_clip=3.0)
 
 
 def test_grpo_advantages_are_standardised_per_group():
     advantages = grpo_advantages([[1, 0, 0, 1], [0, 0, 0, 0]])
-    assert advantages[1] == [0.0, 0.0, 0.0, 0.0]
-    assert sum(advantages[0]) == pytest.approx(0.0)
-    assert advantages[0][0] == pytest.approx(0.5 / (torch.tensor([1.0, 0, 0, 1]).std().item() + 1e-6))
+    std = torch.tensor([1.0, 0, 0, 1]).std().item()  # unbiased, 0.5774
+    assert advantages[0] == pytest.approx([0.5 / (std + 1e-6), -0.5 / (std + 1e-6), -0.5 / (std + 1e-6),
+                                           0.5 / (std + 1e-6)])
+    assert advantages[1] == [0.0, 0.0, 0.0, 0.0]  # all-equal rewards: no signal
 
 
-def test_ppo_clip_loss_clips_higher_and_dual_clips():
-    clip = ClipSettings(low=0.2, high=0.28, dual_clip=3.0)
-    old = torch.zeros(1, 3)
-    new = torch.log(torch.tensor([[1.5, 0.5, 5.0]]))  # ratios 1.5, 0.5, 5.0
-    mask = torch.ones(1, 3)
-    positive, _ = ppo_clip_loss(new, old, torch.ones(1, 1), mask, clip, token_count=3)
-    # A > 0: min(r, clip(r)) per token -> 1.28, 0.5, 1.28
-    assert positive.item() == pytest.approx(-(1.28 + 0.5 + 1.28) / 3)
-    negative, stats = ppo_clip_loss(new, old, -torch.ones(1, 1), mask, clip, token_count=3)
-    # A < 0: max(r, clip(r)) -> 1.5, 0.8, 5.0, then dual clip caps 5.0 at c=3
-    assert negative.item() == pytest.approx((1.5 + 0.8 + 3.0) / 3)
-    assert 0 < stats["clip_fraction"] <= 1
+def test_std_free_variant_only_centres():
+    assert grpo_advantages([[1, 0, 0, 0]], scale_by_std=False) == [[0.75, -0.25, -0.25, -0.25]]
 
 
-def test_ppo_clip_loss_is_a_token_mean_over_the_step():
-    clip = ClipSettings()
+def test_excluded_members_leave_the_statistics_and_small_groups_are_dropped():
+    advantages = grpo_advantages([[1, 0, 5], [1, 0, 0]], excluded=[[False, False, True], [True, True, False]])
+    assert advantages[0][2] is None and advantages[0][0] == pytest.approx(0.5 / (math.sqrt(0.5) + 1e-6))
+    assert advantages[1] == [None, None, None]
+
+
+def one_token(ratios: list[float], advantage: float, settings: LossSettings = SETTINGS):
+    logprobs = torch.log(torch.tensor([ratios]))
+    mask = torch.ones_like(logprobs)
+    return policy_loss(logprobs, torch.zeros_like(logprobs), torch.tensor([[advantage]]), mask, settings,
+                       StepTotals(tokens=len(ratios), sequences=1))
+
+
+def test_clip_high_for_positive_advantages():
+    loss, stats = one_token([1.5, 0.5, 1.1], advantage=1.0)
+    # min(r, clip(r)) per token: 1.28 (clipped high), 0.5 (below the low clip counts unclipped), 1.1
+    assert loss.item() == pytest.approx(-(1.28 + 0.5 + 1.1) / 3)
+    assert stats["clip_fraction_high"] == pytest.approx(1 / 3) and stats["clip_fraction_low"] == 0.0
+
+
+def test_clip_low_and_dual_clip_for_negative_advantages():
+    loss, stats = one_token([0.5, 1.1, 5.0], advantage=-1.0)
+    # max(r, clip(r)): 0.8 (clipped low), 1.1, 5.0 -> dual clip caps it at c = 3
+    assert loss.item() == pytest.approx((0.8 + 1.1 + 3.0) / 3)
+    assert stats["clip_fraction_low"] == pytest.approx(1 / 3) and stats["clip_fraction_high"] == 0.0
+
+
+def test_masks_and_aggregations():
     logprobs = torch.zeros(2, 4, requires_grad=True)
     mask = torch.tensor([[1.0, 1, 0, 0], [1, 1, 1, 1]])
-    loss, _ = ppo_clip_loss(logprobs, torch.zeros(2, 4), torch.ones(2, 1), mask, clip, token_count=6)
-    assert loss.item() == pytest.approx(-1.0)
+    advantages = torch.tensor([[1.0], [2.0]])
+    token_mean, _ = policy_loss(logprobs, torch.zeros(2, 4), advantages, mask, SETTINGS, StepTotals(6, 2))
+    assert token_mean.item() == pytest.approx(-(1 * 2 + 2 * 4) / 6)
+    seq_mean, _ = policy_loss(logprobs, torch.zeros(2, 4), advantages, mask,
+                              LossSettings(aggregation="seq-mean"), StepTotals(6, 2))
+    assert seq_mean.item() == pytest.approx(-(1 + 2) / 2)
+    token_mean.backward()
+    assert logprobs.grad[0, 2:].abs().sum() == 0  # masked tokens get no gradient
+
+
+def test_kl_and_entropy_terms():
+    assert low_variance_kl(torch.tensor([0.0]), torch.tensor([0.0])).item() == 0.0
+    assert low_variance_kl(torch.tensor([math.log(0.5)]), torch.tensor([0.0])).item() == pytest.approx(
+        math.exp(math.log(2)) - math.log(2) - 1)
+    logprobs = torch.zeros(1, 2)
+    mask = torch.ones(1, 2)
+    settings = LossSettings(kl_coef=0.5, entropy_coef=0.1)
+    loss, stats = policy_loss(logprobs, logprobs, torch.zeros(1, 1), mask, settings, StepTotals(2, 1),
+                              ref_logprobs=torch.full((1, 2), math.log(0.5)), entropy=torch.full((1, 2), 2.0))
+    kl = 0.5 - math.log(0.5) - 1
+    assert loss.item() == pytest.approx(0.5 * kl - 0.1 * 2.0) and stats["kl_ref"] == pytest.approx(kl)
+    with pytest.raises(ValueError, match="reference logprobs"):
+        policy_loss(logprobs, logprobs, torch.zeros(1, 1), mask, settings, StepTotals(2, 1))

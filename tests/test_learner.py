@@ -1,0 +1,172 @@
+"""The learner: one GRPO step improves the policy, FSDP2 ranks shard and match a single rank, checkpoints resume
+exactly after a SIGKILL and refuse corruption, exports load like a Hugging Face model."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from actors.learner import LearnerGroup
+from visiong1.algorithms.advantages import grpo_advantages
+from visiong1.config import LearnerConfig
+from visiong1.data.synthetic import generate_pool
+from visiong1.engines.hf import HFEngine, SamplingParams
+from visiong1.training.batching import collate, token_logprobs
+from visiong1.training.checkpoint import CheckpointCorruptError, CheckpointStore
+from visiong1.training.export import export_checkpoint
+from visiong1.training.trainer import PolicyTrainer
+from visiong1.types import TrainBatch
+
+SYSTEM = "Answer the question. Put the final answer in \\boxed{}."
+
+
+@pytest.fixture(scope="module")
+def batches(tiny_model) -> list[TrainBatch]:
+    """Six fixed step batches: 3 prompts x 4 samples, rewards alternating so every group has a spread."""
+    engine = HFEngine(tiny_model, SYSTEM, seed=3)
+    items = generate_pool(["counting"], 18, seed=7)
+    result = []
+    for step in range(6):
+        groups = engine.generate(items[3 * step:3 * step + 3], SamplingParams(n=4, max_new_tokens=6))
+        rewards = [[float((sample + group) % 2) for sample in range(4)] for group in range(3)]
+        result.append(TrainBatch(groups, grpo_advantages(rewards), step))
+    return result
+
+
+def config(**changes) -> LearnerConfig:
+    return LearnerConfig(lr=1e-3, num_cpus=1, micro_batch_tokens=256, **changes)
+
+
+def sequence_logprob(trainer: PolicyTrainer, batch: TrainBatch, sign: int) -> float:
+    sequences = [s for s in trainer.sequences(batch) if s.advantage * sign > 0]
+    tensors = collate(sequences, trainer.pad_id)
+    with torch.no_grad():
+        logprobs = token_logprobs(trainer.model, tensors)
+    return float((logprobs * tensors["response_mask"]).sum() / len(sequences))
+
+
+def test_one_grpo_step_favours_positive_advantages(tiny_model, batches):
+    trainer = PolicyTrainer(tiny_model, config())
+    before = sequence_logprob(trainer, batches[0], +1), sequence_logprob(trainer, batches[0], -1)
+    metrics = trainer.train_step(batches[0])
+    after = sequence_logprob(trainer, batches[0], +1), sequence_logprob(trainer, batches[0], -1)
+    assert after[0] > before[0] and after[1] < before[1]
+    assert metrics["train/version"] == 1 and metrics["train/tokens_per_s"] > 0
+    assert {"train/clip_fraction_low", "train/clip_fraction_high", "train/entropy", "train/peak_memory_mb"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_fsdp2_ranks_shard_and_match_one_rank(ray_cluster, tiny_model, batches):
+    single = PolicyTrainer(tiny_model, config())
+    expected = [single.train_step(batch)["train/loss"] for batch in batches[:5]]
+    group = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
+    try:
+        counts = ray_cluster.get([rank.parameter_count.remote() for rank in group.ranks])
+        for local, full in counts:
+            assert abs(local - full / 2) <= 0.05 * full  # each rank stores about half
+        losses = []
+        for step, batch in enumerate(batches[:5]):
+            metrics = ray_cluster.get(group.async_train_step(step, batch.advantages, [ray_cluster.put(batch.groups)]))
+            assert metrics[0]["train/loss"] == metrics[1]["train/loss"]  # all ranks report the group's loss
+            losses.append(metrics[0]["train/loss"])
+        assert losses == pytest.approx(expected, abs=1e-5)
+        update = ray_cluster.get(group.async_export_weights())
+        weights = ray_cluster.get(update.tensors)
+        trained = single.export_weights()
+        assert update.version == 5 and update.names is not None and set(weights) == set(trained)
+        worst = max((weights[name] - trained[name]).abs().max().item() for name in trained)
+        assert worst < 1e-4, worst
+    finally:
+        group.shutdown()
+
+
+def train(ray_cluster, group: LearnerGroup, batches: list[TrainBatch]) -> list[float]:
+    return [ray_cluster.get(group.async_train_step(b.step, b.advantages, [ray_cluster.put(b.groups)]))[0]["train/loss"]
+            for b in batches]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_the_uninterrupted_run(ray_cluster, tiny_model, batches, tmp_path):
+    settings = config(backend="fsdp2", ranks=2)
+    straight = LearnerGroup(tiny_model, settings, temperature=1.0)
+    expected_losses = train(ray_cluster, straight, batches)
+    expected = ray_cluster.get(ray_cluster.get(straight.async_export_weights()).tensors)
+    straight.shutdown()
+
+    first = LearnerGroup(tiny_model, settings, temperature=1.0)
+    losses = train(ray_cluster, first, batches[:3])
+    location = str(tmp_path / "checkpoints")
+    path = first.save_checkpoint(location, 3, {"steps_done": 3}, timeout_s=120)
+    os.kill(first.pids[0], signal.SIGKILL)
+    first.shutdown()
+
+    resumed = LearnerGroup(tiny_model, settings, temperature=1.0)
+    assert CheckpointStore(location).latest() == path
+    assert resumed.restore(location, path, timeout_s=120) == {"steps_done": 3}
+    losses += train(ray_cluster, resumed, batches[3:])
+    weights = ray_cluster.get(ray_cluster.get(resumed.async_export_weights()).tensors)
+    resumed.shutdown()
+    assert losses == expected_losses  # exact: same ops, same order, same state
+    assert all(torch.equal(weights[name], expected[name]) for name in expected)
+
+
+@pytest.fixture
+def saved(tiny_model, batches, tmp_path):
+    trainer = PolicyTrainer(tiny_model, config())
+    trainer.train_step(batches[0])
+    store = CheckpointStore(str(tmp_path / "store"), keep_last=2)
+    path = store.save(1, trainer.checkpoint_files({"steps_done": 1}))
+    return store, path, trainer
+
+
+def test_a_kill_while_writing_leaves_the_previous_checkpoint(saved):
+    store, path, _ = saved
+    writer = (f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); "
+              "from visiong1.training.checkpoint import CheckpointStore; "
+              f"CheckpointStore({store.root!r}).save(2, {{f'shard{{i}}': bytes(50 << 20) for i in range(40)}})")
+    process = subprocess.Popen([sys.executable, "-c", writer])
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".tmp-step-00000002") for p in Path(store.root).iterdir()):
+        assert time.monotonic() < deadline and process.poll() is None, "the writer never started"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert store.latest() == path
+    assert set(store.read(path)) >= {"model.safetensors", "optimizer.pt", "training_state/rank0.pt"}
+
+
+def test_a_flipped_byte_is_refused_with_the_file_named(saved):
+    store, path, _ = saved
+    target = Path(path) / "optimizer.pt"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(CheckpointCorruptError, match=r"optimizer\.pt: sha256 does not match"):
+        store.read(path)
+
+
+def test_retention_keeps_the_newest_and_the_best(saved):
+    store, _, trainer = saved
+    files = trainer.checkpoint_files({})
+    for step, metric in [(2, 0.9), (3, 0.1), (4, 0.2), (5, 0.3)]:
+        store.save(step, files, metric=metric)
+    assert [step for step, _ in store.complete()] == [2, 4, 5]
+
+
+def test_export_gives_a_hugging_face_directory(saved, tmp_path):
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    store, path, trainer = saved
+    out = export_checkpoint(path, tmp_path / "export")
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out)
+    AutoProcessor.from_pretrained(out)
+    expected = trainer.full_state_dict()
+    assert all(torch.equal(model.state_dict()[name], expected[name]) for name in expected)
+    engine = HFEngine(str(out), SYSTEM)
+    assert len(engine.generate(generate_pool(["counting"], 1), SamplingParams(n=1, max_new_tokens=3))) == 1
