@@ -42,6 +42,9 @@ class LearnerWorker:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=self.rank,
                                     world_size=self.world_size)
+            # DeepSpeed reads the group from the environment as torchrun would set it.
+            os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0",
+                              MASTER_ADDR=address, MASTER_PORT=str(port))
         self.trainer = PolicyTrainer(model_path, self.config, temperature, self.rank, self.world_size)
         return os.getpid()
 
@@ -77,8 +80,11 @@ class LearnerWorker:
 
         local = full = 0
         for parameter in self.trainer.model.parameters():
-            full += parameter.numel()
-            local += parameter.to_local().numel() if isinstance(parameter, DTensor) else parameter.numel()
+            if self.config.backend == "deepspeed" and self.config.zero_stage == 3:
+                full, local = full + parameter.ds_numel, local + parameter.ds_tensor.numel()
+            else:
+                full += parameter.numel()
+                local += parameter.to_local().numel() if isinstance(parameter, DTensor) else parameter.numel()
         return local, full
 
 
@@ -87,8 +93,6 @@ class LearnerGroup:
     that trains, exports or saves is a collective: it calls all ranks."""
 
     def __init__(self, model_path: str, config: LearnerConfig, temperature: float, timeout_s: float = 600.0):
-        if config.backend == "deepspeed":
-            raise NotImplementedError("the DeepSpeed backend is not built yet (learner issue); use fsdp2 or torch")
         if config.backend == "torch" and config.ranks != 1:
             raise ValueError(f"backend 'torch' trains one rank, got learner.ranks={config.ranks}; use fsdp2")
         self.config = config

@@ -170,3 +170,29 @@ def test_export_gives_a_hugging_face_directory(saved, tmp_path):
     assert all(torch.equal(model.state_dict()[name], expected[name]) for name in expected)
     engine = HFEngine(str(out), SYSTEM)
     assert len(engine.generate(generate_pool(["counting"], 1), SamplingParams(n=1, max_new_tokens=3))) == 1
+    command = [str(Path(sys.executable).parent / "visiong1"), "export", store.root, str(tmp_path / "cli-export")]
+    assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+    assert (tmp_path / "cli-export" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_ranks_shard_match_one_rank_and_resume(ray_cluster, tiny_model, batches, tmp_path):
+    single = PolicyTrainer(tiny_model, config())
+    expected = [single.train_step(batch)["train/loss"] for batch in batches[:5]]
+    settings = config(backend="deepspeed", zero_stage=3, ranks=2)
+    group = LearnerGroup(tiny_model, settings, temperature=1.0)
+    try:
+        for local, full in ray_cluster.get([rank.parameter_count.remote() for rank in group.ranks]):
+            assert abs(local - full / 2) <= 0.05 * full
+        assert train(ray_cluster, group, batches[:5]) == pytest.approx(expected, abs=1e-5)
+        location = str(tmp_path / "ds")
+        path = group.save_checkpoint(location, 5, {"steps_done": 5}, timeout_s=120)
+        expected_next = train(ray_cluster, group, batches[5:])
+    finally:
+        group.shutdown()
+    resumed = LearnerGroup(tiny_model, settings, temperature=1.0)
+    try:
+        assert resumed.restore(location, path, timeout_s=120) == {"steps_done": 5}
+        assert train(ray_cluster, resumed, batches[5:]) == expected_next
+    finally:
+        resumed.shutdown()

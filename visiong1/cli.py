@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(reward_serve)
     reward_serve.add_argument("--token-env", default="VISIONG1_REWARD_TOKEN",
                               help="environment variable holding the bearer token (unset: no auth)")
+    export = commands.add_parser("export", help="write a checkpoint as a Hugging Face model directory",
+                                 description="Weights, config and processor of a resumable checkpoint (a step-* "
+                                             "directory, or a checkpoint store whose newest is taken).")
+    export.add_argument("checkpoint", help="checkpoint directory, store path or pyarrow filesystem URI")
+    export.add_argument("output_dir", help="Hugging Face model directory to write")
     build = commands.add_parser("build-model", help="build (or reuse) the tiny Qwen2.5-VL and print its path",
                                 description="Random-init tiny Qwen2.5-VL with a locally trained tokenizer.")
     build.add_argument("--cache-dir", default=".cache/visiong1/models", help="directory of cached tiny models")
@@ -59,6 +64,11 @@ def _load_runner(command: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "export":
+        from visiong1.training.export import export_checkpoint
+
+        print(export_checkpoint(args.checkpoint, args.output_dir))
+        return 0
     if args.command == "build-model":
         from visiong1.models.tiny import tiny_model_path
 

@@ -122,7 +122,10 @@ class SelectionConfig(Section):
 
 class LearnerConfig(Section):
     backend: Literal["torch", "fsdp2", "deepspeed"] = "torch"
-    """Training backend: `torch` (one rank, plain module), `fsdp2`/`deepspeed` (the learner issue)."""
+    """Training backend: `torch` (one rank, plain module), `fsdp2` (fully_shard per decoder layer) or `deepspeed`
+    (ZeRO, stage `zero_stage`)."""
+    zero_stage: Literal[2, 3] = 3
+    """DeepSpeed ZeRO stage: 2 shards optimizer state and gradients, 3 also the parameters."""
     ranks: int = Field(1, ge=1)
     """Learner ranks in one torch.distributed group."""
     num_cpus: float = Field(1.0, gt=0)

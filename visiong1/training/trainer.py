@@ -62,6 +62,7 @@ class PolicyTrainer:
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         warmup = max(1, config.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        self.engine = self._deepspeed_engine() if config.backend == "deepspeed" else None
         self.settings = LossSettings(config.clip_low, config.clip_high, config.dual_clip, config.aggregation,
                                      config.kl_coef, config.entropy_coef)
         self.pad_id = self.processor.tokenizer.pad_token_id
@@ -80,6 +81,20 @@ class PolicyTrainer:
         for block in self.model.model.visual.blocks:
             fully_shard(block)
         fully_shard(self.model)
+
+    def _deepspeed_engine(self):
+        """ZeRO engine around the model, our AdamW and scheduler; we mark accumulation boundaries ourselves since
+        the number of token-budget micro-batches varies per step."""
+        import deepspeed
+
+        ds_config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+                     "gradient_clipping": self.config.grad_clip, "zero_allow_untested_optimizer": True,
+                     "zero_optimization": {"stage": self.config.zero_stage}, "steps_per_print": 1 << 30,
+                     "bf16": {"enabled": torch.cuda.is_available()}}
+        engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=ds_config)
+        self.model = engine.module
+        return engine
 
     # --- the RL step ---------------------------------------------------------------------------------------------
     def sequences(self, batch: TrainBatch) -> list[Sequence]:
@@ -106,22 +121,18 @@ class PolicyTrainer:
         totals = StepTotals(tokens=sum(len(s.response_ids) for s in sequences), sequences=len(sequences))
         mine = sequences[self.rank::self.world_size]
         sums = {"loss": 0.0}
-        for micro in pack_by_tokens(mine, self.config.micro_batch_tokens):
+        micro_batches = pack_by_tokens(mine, self.config.micro_batch_tokens)
+        for index, micro in enumerate(micro_batches):
+            if self.engine is not None:
+                self.engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
             stats = self._accumulate(micro, totals)
             share = sum(len(s.response_ids) for s in micro) / totals.tokens
             sums["loss"] += stats.pop("loss")
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value * share
         metrics = {f"train/{key}": value for key, value in self._all_reduce(sums).items()}
-        norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.grad_clip)
-        grad_norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)  # sharded params: global norm
-        if not math.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise FloatingPointError(f"non-finite gradient norm {grad_norm} at version {self.version}; step not applied")
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = self._optimizer_step()
         self.version += 1
         elapsed = time.perf_counter() - started
         metrics.update({"train/grad_norm": grad_norm, "train/lr": lr, "train/sequences": len(sequences),
@@ -131,6 +142,22 @@ class PolicyTrainer:
                         "train/peak_memory_mb": peak_memory_mb()})
         return metrics
 
+    def _optimizer_step(self) -> float:
+        """Clip, step, schedule, zero; returns the global gradient norm before clipping."""
+        if self.engine is not None:
+            self.engine.step()  # DeepSpeed clips, steps the optimizer and the scheduler, and zeroes
+            grad_norm = float(self.engine.get_global_grad_norm())
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.grad_clip)
+            grad_norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)  # sharded: global norm
+            if math.isfinite(grad_norm):
+                self.optimizer.step()
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(grad_norm):
+            raise FloatingPointError(f"non-finite gradient norm {grad_norm} at version {self.version}")
+        return grad_norm
+
     def _accumulate(self, micro: list[Sequence], totals: StepTotals) -> dict[str, float]:
         """Forward/backward of one micro-batch; returns its loss contribution and statistics."""
         tensors = collate(micro, self.pad_id)
@@ -138,16 +165,23 @@ class PolicyTrainer:
         old = tensors["old_logprobs"]
         if self.config.old_logprobs == "recompute":
             with torch.no_grad():
-                old = token_logprobs(self.model, tensors, self.temperature)
+                old = token_logprobs(self._forward_model(), tensors, self.temperature)
         reference = None
         if self.reference is not None:
             with torch.no_grad():
                 reference = token_logprobs(self.reference, tensors, self.temperature)
-        logprobs, entropy = token_logprobs(self.model, tensors, self.temperature, with_entropy=True)
+        logprobs, entropy = token_logprobs(self._forward_model(), tensors, self.temperature, with_entropy=True)
         loss, stats = policy_loss(logprobs, old, tensors["advantages"], mask, self.settings, totals,
                                   ref_logprobs=reference, entropy=entropy)
-        (loss * self.world_size).backward()  # FSDP2 averages gradients over ranks; the step wants their sum
+        scaled = loss * self.world_size  # FSDP2 and ZeRO average gradients over ranks; the step wants their sum
+        if self.engine is not None:
+            self.engine.backward(scaled, scale_wrt_gas=False)
+        else:
+            scaled.backward()
         return {"loss": float(loss.detach()), **stats}
+
+    def _forward_model(self):
+        return self.engine if self.engine is not None else self.model
 
     def _all_reduce(self, sums: dict[str, float]) -> dict[str, float]:
         """Step statistics over all ranks: the loss adds up, token-weighted means add up too."""
@@ -165,6 +199,9 @@ class PolicyTrainer:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        elif self.engine is not None and self.config.zero_stage == 3:
+            state = self.engine._zero3_consolidated_16bit_state_dict()  # gathers to rank 0 (the HF/Accelerate way)
+            state = {name: tensor.detach().cpu().clone() for name, tensor in (state or {}).items()}
         else:
             state = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
         if trainable_only:
@@ -204,23 +241,28 @@ class PolicyTrainer:
             self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(training_state["scheduler"])
         self.version = training_state["version"]
-        torch.set_rng_state(training_state["rng"]["torch"])
-        np.random.set_state(training_state["rng"]["numpy"])
-        random.setstate(training_state["rng"]["python"])
+        _set_rng_states(training_state["rng"])
 
     def checkpoint_files(self, extra: dict) -> dict[str, bytes] | None:
         """The files of a resumable checkpoint, on rank 0 (None elsewhere); a collective call. `extra` (JSON) holds
         what the caller needs to resume too, e.g. the coordinator's data cursor."""
-        model, optimizer, training = self.full_state_dict(), self.optimizer_state(), self.training_state()
-        states = [training]
+        model = self.full_state_dict()
+        # Each rank's own part: RNG states, and under DeepSpeed its ZeRO partition files; rank 0 writes them all.
+        own = {f"training_state/rank{self.rank}.pt": _torch_bytes(self.training_state())}
+        if self.engine is not None:
+            own.update(self._deepspeed_files())
+        optimizer = self.optimizer_state() if self.engine is None else None
+        parts = [own]
         if self.world_size > 1:
-            states = [None] * self.world_size if self.rank == 0 else None
-            dist.gather_object(training, states, dst=0)
+            parts = [None] * self.world_size if self.rank == 0 else None
+            dist.gather_object(own, parts, dst=0)
         if self.rank != 0:
             return None
-        files = {"model.safetensors": save_safetensors(model), "optimizer.pt": _torch_bytes(optimizer),
-                 "extra.json": json.dumps(extra).encode()}
-        files.update({f"training_state/rank{rank}.pt": _torch_bytes(state) for rank, state in enumerate(states)})
+        files = {"model.safetensors": save_safetensors(model), "extra.json": json.dumps(extra).encode()}
+        if optimizer is not None:
+            files["optimizer.pt"] = _torch_bytes(optimizer)
+        for part in parts:
+            files.update(part)
         with tempfile.TemporaryDirectory() as staging:  # config and processor, so the checkpoint exports alone
             self.model.config.save_pretrained(staging)
             self.model.generation_config.save_pretrained(staging)
@@ -231,9 +273,31 @@ class PolicyTrainer:
     def restore(self, files: dict[str, bytes]) -> dict:
         """Load a checkpoint written by `checkpoint_files` (all ranks call it with the same files); returns `extra`."""
         training = torch.load(io.BytesIO(files[f"training_state/rank{self.rank}.pt"]), weights_only=False)
-        optimizer = torch.load(io.BytesIO(files["optimizer.pt"]), weights_only=False)
-        self.load_state(load_safetensors(files["model.safetensors"]), optimizer, training)
+        if self.engine is not None:
+            self._load_deepspeed_files(files)
+            self.version = training["version"]
+            _set_rng_states(training["rng"])
+        else:
+            optimizer = torch.load(io.BytesIO(files["optimizer.pt"]), weights_only=False)
+            self.load_state(load_safetensors(files["model.safetensors"]), optimizer, training)
         return json.loads(files["extra.json"])
+
+    def _deepspeed_files(self) -> dict[str, bytes]:
+        """This rank's files of DeepSpeed's own checkpoint (model states on rank 0, one ZeRO partition per rank)."""
+        with tempfile.TemporaryDirectory() as staging:
+            self.engine.save_checkpoint(staging, tag="state")
+            return {f"deepspeed/{p.relative_to(staging)}": p.read_bytes()
+                    for p in Path(staging).rglob("*") if p.is_file()}
+
+    def _load_deepspeed_files(self, files: dict[str, bytes]) -> None:
+        with tempfile.TemporaryDirectory() as staging:
+            for name, payload in files.items():
+                if name.startswith("deepspeed/"):
+                    target = Path(staging) / name.removeprefix("deepspeed/")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(payload)
+            self.engine.load_checkpoint(staging, tag="state", load_optimizer_states=True,
+                                        load_lr_scheduler_states=True)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """A Hugging Face model directory (weights, config, processor); rank 0 writes, a collective under FSDP2."""
@@ -243,6 +307,12 @@ class PolicyTrainer:
             self.model.save_pretrained(path, state_dict=state)
             self.processor.save_pretrained(path)
         return path
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
 
 
 def _torch_bytes(value) -> bytes:
