@@ -45,7 +45,8 @@ class LearnerWorker:
             # DeepSpeed reads the group from the environment as torchrun would set it.
             os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0",
                               MASTER_ADDR=address, MASTER_PORT=str(port))
-        self.trainer = PolicyTrainer(model_path, self.config, temperature, self.rank, self.world_size)
+        factory = deepspeed_engine if self.config.backend == "deepspeed" else None
+        self.trainer = PolicyTrainer(model_path, self.config, temperature, self.rank, self.world_size, factory)
         return os.getpid()
 
     def train_step(self, step: int, advantages: list[list[float | None]], *shards: list[SampleGroup]) -> dict:
@@ -86,6 +87,23 @@ class LearnerWorker:
                 full += parameter.numel()
                 local += parameter.to_local().numel() if isinstance(parameter, DTensor) else parameter.numel()
         return local, full
+
+
+def deepspeed_engine(trainer):
+    """ZeRO engine around the trainer's model, AdamW and scheduler. The trainer marks accumulation boundaries
+    itself, since the number of token-budget micro-batches varies per step."""
+    import deepspeed
+    import torch
+
+    config = trainer.config
+    ds_config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+                 "gradient_clipping": config.grad_clip, "zero_allow_untested_optimizer": True,
+                 "zero_optimization": {"stage": config.zero_stage}, "steps_per_print": 1 << 30,
+                 "bf16": {"enabled": torch.cuda.is_available()}}
+    engine, trainer.optimizer, _, trainer.scheduler = deepspeed.initialize(
+        model=trainer.model, optimizer=trainer.optimizer, lr_scheduler=trainer.scheduler, config=ds_config)
+    trainer.model = engine.module
+    return engine
 
 
 class LearnerGroup:

@@ -16,6 +16,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -41,9 +42,13 @@ class PolicyTrainer:
     """`version` counts optimizer steps. With world_size > 1 the caller has initialised torch.distributed."""
 
     def __init__(self, model_path: str, config: LearnerConfig, temperature: float = 1.0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, engine_factory: Callable[["PolicyTrainer"], Any] | None = None):
+        """`engine_factory` wraps model, optimizer and scheduler in a DeepSpeed engine (backend `deepspeed`); it
+        lives with the actors, so this library imports without DeepSpeed."""
         if config.backend == "torch" and world_size != 1:
             raise ValueError("backend 'torch' trains one rank; use fsdp2 or deepspeed for several")
+        if (config.backend == "deepspeed") != (engine_factory is not None):
+            raise ValueError("backend 'deepspeed' needs an engine_factory, and only it takes one")
         self.config, self.temperature, self.rank, self.world_size = config, temperature, rank, world_size
         seed_everything(config.seed)
         self.processor = AutoProcessor.from_pretrained(model_path)
@@ -62,7 +67,7 @@ class PolicyTrainer:
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         warmup = max(1, config.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        self.engine = self._deepspeed_engine() if config.backend == "deepspeed" else None
+        self.engine = engine_factory(self) if engine_factory is not None else None
         self.settings = LossSettings(config.clip_low, config.clip_high, config.dual_clip, config.aggregation,
                                      config.kl_coef, config.entropy_coef)
         self.pad_id = self.processor.tokenizer.pad_token_id
@@ -81,20 +86,6 @@ class PolicyTrainer:
         for block in self.model.model.visual.blocks:
             fully_shard(block)
         fully_shard(self.model)
-
-    def _deepspeed_engine(self):
-        """ZeRO engine around the model, our AdamW and scheduler; we mark accumulation boundaries ourselves since
-        the number of token-budget micro-batches varies per step."""
-        import deepspeed
-
-        ds_config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
-                     "gradient_clipping": self.config.grad_clip, "zero_allow_untested_optimizer": True,
-                     "zero_optimization": {"stage": self.config.zero_stage}, "steps_per_print": 1 << 30,
-                     "bf16": {"enabled": torch.cuda.is_available()}}
-        engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=ds_config)
-        self.model = engine.module
-        return engine
 
     # --- the RL step ---------------------------------------------------------------------------------------------
     def sequences(self, batch: TrainBatch) -> list[Sequence]:
