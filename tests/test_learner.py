@@ -60,6 +60,14 @@ def test_one_grpo_step_favours_positive_advantages(tiny_model, batches):
     assert {"train/clip_fraction_low", "train/clip_fraction_high", "train/entropy", "train/peak_memory_mb"} <= set(metrics)
 
 
+def test_gradient_checkpointing_and_recomputed_old_logprobs(tiny_model, batches):
+    plain = PolicyTrainer(tiny_model, config()).train_step(batches[0])
+    checkpointed = PolicyTrainer(tiny_model, config(gradient_checkpointing=True)).train_step(batches[0])
+    assert checkpointed["train/loss"] == pytest.approx(plain["train/loss"], abs=1e-6)
+    recomputed = PolicyTrainer(tiny_model, config(old_logprobs="recompute")).train_step(batches[0])
+    assert recomputed["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # on-policy: ratio exactly 1
+
+
 @pytest.mark.slow
 def test_fsdp2_ranks_shard_and_match_one_rank(ray_cluster, tiny_model, batches):
     single = PolicyTrainer(tiny_model, config())

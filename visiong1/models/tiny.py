@@ -59,15 +59,15 @@ def build_processor(tokenizer):
                                video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
 
 
-def build_model(tokenizer, seed: int):
-    """Random-init Qwen2_5_VLForConditionalGeneration (~0.8M parameters, fp32)."""
+def build_model(tokenizer, seed: int, shape: dict | None = None):
+    """Random-init Qwen2_5_VLForConditionalGeneration (~0.6M parameters, fp32, with the default `TINY_SHAPE`)."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
            [("image", "<|image_pad|>"), ("video", "<|video_pad|>"), ("start", "<|vision_start|>"),
             ("end", "<|vision_end|>"), ("eos", "<|im_end|>"), ("pad", "<|endoftext|>")]}
-    shape = TINY_SHAPE
+    shape = {**TINY_SHAPE, **(shape or {})}
     head_dim = shape["text_hidden"] // shape["text_heads"]
     config = Qwen2_5_VLConfig(
         text_config=dict(
@@ -101,8 +101,9 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [time, height, half - time - height]
 
 
-def build_tiny_model(output_dir: str | Path, seed: int = 0) -> Path:
-    """Build tokenizer, processor and model into `output_dir` atomically (a temp dir renamed into place)."""
+def build_tiny_model(output_dir: str | Path, seed: int = 0, shape: dict | None = None) -> Path:
+    """Build tokenizer, processor and model into `output_dir` atomically (a temp dir renamed into place);
+    `shape` overrides entries of TINY_SHAPE (benchmarks build wider models)."""
     from visiong1.data.synthetic import tokenizer_corpus
 
     output_dir = Path(output_dir)
@@ -111,7 +112,7 @@ def build_tiny_model(output_dir: str | Path, seed: int = 0) -> Path:
     try:
         tokenizer = build_tokenizer(tokenizer_corpus())
         build_processor(tokenizer).save_pretrained(staging)
-        build_model(tokenizer, seed).save_pretrained(staging)
+        build_model(tokenizer, seed, shape).save_pretrained(staging)
         os.replace(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -52,7 +52,9 @@ class PolicyTrainer:
         self.config, self.temperature, self.rank, self.world_size = config, temperature, rank, world_size
         seed_everything(config.seed)
         self.processor = AutoProcessor.from_pretrained(model_path)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if config.num_gpus else torch.device("cpu")
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32)
+        self.model.to(self.device)
         if config.freeze_vision:
             self.model.model.visual.requires_grad_(False)
         if config.gradient_checkpointing:
@@ -78,14 +80,17 @@ class PolicyTrainer:
         return reference.requires_grad_(False)
 
     def _shard(self) -> None:
-        """FSDP2: one unit per decoder layer and per vision block, then the root (embeddings, head, the rest)."""
-        from torch.distributed.fsdp import fully_shard
+        """FSDP2: one unit per decoder layer and per vision block, then the root (embeddings, head, the rest).
+        On GPU, bf16 compute with fp32 gradient reduction (not exercised on the CPU machines tests run on)."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+            if self.device.type == "cuda" else MixedPrecisionPolicy()
         for layer in self.model.model.language_model.layers:
-            fully_shard(layer)
+            fully_shard(layer, mp_policy=policy)
         for block in self.model.model.visual.blocks:
-            fully_shard(block)
-        fully_shard(self.model)
+            fully_shard(block, mp_policy=policy)
+        fully_shard(self.model, mp_policy=policy)
 
     # --- the RL step ---------------------------------------------------------------------------------------------
     def sequences(self, batch: TrainBatch) -> list[Sequence]:
@@ -151,7 +156,8 @@ class PolicyTrainer:
 
     def _accumulate(self, micro: list[Sequence], totals: StepTotals) -> dict[str, float]:
         """Forward/backward of one micro-batch; returns its loss contribution and statistics."""
-        tensors = collate(micro, self.pad_id)
+        tensors = {key: value.to(self.device) if value is not None else None
+                   for key, value in collate(micro, self.pad_id).items()}
         mask = tensors["response_mask"]
         old = tensors["old_logprobs"]
         if self.config.old_logprobs == "recompute":
@@ -194,9 +200,11 @@ class PolicyTrainer:
             state = self.engine._zero3_consolidated_16bit_state_dict()  # gathers to rank 0 (the HF/Accelerate way)
             state = {name: tensor.detach().cpu().clone() for name, tensor in (state or {}).items()}
         else:
-            state = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
+            state = self.model.state_dict()
         if trainable_only:
             state = {name: state[name] for name in self.trainable_names if name in state}
+        if self.config.backend == "torch":  # live parameters: copy them, callers keep the result across steps
+            state = {name: tensor.detach().clone() for name, tensor in state.items()}
         return state
 
     def export_weights(self) -> dict[str, torch.Tensor]:
