@@ -77,6 +77,7 @@ def build_model(tokenizer, seed: int, shape: dict | None = None):
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                              "mrope_section": _mrope_section(head_dim)},
             bos_token_id=ids["eos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"], tie_word_embeddings=True,
+            rms_norm_eps=1e-6,  # Qwen2.5-VL's value; vLLM also reads it for the vision tower's norms
         ),
         vision_config=dict(
             depth=shape["vision_depth"], hidden_size=shape["vision_hidden"], num_heads=shape["vision_heads"],
