@@ -33,9 +33,3 @@ def get_within(refs, timeout_s: float, culprit: str):
     except GetTimeoutError as error:
         raise TimeoutError(f"{culprit} did not finish within {timeout_s:.0f}s") from error
 
-
-def wait_within(refs: list, timeout_s: float, culprit: str) -> None:
-    """Wait until every ref is ready (finished or failed) without fetching it; on expiry name the culprit."""
-    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s, fetch_local=False)
-    if pending:
-        raise TimeoutError(f"{culprit}: {len(pending)} of {len(refs)} results missing after {timeout_s:.0f}s")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from actors.common import get_within, wait_within
+from actors.common import get_within
 from actors.influence import InfluencePool
 from actors.learner import LearnerGroup, prepare_model
 from actors.reward import RewardPool
@@ -96,7 +96,8 @@ class Coordinator:
         self._emit("phase", phase="prepare_model")
         self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
         self._emit("phase", phase="start_actors", model_path=self.model_path)
-        self.rollout = RolloutGroup(self.model_path, cfg.rollout, cfg.round.system_prompt, cfg.round.seed)
+        self.rollout = RolloutGroup(self.model_path, cfg.rollout, cfg.round.system_prompt, cfg.round.seed,
+                                    cache_root=str(Path(cfg.model.cache_dir).parent / "engines"))
         self.rewards = RewardPool(cfg.reward)
         self.influence = InfluencePool()
         self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature, cfg.round.step_timeout_s)
@@ -121,8 +122,7 @@ class Coordinator:
         deadline = cfg.round.step_timeout_s
         prompts = items_to_table([self.items[i] for i in self.rng.sample(pool, min(cfg.round.prompts_per_step, len(pool)))])
         with self._timed(timings, "generate"):
-            shard_refs = self.rollout.async_generate(prompts)
-            wait_within(shard_refs, deadline, f"rollout replicas at step {step}")
+            shard_refs = self.rollout.generate(prompts, deadline)
         with self._timed(timings, "reward"):
             scores = [s for shard in get_within(self.rewards.async_score(shard_refs), cfg.reward.timeout_s, "reward pool") for s in shard]
         self._check_staleness(scores)
@@ -134,7 +134,7 @@ class Coordinator:
             with self._timed(timings, "weight_sync"):
                 versions = self.rollout.update_weights(self.learner.async_export_weights(), deadline)
             self.policy_version = min(versions)
-        metrics = {"step": step, **_reward_metrics(scores), **train_metrics, **timings,
+        metrics = {"step": step, **_reward_metrics(scores), **train_metrics, **timings, **self.rollout.metrics(),
                    "rollout/weight_version": self.policy_version, "time/step_s": sum(timings.values())}
         with self.metrics_path.open("a") as sink:
             sink.write(json.dumps(metrics) + "\n")

@@ -1,61 +1,249 @@
-"""Rollout role: engine replicas that sample groups and take versioned weight updates."""
+"""Rollout role: engine replicas (vLLM or transformers) behind one group that spreads work by least outstanding
+units, scales at run time, loads weights into new replicas before they serve, drains removed ones, and replaces
+dead or hung replicas, re-dispatching their work."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import pyarrow as pa
 import ray
+from ray.exceptions import RayActorError
 
 from actors.common import get_within, quiet_transformers, size_torch_threads
 from visiong1.config import RolloutConfig
 from visiong1.types import WeightUpdate, table_to_items
 
 
+def resolve_engine(config: RolloutConfig) -> str:
+    """`auto` means vLLM wherever it imports."""
+    from actors.vllm_engine import vllm_importable
+
+    if config.engine == "auto":
+        return "vllm" if vllm_importable() else "hf"
+    return config.engine
+
+
 @ray.remote
 class RolloutWorker:
-    """One engine replica (transformers engine; the vLLM engine comes with the rollout issue)."""
+    """One engine replica. Calls run one at a time, so a weight load never overlaps a generate."""
 
-    def __init__(self, model_path: str, config: RolloutConfig, system_prompt: str, seed: int):
+    def __init__(self, model_path: str, config: RolloutConfig, engine: str, system_prompt: str, seed: int):
         size_torch_threads(config.num_cpus)
         quiet_transformers()
         from visiong1.engines.hf import HFEngine, SamplingParams
 
-        self.engine = HFEngine(model_path, system_prompt, seed)
+        if engine == "vllm":
+            from actors.vllm_engine import VLLMEngine
+
+            self.engine = VLLMEngine(model_path, system_prompt, seed, config.max_model_len,
+                                     tensor_parallel_size=config.tensor_parallel_size,
+                                     gpu_memory_utilization=config.gpu_memory_utilization,
+                                     temperature=config.temperature)
+        else:
+            self.engine = HFEngine(model_path, system_prompt, seed)
         self.params = SamplingParams(n=config.samples_per_prompt, max_new_tokens=config.max_new_tokens,
                                      temperature=config.temperature, top_p=config.top_p)
 
-    def generate(self, prompts):
-        """`prompts`: Arrow table of prompt items -> list[SampleGroup], one per row."""
-        return self.engine.generate(table_to_items(prompts), self.params)
+    def generate(self, prompts: pa.Table, greedy: bool = False):
+        """Arrow table of prompt items -> (list[SampleGroup], receipt). The receipt is small: the group reads it
+        to learn the outcome without fetching the samples. `greedy` samples one answer per prompt (evaluation)."""
+        started = time.perf_counter()
+        params = dataclasses.replace(self.params, n=1, greedy=True) if greedy else self.params
+        groups = self.engine.generate(table_to_items(prompts), params)
+        tokens = sum(len(s.token_ids) for g in groups for s in g.samples)
+        return groups, {"groups": len(groups), "tokens": tokens, "seconds": time.perf_counter() - started,
+                        "version": self.engine.weight_version, "pid": os.getpid()}
 
     def update_weights(self, update: WeightUpdate) -> int:
         self.engine.load_weights(ray.get(update.tensors), update.version)
         return update.version
 
-    def weight_version(self) -> int:
-        return self.engine.weight_version
+    def probe(self) -> dict:
+        return {"pid": os.getpid(), "version": self.engine.weight_version}
+
+
+@dataclass
+class Replica:
+    handle: object
+    pid: int
+    draining: bool = False
+    outstanding: set = field(default_factory=set)  # receipt refs of units in flight
 
 
 class RolloutGroup:
-    """The replicas of one run; prompts are split evenly across them."""
+    """The replicas of one run. `generate` may run while another thread calls `scale` or `update_weights`."""
 
-    def __init__(self, model_path: str, config: RolloutConfig, system_prompt: str, seed: int):
-        self.config = config
-        worker = RolloutWorker.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus)
-        self.workers = [worker.remote(model_path, config, system_prompt, seed + i) for i in range(config.replicas)]
+    def __init__(self, model_path: str, config: RolloutConfig, system_prompt: str, seed: int,
+                 cache_root: str = "/tmp/visiong1-cache"):
+        self.model_path, self.config, self.system_prompt, self.seed = model_path, config, system_prompt, seed
+        self.engine = resolve_engine(config)
+        self.cache_root = cache_root
+        self.replicas: list[Replica] = []
+        self.update_ref = None  # newest WeightUpdate pushed; a new replica loads it before serving
+        self.version = 0
+        self.lock = threading.RLock()
+        self.counters = {"redispatched": 0, "restarts": 0, "quarantined": 0, "started": 0}
+        self.last_tokens_per_s = 0.0
+        self.served: dict[int, int] = {}  # units answered, by replica pid
+        self.scale(config.replicas)
+
+    # --- membership ----------------------------------------------------------------------------------------------
+    def _start_replica(self) -> Replica:
+        options = {"num_cpus": self.config.num_cpus, "num_gpus": self.config.num_gpus}
+        if self.config.node_resource:
+            options["resources"] = {self.config.node_resource: 0.001}
+        if self.engine == "vllm":
+            from actors.vllm_engine import engine_environment
+
+            options["runtime_env"] = {"env_vars": engine_environment(self.cache_root)}
+        handle = RolloutWorker.options(**options).remote(self.model_path, self.config, self.engine,
+                                                         self.system_prompt, self.seed + self.counters["started"])
+        self.counters["started"] += 1
+        timeout = self.config.request_timeout_s
+        pid = get_within(handle.probe.remote(), timeout, "new rollout replica start")["pid"]
+        if self.update_ref is not None:  # serve only with the current weights
+            get_within(handle.update_weights.remote(self.update_ref), timeout, f"weight load into replica {pid}")
+        return Replica(handle, pid)
+
+    def scale(self, replicas: int) -> int:
+        """Grow or shrink to `replicas`. New ones load the current weights first; removed ones stop taking work
+        and finish what they hold before they are killed. Learners are not touched."""
+        if replicas < 1:
+            raise ValueError(f"a rollout group needs at least one replica, got {replicas}")
+        while self.size() < replicas:
+            replica = self._start_replica()
+            with self.lock:
+                self.replicas.append(replica)
+        while self.size() > replicas:
+            with self.lock:
+                victim = min((r for r in self.replicas if not r.draining), key=lambda r: len(r.outstanding))
+                victim.draining = True
+            self._drain(victim)
+        return self.size()
+
+    def _drain(self, replica: Replica) -> None:
+        deadline = time.monotonic() + self.config.request_timeout_s
+        while True:
+            with self.lock:
+                pending = list(replica.outstanding)
+            if not pending or time.monotonic() > deadline:
+                break
+            ray.wait(pending, num_returns=len(pending), timeout=1.0, fetch_local=False)
+        with self.lock:
+            self.replicas.remove(replica)
+        ray.kill(replica.handle)
+
+    def size(self) -> int:
+        with self.lock:
+            return sum(not r.draining for r in self.replicas)
 
     def actors(self) -> list:
-        return list(self.workers)
+        with self.lock:
+            return [r.handle for r in self.replicas]
 
     def shutdown(self) -> None:
-        for actor in self.workers:
-            ray.kill(actor)
+        for handle in self.actors():
+            ray.kill(handle)
 
-    def async_generate(self, prompts) -> list[ray.ObjectRef]:
-        """`prompts`: Arrow table -> one ObjectRef of list[SampleGroup] per replica (its contiguous share)."""
-        share = -(-prompts.num_rows // len(self.workers))
-        return [worker.generate.remote(ray.put(prompts.slice(i * share, share)))
-                for i, worker in enumerate(self.workers) if i * share < prompts.num_rows]
+    # --- work ----------------------------------------------------------------------------------------------------
+    def generate(self, prompts: pa.Table, timeout_s: float, greedy: bool = False) -> list[ray.ObjectRef]:
+        """Sample every prompt; returns ObjectRefs of list[SampleGroup], one per unit, in prompt order. Units of a
+        replica that dies or hangs are re-dispatched; the call fails only when `timeout_s` passes or the restart
+        budget is spent."""
+        per = self.config.prompts_per_request
+        units = [prompts.slice(start, per) for start in range(0, prompts.num_rows, per)]
+        results: list = [None] * len(units)
+        queue = deque(range(len(units)))
+        in_flight: dict = {}  # receipt ref -> (unit index, replica, groups ref, dispatched at)
+        started = time.monotonic()
+        deadline = started + timeout_s
+        tokens = 0
+        while queue or in_flight:
+            while queue:
+                index = queue.popleft()
+                replica = self._least_busy()
+                groups_ref, receipt = replica.handle.generate.options(num_returns=2).remote(ray.put(units[index]),
+                                                                                           greedy)
+                with self.lock:
+                    replica.outstanding.add(receipt)
+                in_flight[receipt] = (index, replica, groups_ref, time.monotonic())
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rollout: {len(in_flight)} of {len(units)} units unanswered after {timeout_s:.0f}s")
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            for receipt in ready:
+                index, replica, groups_ref, _ = in_flight.pop(receipt)
+                with self.lock:
+                    replica.outstanding.discard(receipt)
+                try:
+                    outcome = ray.get(receipt)
+                    tokens += outcome["tokens"]
+                    self.served[outcome["pid"]] = self.served.get(outcome["pid"], 0) + 1
+                    results[index] = groups_ref
+                except RayActorError:
+                    queue.extend(self._replace(replica, in_flight))
+                    queue.append(index)
+                    self.counters["redispatched"] += 1
+            queue.extend(self._reap_hung(in_flight))
+        self.last_tokens_per_s = tokens / (time.monotonic() - started)
+        return results
+
+    def _least_busy(self) -> Replica:
+        with self.lock:
+            serving = [r for r in self.replicas if not r.draining]
+            if not serving:
+                raise RuntimeError("rollout group has no serving replica")
+            return min(serving, key=lambda r: len(r.outstanding))
+
+    def _reap_hung(self, in_flight: dict) -> list[int]:
+        """Units older than the request timeout: their replica is treated as hung and replaced."""
+        now = time.monotonic()
+        hung = {replica.pid: replica for _, replica, _, sent in in_flight.values()
+                if now - sent > self.config.request_timeout_s}
+        requeue = []
+        for replica in hung.values():
+            requeue += self._replace(replica, in_flight)
+        return requeue
+
+    def _replace(self, replica: Replica, in_flight: dict) -> list[int]:
+        """Quarantine a dead or hung replica: kill it, hand back its units, start a successor within budget."""
+        with self.lock:
+            if replica not in self.replicas:
+                return []
+            self.replicas.remove(replica)
+            self.counters["quarantined"] += 1
+        ray.kill(replica.handle)
+        orphans = [receipt for receipt, (_, owner, _, _) in in_flight.items() if owner is replica]
+        units = [in_flight.pop(receipt)[0] for receipt in orphans]
+        self.counters["redispatched"] += len(units)
+        if self.counters["restarts"] < self.config.restart_budget:
+            self.counters["restarts"] += 1
+            successor = self._start_replica()
+            with self.lock:
+                self.replicas.append(successor)
+        elif self.size() == 0:
+            raise RuntimeError(f"rollout replica {replica.pid} failed and the restart budget "
+                               f"({self.config.restart_budget}) is spent")
+        return units
 
     def update_weights(self, update_ref, timeout_s: float) -> list[int]:
-        """Push one weight update (an ObjectRef of WeightUpdate) to every replica and wait for all."""
-        refs = [worker.update_weights.remote(update_ref) for worker in self.workers]
-        return get_within(refs, timeout_s, f"weight sync to {len(refs)} rollout replicas")
+        """Push one WeightUpdate (ObjectRef) to every replica and wait; later units run on the new version."""
+        with self.lock:
+            self.update_ref = update_ref
+            handles = [r.handle for r in self.replicas]
+        versions = get_within([h.update_weights.remote(update_ref) for h in handles], timeout_s,
+                              f"weight sync to {len(handles)} rollout replicas")
+        self.version = min(versions)
+        return versions
+
+    def metrics(self) -> dict[str, float]:
+        with self.lock:
+            depth = sum(len(r.outstanding) for r in self.replicas)
+        return {"rollout/replicas": self.size(), "rollout/queue_depth": depth,
+                "rollout/tokens_per_s": self.last_tokens_per_s, "rollout/engine_vllm": float(self.engine == "vllm"),
+                **{f"rollout/{name}": value for name, value in self.counters.items()}}

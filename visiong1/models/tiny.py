@@ -28,11 +28,13 @@ TINY_SHAPE = {
     "text_intermediate": 256, "vision_depth": 2, "vision_hidden": 64, "vision_heads": 2, "vision_intermediate": 128,
 }
 IMAGE_PIXELS = (56 * 56, 112 * 112)  # processor min/max pixels: 56-112 px images keep their size
+BUILDER_VERSION = 2  # bump when the builder changes what it writes, so caches rebuild
 
 
 def cache_key(seed: int) -> str:
     """Directory name of the tiny model for `seed`; changes whenever the shape or template changes."""
-    spec = json.dumps({"seed": seed, "shape": TINY_SHAPE, "template": CHAT_TEMPLATE, "pixels": IMAGE_PIXELS})
+    spec = json.dumps({"seed": seed, "shape": TINY_SHAPE, "template": CHAT_TEMPLATE, "pixels": IMAGE_PIXELS,
+                       "builder": BUILDER_VERSION})
     return f"tiny-qwen2_5_vl-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 

