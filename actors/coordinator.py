@@ -84,8 +84,10 @@ class Coordinator:
             raise
         finally:
             self._stop_roles()
-        summary = {"checkpoint": checkpoint, "steps": len(history),
-                   "reward_mean_first": history[0]["reward/mean"], "reward_mean_last": history[-1]["reward/mean"]}
+        window = min(10, len(history))  # single steps are noisy: compare the first and last windows
+        summary = {"checkpoint": checkpoint, "steps": len(history), "window": window,
+                   "accuracy_first": float(np.mean([row["reward/accuracy"] for row in history[:window]])),
+                   "accuracy_last": float(np.mean([row["reward/accuracy"] for row in history[-window:]]))}
         self._emit("run_finished", **summary)
         return summary
 

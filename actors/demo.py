@@ -64,6 +64,7 @@ def main(config: RunConfig) -> int:
     ray.get(done)
     run_dir = Path(final["checkpoint"]).parent
     plot = plot_metrics(run_dir / "metrics.jsonl")
-    console.print(f"reward mean {final['reward_mean_first']:.3f} (first step) -> {final['reward_mean_last']:.3f} (last)")
+    console.print(f"sampled accuracy, mean of the first {final['window']} steps {final['accuracy_first']:.3f} -> "
+                  f"last {final['window']} steps {final['accuracy_last']:.3f}")
     console.print(f"done in {time.perf_counter() - started:.1f}s; run directory {run_dir} (plot: {plot.name})")
     return 0

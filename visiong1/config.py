@@ -170,8 +170,9 @@ class LearnerConfig(Section):
     """Weight of the low-variance KL to the frozen starting policy (0 = off, as in the paper)."""
     entropy_coef: float = Field(0.0, ge=0)
     """Weight of the entropy bonus (0 = off, as in the paper)."""
-    old_logprobs: Literal["rollout", "recompute"] = "rollout"
-    """Importance-ratio denominator: the rollout engine's logprobs, or recomputed by the learner before the update."""
+    old_logprobs: Literal["rollout", "recompute"] = "recompute"
+    """Importance-ratio denominator: recomputed by the learner before the update (verl's default; immune to
+    engine/learner numeric mismatch), or the rollout engine's own logprobs (saves a forward pass)."""
     freeze_vision: bool = True
     """Keep the vision tower frozen (Vision-G1); only the language model is trained and synced."""
     micro_batch_tokens: int = Field(4096, ge=16)

@@ -160,9 +160,12 @@ class PolicyTrainer:
                    for key, value in collate(micro, self.pad_id).items()}
         mask = tensors["response_mask"]
         old = tensors["old_logprobs"]
+        mismatch = None
         if self.config.old_logprobs == "recompute":
             with torch.no_grad():
                 old = token_logprobs(self._forward_model(), tensors, self.temperature)
+            # how far the rollout engine's logprobs are from the learner's: engine drift shows here first
+            mismatch = float(((old - tensors["old_logprobs"]).abs() * mask).sum() / mask.sum().clamp(min=1))
         reference = None
         if self.reference is not None:
             with torch.no_grad():
@@ -175,6 +178,8 @@ class PolicyTrainer:
             self.engine.backward(scaled, scale_wrt_gas=False)
         else:
             scaled.backward()
+        if mismatch is not None:
+            stats["rollout_logprob_abs_diff"] = mismatch
         return {"loss": float(loss.detach()), **stats}
 
     def _forward_model(self):
