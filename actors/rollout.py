@@ -64,6 +64,16 @@ class RolloutWorker:
         self.engine.load_weights(ray.get(update.tensors), update.version)
         return update.version
 
+    def raw_generate_rate(self, prompts: pa.Table, repeats: int) -> float:
+        """Benchmark baseline: tokens/s of the bare engine call on these prompts (median of `repeats`)."""
+        items = table_to_items(prompts)
+        rates = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            groups = self.engine.generate(items, self.params)
+            rates.append(sum(len(s.token_ids) for g in groups for s in g.samples) / (time.perf_counter() - started))
+        return sorted(rates)[len(rates) // 2]
+
     def probe(self) -> dict:
         return {"pid": os.getpid(), "version": self.engine.weight_version}
 
