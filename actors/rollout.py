@@ -166,7 +166,9 @@ class RolloutGroup:
         """Sample every prompt; returns ObjectRefs of list[SampleGroup], one per unit, in prompt order. Units of a
         replica that dies or hangs are re-dispatched; the call fails only when `timeout_s` passes or the restart
         budget is spent."""
-        per = self.config.prompts_per_request
+        # One unit per serving replica keeps vLLM's batches large; prompts_per_request bounds how small a unit
+        # gets, which bounds the work a dead replica takes with it.
+        per = max(self.config.prompts_per_request, -(-prompts.num_rows // max(1, self.size())))
         units = [prompts.slice(start, per) for start in range(0, prompts.num_rows, per)]
         results: list = [None] * len(units)
         queue = deque(range(len(units)))

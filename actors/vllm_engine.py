@@ -62,8 +62,6 @@ class VLLMEngine:
         banned = set(special_token_ids(self.tokenizer))
         self.allowed = [token for token in range(len(self.tokenizer)) if token not in banned]
         self.weight_version = 0
-        self.seed = seed
-        self.calls = 0
 
     def generate(self, items: list[PromptItem], params: SamplingParams) -> list[SampleGroup]:
         from vllm import SamplingParams as VLLMSampling
@@ -72,11 +70,11 @@ class VLLMEngine:
                                                                   tokenize=False, add_generation_prompt=True),
                      **({"multi_modal_data": {"image": decode_images(item)}} if item.images else {})}
                     for item in items]
-        self.calls += 1
+        # No per-request seed: with chunked prefill, vLLM 0.32 on CPU fails rewinding a seeded CPU generator
+        # ("CPU Generator does not use offset"); the engine-wide seed keeps runs reproducible.
         sampling = VLLMSampling(n=params.n, max_tokens=params.max_new_tokens, logprobs=0,
                                 temperature=0.0 if params.greedy else params.temperature,
-                                top_p=1.0 if params.greedy else params.top_p, allowed_token_ids=self.allowed,
-                                seed=None if params.greedy else self.seed * 100_003 + self.calls)
+                                top_p=1.0 if params.greedy else params.top_p, allowed_token_ids=self.allowed)
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
         return [SampleGroup(prompt=item, samples=[self._sample(item.id, output.prompt_token_ids, completion)
                                                   for completion in output.outputs])

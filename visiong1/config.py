@@ -54,7 +54,8 @@ class RolloutConfig(Section):
     replicas: int = Field(1, ge=1)
     """Rollout engine replicas; scaled independently of the learners (also at run time)."""
     prompts_per_request: int = Field(4, ge=1)
-    """Prompts per dispatch unit; units go to the replica with the least outstanding work."""
+    """Smallest dispatch unit in prompts; a call is cut into about one unit per serving replica (never smaller
+    than this), and units go to the replica with the least outstanding work."""
     request_timeout_s: float = Field(120.0, gt=0)
     """A replica that has not answered a unit within this is treated as hung: quarantined, its units re-dispatched."""
     restart_budget: int = Field(3, ge=0)
