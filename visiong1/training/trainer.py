@@ -77,7 +77,7 @@ class PolicyTrainer:
 
     def _reference(self, model_path: str):
         reference = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32).eval()
-        return reference.requires_grad_(False)
+        return reference.to(self.device).requires_grad_(False)
 
     def _shard(self) -> None:
         """FSDP2: one unit per decoder layer and per vision block, then the root (embeddings, head, the rest).
