@@ -19,9 +19,6 @@ class InfluencePool:
     def __init__(self):
         self.worker = InfluenceWorker.remote()
 
-    def actors(self) -> list:
-        return [self.worker]
-
     def shutdown(self) -> None:
         ray.kill(self.worker)
 

@@ -127,9 +127,6 @@ class LearnerGroup:
         self.pids = get_within([rank.setup.remote(model_path, temperature, address, port) for rank in self.ranks],
                                timeout_s, f"{config.ranks} learner ranks starting")
 
-    def actors(self) -> list:
-        return list(self.ranks)
-
     def async_train_step(self, step: int, advantages, shard_refs) -> list[ray.ObjectRef]:
         return [rank.train_step.remote(step, advantages, *shard_refs) for rank in self.ranks]
 

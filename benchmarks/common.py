@@ -24,3 +24,12 @@ def write_result(name: str, figures: dict, config: dict) -> Path:
     target = RESULTS / f"{name}.json"
     target.write_text(json.dumps({"figures": figures, "config": config, "machine": machine()}, indent=2) + "\n")
     return target
+
+
+def start_local(namespace: str = "visiong1-bench") -> str:
+    """A private local Ray cluster (4 logical CPUs on the 2-core machine) and the cached tiny model's path."""
+    from actors.cluster import connect
+    from visiong1.models.tiny import tiny_model_path
+
+    connect(None, num_cpus=4, namespace=namespace)
+    return str(tiny_model_path(".cache/visiong1/models", seed=0))

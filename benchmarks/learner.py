@@ -19,14 +19,13 @@ import ray
 import torch
 from rich.console import Console
 
-from actors.cluster import connect
 from actors.learner import LearnerGroup
-from benchmarks.common import write_result
+from benchmarks.common import start_local, write_result
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import LearnerConfig
 from visiong1.data.synthetic import generate_pool
 from visiong1.engines.hf import HFEngine, SamplingParams
-from visiong1.models.tiny import build_tiny_model, tiny_model_path
+from visiong1.models.tiny import build_tiny_model
 from visiong1.types import TrainBatch
 
 WIDE_SHAPE = {"text_hidden": 512, "text_layers": 8, "text_heads": 8, "text_kv_heads": 8, "text_intermediate": 1408}
@@ -113,8 +112,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
     console = Console()
-    connect(None, num_cpus=4, namespace="visiong1-bench")
-    model = str(tiny_model_path(".cache/visiong1/models", seed=0))
+    model = start_local()
     torch.set_num_threads(1)
     batches = step_batches(model, args.steps)
     figures = {}

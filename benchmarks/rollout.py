@@ -19,13 +19,11 @@ import ray
 import torch
 from rich.console import Console
 
-from actors.cluster import connect
 from actors.rollout import RolloutGroup
-from benchmarks.common import write_result
+from benchmarks.common import start_local, write_result
 from visiong1.config import load_config
 from visiong1.data.synthetic import generate_pool
 from visiong1.engines.hf import HFEngine
-from visiong1.models.tiny import tiny_model_path
 from visiong1.types import WeightUpdate, items_to_table
 
 SYSTEM = "Answer the question. Put the final answer in \\boxed{}."
@@ -52,8 +50,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     console = Console()
-    connect(None, num_cpus=4, namespace="visiong1-bench")
-    model = str(tiny_model_path(".cache/visiong1/models", seed=0))
+    model = start_local()
     prompts = items_to_table(generate_pool(["counting"], 32, seed=1))
     figures = {}
 
