@@ -114,11 +114,13 @@ class LearnerGroup:
         if config.backend == "torch" and config.ranks != 1:
             raise ValueError(f"backend 'torch' trains one rank, got learner.ranks={config.ranks}; use fsdp2")
         self.config = config
-        bundle = {"CPU": config.num_cpus, **({"GPU": config.num_gpus} if config.num_gpus else {})}
+        bundle = {"CPU": config.num_cpus, **({"GPU": config.num_gpus} if config.num_gpus else {}),
+                  **({config.node_resource: 0.001} if config.node_resource else {})}
         self.placement = placement_group([bundle] * config.ranks, strategy="PACK")
         get_within(self.placement.ready(), timeout_s, f"placement group of {config.ranks} learner ranks")
         self.ranks = [
             LearnerWorker.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus,
+                                  resources={config.node_resource: 0.001} if config.node_resource else None,
                                   scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, i))
             .remote(i, config.ranks, config)
             for i in range(config.ranks)

@@ -69,7 +69,8 @@ class RewardPool:
         if workers < 1:
             raise ValueError(f"a reward pool needs at least one worker, got {workers}")
         while len(self.workers) < workers:
-            actor = RewardWorker.options(num_cpus=self.config.num_cpus)
+            resources = {self.config.node_resource: 0.001} if self.config.node_resource else None
+            actor = RewardWorker.options(num_cpus=self.config.num_cpus, resources=resources)
             self.workers.append(actor.remote(self.config, len(self.workers)))
         while len(self.workers) > workers:
             ray.kill(self.workers.pop())

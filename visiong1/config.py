@@ -99,6 +99,8 @@ class RewardConfig(Section):
     """Reward scoring actors."""
     num_cpus: float = Field(0.25, gt=0)
     """Ray CPUs per reward actor (scoring is light; the sandbox processes do the heavy work)."""
+    node_resource: str | None = None
+    """Custom Ray resource that only reward (CPU) nodes offer (e.g. `reward_node`); None places anywhere."""
     timeout_s: float = Field(60.0, gt=0)
     """Deadline for scoring one batch; expiry names the reward pool."""
     sample_deadline_s: float = Field(2.0, gt=0)
@@ -149,6 +151,9 @@ class LearnerConfig(Section):
     """Ray CPUs per rank; torch threads are sized to this."""
     num_gpus: float = Field(0.0, ge=0)
     """Ray GPUs per rank."""
+    node_resource: str | None = None
+    """Custom Ray resource that only learner nodes offer (e.g. `learner_node`); each rank's bundle requires a
+    sliver of it, so scaling rollout nodes never moves learner ranks."""
     lr: float = Field(1e-4, gt=0, le=1)
     """AdamW learning rate (the tiny demo model; the paper uses 1e-6 for 7B)."""
     warmup_steps: int = Field(0, ge=0)
