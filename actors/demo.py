@@ -13,7 +13,7 @@ import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from actors.cluster import connect
+from visiong1.cluster import connect
 from actors.coordinator import TERMINAL_EVENTS, start_run
 from visiong1.config import RunConfig
 from visiong1.eval.plots import plot_metrics

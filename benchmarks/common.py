@@ -28,7 +28,7 @@ def write_result(name: str, figures: dict, config: dict) -> Path:
 
 def start_local(namespace: str = "visiong1-bench") -> str:
     """A private local Ray cluster (4 logical CPUs on the 2-core machine) and the cached tiny model's path."""
-    from actors.cluster import connect
+    from visiong1.cluster import connect
     from visiong1.models.tiny import tiny_model_path
 
     connect(None, num_cpus=4, namespace=namespace)

@@ -20,7 +20,7 @@ import ray
 from rich.console import Console
 from rich.progress import track
 
-from actors.cluster import connect
+from visiong1.cluster import connect
 from actors.reward import RewardPool
 from benchmarks.common import write_result
 from visiong1.config import load_config

@@ -26,7 +26,7 @@ def ray_cluster(tmp_path_factory):
     """A local cluster owned by this session; 8 logical CPUs so concurrent runs' actors can all schedule."""
     import ray
 
-    from actors.cluster import connect
+    from visiong1.cluster import connect
 
     os.environ.setdefault("VISIONG1_RAY_TMP", "/tmp")
     connect(address=None, num_cpus=8, namespace=TEST_NAMESPACE)

@@ -50,11 +50,58 @@ def build_parser() -> argparse.ArgumentParser:
                                              "directory, or a checkpoint store whose newest is taken).")
     export.add_argument("checkpoint", help="checkpoint directory, store path or pyarrow filesystem URI")
     export.add_argument("output_dir", help="Hugging Face model directory to write")
+    _add_data_commands(commands)
     build = commands.add_parser("build-model", help="build (or reuse) the tiny Qwen2.5-VL and print its path",
                                 description="Random-init tiny Qwen2.5-VL with a locally trained tokenizer.")
     build.add_argument("--cache-dir", default=".cache/visiong1/models", help="directory of cached tiny models")
     build.add_argument("--seed", type=int, default=0, help="initialisation seed")
     return parser
+
+
+def _add_data_commands(commands) -> None:
+    data = commands.add_parser("data", help="build, inspect and export RL-ready data pools",
+                               description="Pools: Parquet items + manifest.json + rejects.jsonl (visiong1.data).")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    build = data_commands.add_parser(
+        "build", help="curate the config's sources and synthetic items into a pool",
+        description="Run the data section's sources and generators through conversion rules and validation "
+                    "(a Ray Data pipeline on ray.address or a local cluster) into OUT.")
+    _add_config_arguments(build)
+    build.add_argument("--out", required=True, help="pool directory to create (must not hold a pool)")
+    build.add_argument("--local", action="store_true", help="curate in this process instead of on Ray")
+    stats = data_commands.add_parser("stats", help="print a pool's tables and write its contact sheet",
+                                     description="Per-domain/per-source table, answer types, rejection reasons, "
+                                                 "image size histogram and a contact sheet PNG.")
+    stats.add_argument("pool", help="pool directory")
+    stats.add_argument("--out", help="where to write the PNGs (default: POOL/stats)")
+    export = data_commands.add_parser("export-verl", help="write a pool as verl/Vision-G1 training Parquet",
+                                      description="One verl row per item; importable back with format: verl.")
+    export.add_argument("pool", help="pool directory")
+    export.add_argument("output", help="Parquet file to write")
+
+
+def _run_data_command(args) -> int:
+    if args.data_command == "stats":
+        from visiong1.data.stats import pool_stats
+
+        pool_stats(args.pool, args.out)
+        return 0
+    if args.data_command == "export-verl":
+        from visiong1.data.pool import export_verl
+
+        print(f"{export_verl(args.pool, args.output)} rows -> {args.output}")
+        return 0
+    config = load_config(args.config, args.overrides)
+    from visiong1.data.pool import build_pool
+
+    if not args.local:
+        from visiong1.cluster import connect
+
+        connect(config.ray.address, config.ray.num_cpus, config.ray.namespace)
+    manifest = build_pool(config.data, args.out, engine="local" if args.local else "ray")
+    print(json.dumps({"pool": args.out, "items": manifest["items"], "rejected": manifest["rejected"],
+                      "counts": manifest["counts"]["domain"]}, indent=2))
+    return 0
 
 
 def _load_runner(command: str):
@@ -69,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(export_checkpoint(args.checkpoint, args.output_dir))
         return 0
+    if args.command == "data":
+        try:
+            return _run_data_command(args)
+        except (ConfigError, OSError, ValueError) as error:
+            print(f"visiong1 data {args.data_command}: {error}", file=sys.stderr)
+            return 2
     if args.command == "build-model":
         from visiong1.models.tiny import tiny_model_path
 

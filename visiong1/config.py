@@ -34,17 +34,82 @@ class ModelConfig(Section):
     format and RL gets groups with mixed rewards (0 = no warm start)."""
 
 
+SYNTHETIC_DOMAINS = ("counting", "infographic", "mathematical", "spatial", "cross_image", "gui", "medical",
+                     "common_sense", "science")
+"""Generators in visiong1.data.generators: the paper's eight domains plus `counting`, the demo's easiest task."""
+
+
+class SourceConfig(Section):
+    """One user data source; `columns` maps pool fields to the source's column names (a new source is config)."""
+
+    name: str = Field(min_length=1)
+    """Source label recorded on every item (and in the manifest's per-source counts)."""
+    format: Literal["jsonl", "parquet", "hf_disk", "verl"]
+    """`jsonl`/`parquet`: one row per item; `hf_disk`: a Hugging Face `save_to_disk` directory; `verl`: the
+    verl/Vision-G1 training Parquet (prompt messages, images, reward_model.ground_truth, data_source)."""
+    path: str
+    """File or directory to read."""
+    domain: str | None = None
+    """Domain of every item (None: read from the `domain` column)."""
+    dimension: str | None = None
+    """Optional sub-domain label of every item."""
+    answer_type: str | None = None
+    """Answer type of every item (None: the `answer_type` column, else `choice` when choices exist, `math` when
+    the answer is numeric, `text` otherwise)."""
+    columns: dict[str, str] = {}
+    """Pool field -> source column, for fields named differently (`question`, `answer`, `choices`, `image`,
+    `images`, `id`, `domain`, `answer_type`, `dimension`)."""
+    image_root: str | None = None
+    """Directory that relative image paths are resolved against (default: the source file's directory)."""
+
+
+class ImagePolicyConfig(Section):
+    min_side: int = Field(28, ge=1)
+    """Images with a side shorter than this are rejected (1x1 and tiny images crash some vision encoders)."""
+    max_aspect_ratio: float = Field(50.0, ge=1)
+    """Longer side / shorter side above this is rejected (Qwen2.5-VL's processor refuses 200)."""
+    min_pixels: int = Field(56 * 56, ge=1)
+    """Pixel budget, lower end: smaller images are upscaled (`resize: fit`) or rejected (`resize: reject`)."""
+    max_pixels: int = Field(112 * 112, ge=1)
+    """Pixel budget, upper end: larger images are downscaled or rejected. The paper: 256x28x28 to 1280x28x28."""
+    resize: Literal["fit", "reject"] = "fit"
+    """Out-of-budget images are resized into the budget (sides rounded to multiples of 28) or rejected."""
+
+    @model_validator(mode="after")
+    def _budget_is_ordered(self) -> "ImagePolicyConfig":
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        return self
+
+
 class DataConfig(Section):
     pool: str | None = None
-    """Directory of a prepared Parquet pool (the data issue). None generates synthetic items from `domains`."""
-    domains: list[Literal["counting"]] = ["counting"]
-    """Synthetic domains to generate (the full eight domains come with the data issue)."""
-    num_items: int = Field(512, ge=1)
-    """Prompt items in the training pool."""
+    """Directory of a pool built by `visiong1 data build`. None generates synthetic items from `domains`."""
+    domains: list[Literal[SYNTHETIC_DOMAINS]] = ["counting"]
+    """Synthetic domains to generate, items spread round-robin over them."""
+    num_items: int = Field(512, ge=0)
+    """Synthetic items to generate (on top of `sources` when building a pool)."""
     image_size: int = Field(56, ge=28, multiple_of=28)
     """Side of the square synthetic images in pixels (multiple of 28 = patch 14 x merge 2)."""
+    difficulty: int = Field(1, ge=1, le=3)
+    """Synthetic difficulty knob: more distractors, larger ranges, harder question forms."""
+    corrupt_fraction: float = Field(0.0, ge=0, le=1)
+    """Share of synthetic items deliberately corrupted (wrong answer or swapped image), flagged in
+    `metadata.corrupted`, so selection can be measured on data where the truth is known."""
     seed: int = 0
     """Seed of the synthetic generator."""
+    sources: list[SourceConfig] = []
+    """User data sources converted into the pool by `visiong1 data build`."""
+    images: ImagePolicyConfig = ImagePolicyConfig()
+    """Image validation and the pixel budget."""
+    reject_multi_question: bool = True
+    """Reject items whose question holds several sub-questions (one verifiable answer per item)."""
+    free_form_choices: bool = False
+    """Rewrite multiple-choice items as free-form questions answered by the option text."""
+    max_text_answer_words: int = Field(4, ge=1)
+    """`text` answers longer than this many words are rejected as not rule-verifiable."""
+    build_workers: int | None = Field(None, ge=1)
+    """Curation actors of `visiong1 data build` (None: one per CPU of the Ray cluster)."""
 
 
 class RolloutConfig(Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from actors.cluster import connect
+from visiong1.cluster import connect
 from services.api.app import create_app
 from visiong1.config import RunConfig
 

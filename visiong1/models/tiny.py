@@ -28,7 +28,7 @@ TINY_SHAPE = {
     "text_intermediate": 256, "vision_depth": 2, "vision_hidden": 64, "vision_heads": 2, "vision_intermediate": 128,
 }
 IMAGE_PIXELS = (56 * 56, 112 * 112)  # processor min/max pixels: 56-112 px images keep their size
-BUILDER_VERSION = 2  # bump when the builder changes what it writes, so caches rebuild
+BUILDER_VERSION = 3  # bump when the builder changes what it writes, so caches rebuild
 
 
 def cache_key(seed: int) -> str:
