@@ -26,8 +26,9 @@ from actors.reward import RewardPool
 from actors.rollout import RolloutGroup
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig, write_resolved
+from visiong1.data.pool import load_pool
 from visiong1.data.synthetic import generate_pool
-from visiong1.types import GroupScores, items_to_table
+from visiong1.types import GroupScores, PromptItem, items_to_table
 
 TERMINAL_EVENTS = ("run_finished", "run_failed")
 
@@ -93,8 +94,7 @@ class Coordinator:
 
     def _start_roles(self) -> None:
         cfg = self.config
-        if cfg.data.pool is not None:
-            raise NotImplementedError(f"data.pool={cfg.data.pool!r}: reading prepared pools arrives with the data issue")
+        self.items = {item.id: item for item in self._pool_items()}
         self._emit("phase", phase="prepare_model")
         self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
         self._emit("phase", phase="start_actors", model_path=self.model_path)
@@ -104,8 +104,19 @@ class Coordinator:
         self.influence = InfluencePool()
         self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature, cfg.round.step_timeout_s)
         self.roles = [self.rollout, self.rewards, self.influence, self.learner]
-        items = generate_pool(cfg.data.domains, cfg.data.num_items, cfg.data.image_size, cfg.data.seed)
-        self.items = {item.id: item for item in items}
+
+    def _pool_items(self) -> list[PromptItem]:
+        """The run's prompt pool: a built pool (`data.pool`, checked against its manifest) or synthetic items."""
+        data = self.config.data
+        if data.pool is None:
+            return generate_pool(data.domains, data.num_items, data.image_size, data.seed, data.difficulty,
+                                 data.corrupt_fraction)
+        try:
+            items = load_pool(data.pool)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"data.pool={data.pool!r}: {error}") from error
+        self._emit("pool", path=data.pool, items=len(items))
+        return items
 
     def _stop_roles(self) -> None:
         """Release the run's actors (and their CPUs/GPUs); the coordinator stays to answer `events`."""

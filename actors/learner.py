@@ -170,9 +170,10 @@ def prepare_model(config: RunConfig) -> str:
     steps = config.model.warm_start_steps
     if steps == 0:
         return str(base)
-    target = Path(f"{base}-warm{steps}-{'+'.join(config.data.domains)}")
+    target = Path(f"{base}-warm{steps}-{'+'.join(config.data.domains)}-d{config.data.difficulty}")
     if not (target / "config.json").exists():
-        items = generate_pool(config.data.domains, 512, config.data.image_size, seed=config.data.seed + 10_000)
+        items = generate_pool(config.data.domains, 512, config.data.image_size, seed=config.data.seed + 10_000,
+                              difficulty=config.data.difficulty)
         staging = target.with_name(target.name + ".partial")
         warm_start(base, staging, items, config.round.system_prompt, steps)
         staging.rename(target)

@@ -9,6 +9,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from actors.coordinator import start_run
 from actors.influence import STUB_NOTICE
 from visiong1.config import RunConfig, load_config
+from visiong1.data.pool import build_pool
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +24,19 @@ def finished_run(ray_cluster, small_run_overrides_module):
     yield config, summary, events, run_dir
 
 
+def test_the_round_samples_from_the_built_pool(finished_run):
+    config, _, events, _ = finished_run
+    pool_event = next(event for event in events if event["type"] == "pool")
+    assert pool_event["path"] == config.data.pool and 0 < pool_event["items"] <= 48
+
+
 @pytest.fixture(scope="module")
 def small_run_overrides_module(model_cache, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
+    """A small round that trains on a pool built by the data pipeline (so the coordinator's pool path runs)."""
+    runs, pool = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("pool") / "counting"
+    build_pool(load_config(None, ["data.num_items=48"]).data, pool, engine="local", progress=False)
     return [f"model.cache_dir={model_cache}", "model.warm_start_steps=60", f"output_dir={runs}",
-            "data.num_items=32", "round.steps=3", "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
+            f"data.pool={pool}", "round.steps=3", "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
             "rollout.max_new_tokens=8", "learner.lr=1e-3", "reward.num_cpus=0.1"]
 
 
@@ -70,7 +79,7 @@ def test_events_cover_the_round_and_mark_the_influence_stub(finished_run):
 def test_failed_run_reports_the_cause(ray_cluster, small_run_overrides_module):
     config = load_config(None, small_run_overrides_module + ["data.pool=/nonexistent"])
     _, coordinator, done = start_run(config)
-    with pytest.raises(Exception, match="reading prepared pools arrives with the data issue"):
+    with pytest.raises(Exception, match="no manifest.json"):
         ray_cluster.get(done, timeout=300)
     last = ray_cluster.get(coordinator.events.remote(0))[-1]
     assert last["type"] == "run_failed" and "data.pool" in last["error"]

@@ -211,11 +211,14 @@ def common_sense(rng: random.Random, image_size: int, difficulty: int) -> Draft:
                  "choice", ["snow", "grass"])
 
 
+THERMOMETER_STEP = {1: 10, 2: 5, 3: 2}
+
+
 def science(rng: random.Random, image_size: int, difficulty: int) -> Draft:
     """A thermometer column filled up to some cell; read the temperature from the stated scale (`math`)."""
     grid = Grid(image_size, (255, 255, 255))
     column, level = rng.randrange(grid.side), rng.randint(1, grid.side)
-    step = 10 if difficulty == 1 else rng.choice([2, 5, 10, 20])
+    step = THERMOMETER_STEP[difficulty]  # fixed per difficulty: a step drawn per item would narrow the answers
     for row in range(grid.side):
         grid.fill(grid.cell(row, column), (220, 40, 40) if row >= grid.side - level else (200, 200, 200))
     question = (f"The thermometer's scale starts at 0 and each cell is {step} degrees. "
