@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -85,8 +86,9 @@ def contact_sheet(table: pa.Table, path: Path, per_domain: int = SAMPLES_PER_DOM
                 offset += image.width + 4
             axis.imshow(strip, interpolation="nearest")
             corrupted = json.loads(item["metadata"] or "{}").get("corrupted")
-            caption = f"{item['question'][:60]}\n= {item['answer'][:30]}" + (f"  [{corrupted}]" if corrupted else "")
-            axis.set_title(caption, fontsize=6, wrap=True)
+            question = textwrap.shorten(item["question"], 80, placeholder="...")
+            caption = "\n".join(textwrap.wrap(question, 40)) + f"\n= {item['answer'][:30]}"
+            axis.set_title(caption + (f"  [{corrupted}]" if corrupted else ""), fontsize=6)
         axes[row][0].text(-0.1, 0.5, domain, transform=axes[row][0].transAxes, rotation=90, ha="right",
                           va="center", fontsize=9, fontweight="bold")
     figure.tight_layout()
