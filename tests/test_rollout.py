@@ -116,7 +116,8 @@ def test_scaling_during_a_stream_loses_nothing_and_serves_no_stale_version(ray_c
 
 
 def test_a_killed_replica_is_replaced_and_its_units_redispatched(ray_cluster, group):
-    items = items_to_table(generate_pool(["counting"], 8, seed=9))
+    pool = generate_pool(["counting"], 8, seed=9)
+    items = items_to_table(pool)
     victim = group.replicas[0].pid
     before = dict(group.counters)
     refs = []
@@ -125,7 +126,7 @@ def test_a_killed_replica_is_replaced_and_its_units_redispatched(ray_cluster, gr
     os.kill(victim, signal.SIGKILL)
     runner.join(timeout=400)
     groups = fetch(ray_cluster, refs)
-    assert [g.prompt.id for g in groups] == [f"counting-{i:06d}" for i in range(8)]
+    assert [g.prompt.id for g in groups] == [item.id for item in pool]
     assert group.counters["restarts"] == before["restarts"] + 1 and group.counters["redispatched"] > before["redispatched"]
     assert victim not in {replica.pid for replica in group.replicas} and group.size() == 1
 
