@@ -187,21 +187,82 @@ class RewardConfig(Section):
         return self.domains.get(name, DomainRewardConfig())
 
 
+class PassRateBand(Section):
+    low: float = Field(ge=0, le=1)
+    """Keep items whose pass rate is strictly above this."""
+    high: float = Field(ge=0, le=1)
+    """Keep items whose pass rate is strictly below this."""
+
+    @model_validator(mode="after")
+    def _band_is_ordered(self) -> "PassRateBand":
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class InfluenceConfig(Section):
+    enabled: bool = False
+    """Score candidates by first-order influence on a held-out target set and drop the harmful ones."""
+    loss: Literal["nll", "policy_gradient"] = "nll"
+    """Per-item loss whose gradient is the feature: the answer's negative log-likelihood given the prompt, or the
+    GRPO policy-gradient loss of the item's difficulty-scoring samples."""
+    last_layers: int = Field(1, ge=1)
+    """Gradient features come from the last N decoder layers of the language model."""
+    projection_dim: int = Field(8192, ge=8)
+    """Dimension of the seeded random projection of each gradient (LESS uses 8192)."""
+    seed: int = 0
+    """Seed of the projection (the same seed gives the same features in every actor)."""
+    workers: int = Field(1, ge=1)
+    """Influence-scoring actors; the pool is sharded across them."""
+    num_cpus: float = Field(1.0, gt=0)
+    """Ray CPUs per influence actor."""
+    target_per_domain: int = Field(16, ge=1)
+    """Held-out items per domain in the target set (taken from the pool and never trained on)."""
+    keep: Literal["threshold", "top_fraction"] = "threshold"
+    """Drop items scoring below `threshold`, or keep the best `top_fraction` of each domain."""
+    threshold: float = 0.0
+    """Items whose influence score is below this are dropped (below 0: training on them is expected to raise the
+    target loss)."""
+    top_fraction: float = Field(0.5, gt=0, le=1)
+    """Share of each domain kept with `keep: top_fraction`."""
+
+
 class SelectionConfig(Section):
     pass_rate_low: float = Field(0.2, ge=0, le=1)
     """Keep items whose pass rate is strictly above this."""
     pass_rate_high: float = Field(0.8, ge=0, le=1)
     """Keep items whose pass rate is strictly below this."""
+    source_bands: dict[str, PassRateBand] = {}
+    """Per-source bands (by item source); they take precedence over domain bands and the default."""
+    domain_bands: dict[str, PassRateBand] = {}
+    """Per-domain bands (by item domain); they take precedence over the default."""
+    offline_difficulty: bool = False
+    """Before training a round, sample every pool item `difficulty_samples` times and keep those in band."""
     difficulty_samples: int = Field(5, ge=1)
-    """Samples per prompt when scoring difficulty offline."""
-    influence: bool = False
-    """Score candidates by influence on a target set (the influence pool is a stub until the selection issue)."""
+    """Samples per prompt when scoring difficulty offline (temperature = rollout.temperature)."""
+    difficulty_chunk: int = Field(64, ge=1)
+    """Items per offline-scoring chunk; each chunk is persisted, so interrupted scoring resumes after the last one."""
+    dynamic_sampling: bool = False
+    """DAPO dynamic sampling: drop groups whose mean accuracy is outside the band and generate more until the
+    step has `round.prompts_per_step` groups."""
+    max_generation_batches: int = Field(40, ge=1)
+    """Dynamic sampling gives up (DynamicSamplingExhausted) after this many generation batches in one step."""
+    influence: InfluenceConfig = InfluenceConfig()
+    """Influence-function selection."""
 
     @model_validator(mode="after")
     def _band_is_ordered(self) -> "SelectionConfig":
         if self.pass_rate_low >= self.pass_rate_high:
             raise ValueError(f"pass_rate_low ({self.pass_rate_low}) must be below pass_rate_high ({self.pass_rate_high})")
         return self
+
+    def band(self, source: str, domain: str) -> PassRateBand:
+        """The band that applies to an item: its source's, else its domain's, else the default."""
+        if source in self.source_bands:
+            return self.source_bands[source]
+        if domain in self.domain_bands:
+            return self.domain_bands[domain]
+        return PassRateBand(low=self.pass_rate_low, high=self.pass_rate_high)
 
 
 class LearnerConfig(Section):
