@@ -1,7 +1,7 @@
 """Coordinator role: one actor per run that drives a round and records every event.
 
-The round loop reads like the method: prepare, select (influence stub), then per step sample -> generate -> score
--> advantages -> train -> sync weights. Each phase is a function with a named timer. No torch here: the control
+The round loop reads like the method: prepare, select (difficulty band, influence), then per step sample ->
+generate -> score (dynamic sampling) -> advantages -> train -> sync weights. Each phase is a function with a named timer. No torch here: the control
 plane imports this module to start runs.
 """
 
@@ -24,13 +24,18 @@ from actors.influence import InfluencePool
 from actors.learner import LearnerGroup, prepare_model
 from actors.reward import RewardPool
 from actors.rollout import RolloutGroup
+from actors.selection import SampledStep, dynamic_metrics, dynamic_sample, generate_and_score, score_difficulty
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig, write_resolved
 from visiong1.data.pool import load_pool
 from visiong1.data.synthetic import generate_pool
+from visiong1.selection.difficulty import DifficultyStore
+from visiong1.selection.scoring import keep_decisions
+from visiong1.selection.lineage import funnel, new_lineage, write_round_manifest
 from visiong1.types import GroupScores, PromptItem, items_to_table
 
 TERMINAL_EVENTS = ("run_finished", "run_failed")
+ROUND = 0  # one round per run until the multi-round issue
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
@@ -42,6 +47,8 @@ class Coordinator:
         self.config = config
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.round_dir = self.run_dir / "rounds" / f"{ROUND:03d}"
+        self.lineage: dict[str, dict] = {}
         self._events: list[dict] = []
         self._lock = threading.Lock()
         self.rng = random.Random(config.round.seed)
@@ -79,6 +86,7 @@ class Coordinator:
                 history.append(self._step(step, pool))
                 if self._checkpoint_due(step):
                     self._save_resumable(step + 1)
+            self._write_lineage()
             checkpoint = self._checkpoint()
         except BaseException as error:
             self._emit("run_failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
@@ -101,9 +109,11 @@ class Coordinator:
         self.rollout = RolloutGroup(self.model_path, cfg.rollout, cfg.round.system_prompt, cfg.round.seed,
                                     cache_root=str(Path(cfg.model.cache_dir).parent / "engines"))
         self.rewards = RewardPool(cfg.reward)
-        self.influence = InfluencePool()
+        influence = cfg.selection.influence
+        self.influence = (InfluencePool(self.model_path, influence, cfg.round.system_prompt, cfg.rollout.temperature)
+                          if influence.enabled else None)
         self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature, cfg.round.step_timeout_s)
-        self.roles = [self.rollout, self.rewards, self.influence, self.learner]
+        self.roles = [role for role in (self.rollout, self.rewards, self.influence, self.learner) if role is not None]
 
     def _pool_items(self) -> list[PromptItem]:
         """The run's prompt pool: a built pool (`data.pool`, checked against its manifest) or synthetic items."""
@@ -124,35 +134,107 @@ class Coordinator:
             group.shutdown()
 
     def _select(self) -> list[str]:
-        """Influence selection over the pool (a stub that keeps everything until the selection issue)."""
-        verdict = get_within(self.influence.async_score(list(self.items)), self.config.round.step_timeout_s,
-                             "influence pool")
-        self._emit("selection", notice=verdict["notice"], kept=len(verdict["kept"]), **verdict["metrics"])
-        return verdict["kept"]
+        """The round's training pool: held-out influence targets set aside, the difficulty band (when scored
+        offline), then influence; every item's fate goes into the round's lineage."""
+        selection, timings = self.config.selection, {}
+        self.lineage = {item.id: new_lineage(ROUND, item.id, item.source, item.domain) for item in self.items.values()}
+        targets = self._hold_out_targets() if selection.influence.enabled else []
+        held_out = {item.id for item in targets}
+        candidates = [item for item in self.items.values() if item.id not in held_out]
+        difficulty = {}
+        if selection.offline_difficulty:
+            self._emit("phase", phase="difficulty", items=len(candidates))
+            with self._timed(timings, "difficulty"):
+                rows = score_difficulty(candidates, self.rollout, self.rewards, self.config,
+                                        DifficultyStore(self.round_dir / "difficulty"), ROUND)
+            difficulty = {row["id"]: row for row in rows}
+            for row in rows:
+                self.lineage[row["id"]].update(pass_rate=row["pass_rate"], difficulty=row["reason"])
+            candidates = [item for item in candidates if self.lineage[item.id]["difficulty"] == "in_band"]
+        in_band = len(candidates)
+        if selection.influence.enabled:
+            with self._timed(timings, "influence"):
+                candidates = self._influence(candidates, targets, difficulty)
+        for item in candidates:
+            self.lineage[item.id]["selected"] = True
+        if not candidates:
+            raise RuntimeError(f"selection kept no item of {len(self.items)} (difficulty band and influence); "
+                               f"see {self.round_dir}")
+        self._emit("selection", pool=len(self.items), targets=len(targets), in_band=in_band, kept=len(candidates),
+                   **timings)
+        return [item.id for item in candidates]
+
+    def _hold_out_targets(self) -> list[PromptItem]:
+        """`influence.target_per_domain` items per domain, seeded, never trained on."""
+        per_domain = self.config.selection.influence.target_per_domain
+        rng, targets = random.Random(self.config.round.seed + 1), []
+        for domain in sorted({item.domain for item in self.items.values()}):
+            members = sorted(item.id for item in self.items.values() if item.domain == domain)
+            targets += [self.items[i] for i in rng.sample(members, min(per_domain, len(members) // 2))]
+        for item in targets:
+            self.lineage[item.id]["influence"] = "target"
+        return targets
+
+    def _influence(self, candidates: list[PromptItem], targets: list[PromptItem], difficulty: dict) -> list[PromptItem]:
+        """Score candidates against the targets on the influence pool; keep per the configured rule."""
+        config = self.config.selection.influence
+        samples = {i: {"responses": row["responses"], "rewards": row["rewards"]} for i, row in difficulty.items()}
+        scores, metrics = self.influence.score(candidates, targets, self.config.round.step_timeout_s,
+                                               samples=samples if config.loss == "policy_gradient" else None)
+        decisions = keep_decisions(scores, [item.domain for item in candidates], config.keep, config.threshold,
+                                   config.top_fraction)
+        for item, score, (_, reason) in zip(candidates, scores, decisions):
+            self.lineage[item.id].update(influence_score=float(score), influence=reason)
+        kept = [item for item, (keep, _) in zip(candidates, decisions) if keep]
+        self._emit("influence", **metrics, kept=len(kept), dropped=len(candidates) - len(kept))
+        return kept
+
+    def _draw(self, pool: list[str], count: int) -> list[PromptItem]:
+        return [self.items[i] for i in self.rng.sample(pool, min(count, len(pool)))]
+
+    def _sample(self, pool: list[str], timings: dict) -> SampledStep:
+        """Generate and score one step's groups: plainly, or by dynamic sampling (then some groups do not train)."""
+        cfg = self.config
+        if cfg.selection.dynamic_sampling:
+            return dynamic_sample(lambda n: self._draw(pool, n), self.rollout, self.rewards, cfg, timings)
+        items = self._draw(pool, cfg.round.prompts_per_step)
+        shard_refs, scores = generate_and_score(self.rollout, self.rewards, items, cfg, timings=timings)
+        return SampledStep(shard_refs, scores, [True] * len(scores), 1)
 
     def _step(self, step: int, pool: list[str]) -> dict:
         cfg, timings = self.config, {}
         deadline = cfg.round.step_timeout_s
-        prompts = items_to_table([self.items[i] for i in self.rng.sample(pool, min(cfg.round.prompts_per_step, len(pool)))])
-        with self._timed(timings, "generate"):
-            shard_refs = self.rollout.generate(prompts, deadline)
-        with self._timed(timings, "reward"):
-            scores = [s for shard in get_within(self.rewards.async_score(shard_refs), cfg.reward.timeout_s, "reward pool") for s in shard]
-        self._check_staleness(scores)
-        advantages = grpo_advantages([s.rewards for s in scores], [s.excluded for s in scores])
+        sampled = self._sample(pool, timings)
+        trained = [s for s, keep in zip(sampled.scores, sampled.keep) if keep]
+        self._check_staleness(trained)
+        advantages = grpo_advantages([s.rewards for s in sampled.scores], [s.excluded for s in sampled.scores],
+                                     scale_by_std=cfg.learner.advantage_std_scale)
+        advantages = [row if keep else [None] * len(row) for row, keep in zip(advantages, sampled.keep)]
+        for score in trained:
+            self.lineage[score.prompt_id]["trained"] = True
         with self._timed(timings, "train"):
-            train_metrics = get_within(self.learner.async_train_step(step, advantages, shard_refs), deadline,
-                                       f"learner step {step}")[0]
+            train_metrics = get_within(self.learner.async_train_step(step, advantages, sampled.shard_refs),
+                                       deadline, f"learner step {step}")[0]
         if train_metrics["train/version"] != self.policy_version:  # a step with no mixed group changes nothing
             with self._timed(timings, "weight_sync"):
                 versions = self.rollout.update_weights(self.learner.async_export_weights(), deadline)
             self.policy_version = min(versions)
-        metrics = {"step": step, **_reward_metrics(scores), **train_metrics, **timings, **self.rollout.metrics(),
-                   "rollout/weight_version": self.policy_version, "time/step_s": sum(timings.values())}
+        dynamic = dynamic_metrics(sampled) if cfg.selection.dynamic_sampling else {}
+        metrics = {"step": step, **_reward_metrics(trained), **dynamic, **train_metrics, **timings,
+                   **self.rollout.metrics(), "rollout/weight_version": self.policy_version,
+                   "time/step_s": sum(timings.values())}
         with self.metrics_path.open("a") as sink:
             sink.write(json.dumps(metrics) + "\n")
         self._emit("step", **metrics)
         return metrics
+
+    def _write_lineage(self) -> None:
+        """The round manifest (every item's fate) and the per-domain funnel, also as an event."""
+        rows = list(self.lineage.values())
+        path = write_round_manifest(rows, self.round_dir / "manifest.parquet")
+        stages = funnel(rows)
+        (self.round_dir / "funnel.json").write_text(json.dumps(stages, indent=2) + "\n")
+        self._emit("round_manifest", path=str(path), funnel=stages)
 
     def _check_staleness(self, scores: list[GroupScores]) -> None:
         """Refuse to train on samples older than `rollout.max_staleness` versions (0 = strictly on-policy)."""

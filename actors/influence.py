@@ -1,26 +1,89 @@
-"""Influence role. STUB until the selection issue: scores every item 0 and keeps all, and says so."""
+"""Influence role: a pool of actors computing sketched gradient features of pool items against a target set.
+
+A scoring pass: every actor loads the current policy weights (when given), the target items are sharded and
+featurised, their per-domain means are broadcast, then the candidates are sharded and scored against them. Only
+scores cross back to the driver (features stay in the actors). The math is in visiong1.selection.influence.
+"""
 
 from __future__ import annotations
 
+import os
+import time
+
+import numpy as np
 import ray
 
-STUB_NOTICE = "influence pool is a stub (selection issue): every item scored 0.0, all kept"
+from actors.common import get_within, quiet_transformers, size_torch_threads
+from visiong1.config import InfluenceConfig
+from visiong1.selection.scoring import domain_targets, influence_scores
+from visiong1.types import PromptItem, WeightUpdate
 
 
-@ray.remote(num_cpus=0)
+@ray.remote
 class InfluenceWorker:
-    def score(self, item_ids: list[str]) -> dict:
-        """Returns per-item scores, the kept ids, and metrics that mark the result as a stub."""
-        return {"scores": [0.0] * len(item_ids), "kept": list(item_ids), "notice": STUB_NOTICE,
-                "metrics": {"influence/stub": 1.0, "influence/scored": len(item_ids), "influence/dropped": 0}}
+    def __init__(self, model_path: str, config: InfluenceConfig, system_prompt: str, temperature: float):
+        size_torch_threads(config.num_cpus)
+        quiet_transformers()
+        from visiong1.selection.influence import GradientFeaturizer  # torch: imported in the actor only
+
+        self.featurizer = GradientFeaturizer(model_path, config, system_prompt, temperature)
+        self.version = 0
+
+    def load_weights(self, update: WeightUpdate) -> int:
+        self.featurizer.load_state_dict(ray.get(update.tensors))
+        self.version = update.version
+        return self.version
+
+    def features(self, items: list[PromptItem], samples: dict | None = None) -> np.ndarray:
+        """`[len(items), projection_dim]` unit-norm features."""
+        return self.featurizer.features(items, samples)
+
+    def scores(self, items: list[PromptItem], targets: dict[str, np.ndarray], samples: dict | None = None) -> dict:
+        started = time.perf_counter()
+        features = self.featurizer.features(items, samples)
+        return {"scores": influence_scores(features, [item.domain for item in items], targets),
+                "seconds": time.perf_counter() - started, "pid": os.getpid(), "version": self.version}
+
+
+def shards(items: list, count: int) -> list[list]:
+    """`items` cut into at most `count` contiguous, near-equal shards (none empty)."""
+    size = -(-len(items) // max(1, count))
+    return [items[start:start + size] for start in range(0, len(items), size)] if items else []
 
 
 class InfluencePool:
-    def __init__(self):
-        self.worker = InfluenceWorker.remote()
+    """`config.workers` InfluenceWorkers; `score` runs one pass and returns scores aligned with the candidates."""
+
+    def __init__(self, model_path: str, config: InfluenceConfig, system_prompt: str, temperature: float):
+        self.config = config
+        options = {"num_cpus": config.num_cpus}
+        if config.node_resource:
+            options["resources"] = {config.node_resource: 0.001}
+        self.workers = [InfluenceWorker.options(**options).remote(model_path, config, system_prompt, temperature)
+                        for _ in range(config.workers)]
 
     def shutdown(self) -> None:
-        ray.kill(self.worker)
+        for worker in self.workers:
+            ray.kill(worker)
 
-    def async_score(self, item_ids: list[str]) -> ray.ObjectRef:
-        return self.worker.score.remote(item_ids)
+    def score(self, candidates: list[PromptItem], targets: list[PromptItem], timeout_s: float,
+              update: ray.ObjectRef | None = None, samples: dict | None = None) -> tuple[np.ndarray, dict]:
+        """Influence scores of `candidates` against `targets` (`samples` by item id for the policy-gradient
+        loss), after loading `update` into every actor; returns (scores, metrics)."""
+        started = time.perf_counter()
+        if update is not None:
+            get_within([worker.load_weights.remote(update) for worker in self.workers], timeout_s,
+                       "influence actors loading weights")
+        target_shards = shards(targets, len(self.workers))
+        target_features = get_within([worker.features.remote(shard, samples)
+                                      for worker, shard in zip(self.workers, target_shards)],
+                                     timeout_s, "influence target features")
+        means = ray.put(domain_targets(np.concatenate(target_features), [t.domain for t in targets]))
+        outcomes = get_within([worker.scores.remote(shard, means, samples)
+                               for worker, shard in zip(self.workers, shards(candidates, len(self.workers)))],
+                              timeout_s, "influence scoring")
+        scores = np.concatenate([o["scores"] for o in outcomes]) if outcomes else np.zeros(0)
+        seconds = time.perf_counter() - started
+        return scores, {"influence/scored": len(candidates), "influence/targets": len(targets),
+                        "influence/items_per_s": (len(candidates) + len(targets)) / seconds,
+                        "influence/workers": len(self.workers), "time/influence_pass_s": seconds}

@@ -50,11 +50,13 @@ class RolloutWorker:
         self.params = SamplingParams(n=config.samples_per_prompt, max_new_tokens=config.max_new_tokens,
                                      temperature=config.temperature, top_p=config.top_p)
 
-    def generate(self, prompts: pa.Table, greedy: bool = False):
+    def generate(self, prompts: pa.Table, greedy: bool = False, samples: int | None = None):
         """Arrow table of prompt items -> (list[SampleGroup], receipt). The receipt is small: the group reads it
-        to learn the outcome without fetching the samples. `greedy` samples one answer per prompt (evaluation)."""
+        to learn the outcome without fetching the samples. `greedy` samples one answer per prompt (evaluation);
+        `samples` overrides the group size (difficulty scoring)."""
         started = time.perf_counter()
-        params = dataclasses.replace(self.params, n=1, greedy=True) if greedy else self.params
+        params = dataclasses.replace(self.params, n=samples) if samples else self.params
+        params = dataclasses.replace(params, n=1, greedy=True) if greedy else params
         groups = self.engine.generate(table_to_items(prompts), params)
         tokens = sum(len(s.token_ids) for g in groups for s in g.samples)
         return groups, {"groups": len(groups), "tokens": tokens, "seconds": time.perf_counter() - started,
@@ -162,10 +164,11 @@ class RolloutGroup:
             ray.kill(handle)
 
     # --- work ----------------------------------------------------------------------------------------------------
-    def generate(self, prompts: pa.Table, timeout_s: float, greedy: bool = False) -> list[ray.ObjectRef]:
-        """Sample every prompt; returns ObjectRefs of list[SampleGroup], one per unit, in prompt order. Units of a
-        replica that dies or hangs are re-dispatched; the call fails only when `timeout_s` passes or the restart
-        budget is spent."""
+    def generate(self, prompts: pa.Table, timeout_s: float, greedy: bool = False,
+                 samples: int | None = None) -> list[ray.ObjectRef]:
+        """Sample every prompt (`samples` per prompt, default rollout.samples_per_prompt); returns ObjectRefs of
+        list[SampleGroup], one per unit, in prompt order. Units of a replica that dies or hangs are re-dispatched;
+        the call fails only when `timeout_s` passes or the restart budget is spent."""
         # One unit per serving replica keeps vLLM's batches large; prompts_per_request bounds how small a unit
         # gets, which bounds the work a dead replica takes with it.
         per = max(self.config.prompts_per_request, -(-prompts.num_rows // max(1, self.size())))
@@ -181,7 +184,7 @@ class RolloutGroup:
                 index = queue.popleft()
                 replica = self._least_busy()
                 groups_ref, receipt = replica.handle.generate.options(num_returns=2).remote(ray.put(units[index]),
-                                                                                           greedy)
+                                                                                           greedy, samples)
                 with self.lock:
                     replica.outstanding.add(receipt)
                 in_flight[receipt] = (index, replica, groups_ref, time.monotonic())

@@ -3,15 +3,22 @@
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from actors.coordinator import start_run
-from actors.influence import STUB_NOTICE
 from visiong1.config import RunConfig, load_config
 from visiong1.data.pool import build_pool
 
 pytestmark = pytest.mark.slow
+# Every selection stage on: offline difficulty, influence (top 75% per domain), dynamic sampling. The band is
+# (0, 1) so that any mixed group qualifies on the barely warm-started model.
+SELECTION = ["selection.offline_difficulty=true", "selection.difficulty_samples=6", "selection.pass_rate_low=0.0",
+             "selection.pass_rate_high=1.0", "selection.dynamic_sampling=true", "selection.influence.enabled=true",
+             "selection.influence.keep=top_fraction", "selection.influence.top_fraction=0.75",
+             "selection.influence.projection_dim=1024", "selection.influence.num_cpus=0.5",
+             "selection.influence.target_per_domain=8"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,7 @@ def small_run_overrides_module(model_cache, tmp_path_factory):
     runs, pool = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("pool") / "counting"
     build_pool(load_config(None, ["data.num_items=48"]).data, pool, engine="local", progress=False)
     return [f"model.cache_dir={model_cache}", "model.warm_start_steps=60", f"output_dir={runs}",
-            f"data.pool={pool}", "round.steps=3", "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
+            f"data.pool={pool}", "round.steps=3", *SELECTION, "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
             "rollout.max_new_tokens=8", "learner.lr=1e-3", "reward.num_cpus=0.1"]
 
 
@@ -66,14 +73,40 @@ def test_each_step_samples_trains_and_syncs_on_policy(finished_run):
     assert version >= 1, "no step had a group with mixed rewards"
 
 
-def test_events_cover_the_round_and_mark_the_influence_stub(finished_run):
+def test_events_cover_the_round_and_its_selection(finished_run):
     _, _, events, _ = finished_run
     kinds = [event["type"] for event in events]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     assert kinds.count("step") == 3
     selection = next(event for event in events if event["type"] == "selection")
-    assert selection["notice"] == STUB_NOTICE and selection["influence/stub"] == 1.0
+    influence = next(event for event in events if event["type"] == "influence")
+    assert selection["targets"] == 8 and 0 < selection["kept"] <= selection["in_band"]
+    assert influence["influence/scored"] == selection["in_band"] == influence["kept"] + influence["dropped"]
     assert [event["seq"] for event in events] == list(range(len(events)))
+
+
+def test_round_lineage_records_every_item_and_the_funnel(finished_run):
+    config, _, events, run_dir = finished_run
+    rows = pq.read_table(run_dir / "rounds" / "000" / "manifest.parquet").to_pylist()
+    pool_event = next(event for event in events if event["type"] == "pool")
+    assert len(rows) == pool_event["items"] and len({row["id"] for row in rows}) == len(rows)
+    targets = [row for row in rows if row["influence"] == "target"]
+    assert len(targets) == 8 and not any(row["selected"] or row["trained"] for row in targets)
+    scored = [row for row in rows if row["difficulty"] != "not_scored"]
+    assert len(scored) == len(rows) - 8 and all(0.0 <= row["pass_rate"] <= 1.0 for row in scored)
+    assert all(row["selected"] for row in rows if row["trained"])
+    assert all(row["difficulty"] == "in_band" and row["influence"] == "kept" for row in rows if row["selected"])
+    funnel = json.loads((run_dir / "rounds" / "000" / "funnel.json").read_text())
+    counts = funnel["counting"]
+    assert counts["pool"] == len(rows) >= counts["band"] >= counts["influence"] >= counts["trained"] > 0
+    assert next(event for event in events if event["type"] == "round_manifest")["funnel"] == funnel
+
+
+def test_dynamic_sampling_fills_every_step(finished_run):
+    _, _, _, run_dir = finished_run
+    for row in [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]:
+        assert row["dynamic/groups_kept"] == 4 and row["dynamic/generation_batches"] >= 1
+        assert row["dynamic/groups_generated"] >= 4
 
 
 def test_failed_run_reports_the_cause(ray_cluster, small_run_overrides_module):

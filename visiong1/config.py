@@ -216,6 +216,8 @@ class InfluenceConfig(Section):
     """Influence-scoring actors; the pool is sharded across them."""
     num_cpus: float = Field(1.0, gt=0)
     """Ray CPUs per influence actor."""
+    node_resource: str | None = None
+    """Custom Ray resource that only the nodes meant for influence scoring offer; None places anywhere."""
     target_per_domain: int = Field(16, ge=1)
     """Held-out items per domain in the target set (taken from the pool and never trained on)."""
     keep: Literal["threshold", "top_fraction"] = "threshold"
@@ -254,6 +256,8 @@ class SelectionConfig(Section):
     def _band_is_ordered(self) -> "SelectionConfig":
         if self.pass_rate_low >= self.pass_rate_high:
             raise ValueError(f"pass_rate_low ({self.pass_rate_low}) must be below pass_rate_high ({self.pass_rate_high})")
+        if self.influence.enabled and self.influence.loss == "policy_gradient" and not self.offline_difficulty:
+            raise ValueError("influence.loss=policy_gradient uses the difficulty samples: set offline_difficulty=true")
         return self
 
     def band(self, source: str, domain: str) -> PassRateBand:

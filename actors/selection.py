@@ -1,0 +1,112 @@
+"""Selection driven through the run's actor groups: offline difficulty scoring of a pool, and DAPO-style dynamic
+sampling of a training step. The statistics live in visiong1.selection; this module only moves batches."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ray
+from tqdm import tqdm
+
+from actors.common import get_within
+from visiong1.config import RunConfig
+from visiong1.selection.difficulty import DifficultyStore, difficulty_record, in_band, pass_rate
+from visiong1.types import GroupScores, PromptItem, items_to_table
+
+ACCURACY_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class DynamicSamplingExhausted(RuntimeError):
+    """Dynamic sampling used its generation batches without filling the step with in-band groups."""
+
+
+def generate_and_score(rollout, rewards, items: list[PromptItem], config: RunConfig, samples: int | None = None,
+                       timings: dict | None = None) -> tuple[list[ray.ObjectRef], list[GroupScores]]:
+    """Sample `items` on the rollout group and score them on the reward pool: (shard refs, scores in order).
+    Seconds spent are added to `timings["time/generate_s"]` and `timings["time/reward_s"]`."""
+    timings = {} if timings is None else timings
+    started = time.perf_counter()
+    shard_refs = rollout.generate(items_to_table(items), config.round.step_timeout_s, samples=samples)
+    generated = time.perf_counter()
+    shards = get_within(rewards.async_score(shard_refs), config.reward.timeout_s, "reward pool")
+    timings["time/generate_s"] = timings.get("time/generate_s", 0.0) + generated - started
+    timings["time/reward_s"] = timings.get("time/reward_s", 0.0) + time.perf_counter() - generated
+    return shard_refs, [score for shard in shards for score in shard]
+
+
+def score_difficulty(items: list[PromptItem], rollout, rewards, config: RunConfig, store: DifficultyStore,
+                     round_index: int, progress: bool = False) -> list[dict]:
+    """Pass rates of every item not yet in `store`, chunk by chunk (each chunk persisted before the next), then
+    the store's full contents as rows. Rerunning after an interruption scores only what is missing."""
+    selection = config.selection
+    done = store.scored_ids()
+    todo = [item for item in items if item.id not in done]
+    chunk = selection.difficulty_chunk
+    for start in tqdm(range(0, len(todo), chunk), desc="difficulty", disable=not progress):
+        batch = todo[start:start + chunk]
+        shard_refs, scores = generate_and_score(rollout, rewards, batch, config, samples=selection.difficulty_samples)
+        groups = [group for shard in ray.get(shard_refs) for group in shard]
+        store.append([difficulty_record(round_index, item, score.rewards, score.accuracies,
+                                        selection.band(item.source, item.domain),
+                                        [sample.token_ids for sample in group.samples])
+                      for item, score, group in zip(batch, scores, groups)])
+    return store.read().to_pylist()
+
+
+def accuracy_histogram(scores: list[GroupScores]) -> dict[str, int]:
+    """Groups per bin of mean accuracy: exactly 0, (0, 0.2], ..., (0.8, 1), exactly 1."""
+    counts = {"dynamic/groups_acc_0": 0, "dynamic/groups_acc_1": 0}
+    for low, high in zip(ACCURACY_BINS, ACCURACY_BINS[1:]):
+        counts[f"dynamic/groups_acc_{low:.1f}_{high:.1f}"] = 0
+    for score in scores:
+        mean = sum(score.accuracies) / len(score.accuracies)
+        if mean == 0.0 or mean == 1.0:
+            counts[f"dynamic/groups_acc_{int(mean)}"] += 1
+            continue
+        low = max(b for b in ACCURACY_BINS[:-1] if b < mean)
+        counts[f"dynamic/groups_acc_{low:.1f}_{low + 0.2:.1f}"] += 1
+    return counts
+
+
+@dataclass
+class SampledStep:
+    """A step's training input after dynamic sampling: every generated shard, the scores of every group in
+    shard order, and which groups train (the rest get no advantages)."""
+
+    shard_refs: list = field(default_factory=list)
+    scores: list[GroupScores] = field(default_factory=list)
+    keep: list[bool] = field(default_factory=list)
+    batches: int = 0
+
+
+def dynamic_sample(draw: Callable[[int], list[PromptItem]], rollout, rewards, config: RunConfig,
+                   timings: dict | None = None) -> SampledStep:
+    """Generate batches of `round.prompts_per_step` prompts from `draw(n)` until that many groups have a mean
+    accuracy inside their band (the rest are dropped, extras beyond the target too). Raises
+    DynamicSamplingExhausted after `selection.max_generation_batches` batches."""
+    target, selection = config.round.prompts_per_step, config.selection
+    step = SampledStep()
+    while sum(step.keep) < target:
+        if step.batches == selection.max_generation_batches:
+            raise DynamicSamplingExhausted(
+                f"dynamic sampling kept {sum(step.keep)} of {target} groups after {step.batches} generation "
+                f"batches (selection.max_generation_batches); mean accuracies outside the band everywhere")
+        items = draw(target)
+        shard_refs, scores = generate_and_score(rollout, rewards, items, config, timings=timings)
+        step.batches += 1
+        step.shard_refs += shard_refs
+        step.scores += scores
+        for item, score in zip(items, scores):
+            wanted = sum(step.keep) < target
+            step.keep.append(wanted and in_band(score.accuracies, selection.band(item.source, item.domain)))
+    return step
+
+
+def dynamic_metrics(step: SampledStep) -> dict[str, float]:
+    kept = [score for score, keep in zip(step.scores, step.keep) if keep]
+    return {"dynamic/generation_batches": step.batches, "dynamic/groups_generated": len(step.scores),
+            "dynamic/groups_kept": len(kept),
+            "dynamic/kept_pass_rate_mean": sum(pass_rate(s.accuracies) for s in kept) / max(1, len(kept)),
+            **accuracy_histogram(step.scores)}
