@@ -16,63 +16,16 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import write_result
+from benchmarks.common import PeakMemory, write_result
 from visiong1.config import load_config
 from visiong1.data.pool import build_pool
 from visiong1.data.synthetic import GENERATORS
-
-
-class PeakMemory:
-    """Peak of (RSS of this process tree + object store bytes used), sampled in a thread."""
-
-    def __init__(self, with_ray: bool, interval_s: float = 0.5):
-        self.with_ray, self.interval_s = with_ray, interval_s
-        self.peak, self.samples = 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _object_store_bytes(self, state) -> int:
-        from ray._private.internal_api import get_memory_info_reply
-
-        return get_memory_info_reply(state).store_stats.object_store_bytes_used
-
-    def _tree_rss(self) -> int:
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def _run(self) -> None:
-        state = None
-        if self.with_ray:
-            from ray._private.internal_api import get_state_from_address
-
-            import ray
-            state = get_state_from_address(ray.get_runtime_context().gcs_address)
-        while not self._stop.is_set():
-            total = self._tree_rss() + (self._object_store_bytes(state) if state else 0)
-            self.peak, self.samples = max(self.peak, total), self.samples + 1
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def measure(engine: str, items: int, image_size: int, work_dir: Path) -> dict:

@@ -46,7 +46,8 @@ SHAPES = {
          "rollout.num_cpus=3", "rollout.num_gpus=0.5", "rollout.gpu_memory_utilization=0.25",
          "rollout.max_model_len=4096", "rollout.samples_per_prompt=8", "rollout.max_new_tokens=1024",
          "reward.workers=2", "learner.ranks=1", "learner.num_cpus=4", "learner.num_gpus=0.5",
-         "learner.micro_batch_tokens=8192", "round.steps=100", "round.prompts_per_step=16"]),
+         "learner.micro_batch_tokens=8192", "round.steps=100", "round.prompts_per_step=16",
+         "selection.influence.workers=1"]),
 }
 
 
