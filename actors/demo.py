@@ -43,7 +43,8 @@ def _show(event: dict, progress: Progress, task, console: Console) -> None:
     if kind == "phase":
         progress.update(task, description=event["phase"].replace("_", " "))
     elif kind == "selection":
-        console.print(f"[yellow]{event['notice']}[/yellow]")
+        console.print(f"selection: {event['kept']} of {event['pool']} items kept ({event['targets']} held out as "
+                      f"influence targets, {event['in_band']} in the pass-rate band)")
     elif kind == "step":
         progress.update(task, advance=1, description="training")
         console.print(f"step {event['step']:>3}  " + "  ".join(
