@@ -24,18 +24,22 @@ from actors.influence import InfluencePool
 from actors.learner import LearnerGroup, prepare_model
 from actors.reward import RewardPool
 from actors.rollout import RolloutGroup
-from actors.selection import SampledStep, dynamic_metrics, dynamic_sample, generate_and_score, score_difficulty
+from actors.selection import (SampledStep, dynamic_metrics, dynamic_sample, evaluate, generate_and_score,
+                              score_difficulty)
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig, write_resolved
 from visiong1.data.pool import load_pool
+from visiong1.data.schema import content_hash
+from visiong1.eval.heldout import split_held_out
 from visiong1.data.synthetic import generate_pool
 from visiong1.selection.difficulty import DifficultyStore
 from visiong1.selection.scoring import keep_decisions
+from visiong1.selection.curriculum import CurriculumSampler, carry_over
 from visiong1.selection.lineage import funnel, new_lineage, write_round_manifest
 from visiong1.types import GroupScores, PromptItem, items_to_table
 
 TERMINAL_EVENTS = ("run_finished", "run_failed")
-ROUND = 0  # one round per run until the multi-round issue
+HELD_OUT_SEED_OFFSET = 1_000_003  # synthetic held-out items come from a seed no training pool uses
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
@@ -47,11 +51,15 @@ class Coordinator:
         self.config = config
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.round_dir = self.run_dir / "rounds" / f"{ROUND:03d}"
+        self.round_index, self.global_step = 0, 0
+        self.round_dir = self.run_dir / "rounds" / "000"
         self.lineage: dict[str, dict] = {}
+        self.influence_verdicts: dict[str, tuple[float, str]] = {}  # carried when curriculum.rescore_influence=False
+        self.history: list[dict] = []  # every step's metrics
+        self.evaluations: list[dict] = []  # held-out results, before round 0 and after each round
+        self.phase_seconds: dict[str, float] = {}
         self._events: list[dict] = []
         self._lock = threading.Lock()
-        self.rng = random.Random(config.round.seed)
         self.policy_version = 0  # the learner's newest weight version, as last pushed to rollout
         self.roles: list = []  # actor groups started by this run, stopped when it ends
 
@@ -73,36 +81,77 @@ class Coordinator:
         yield
         timings[f"time/{phase}_s"] = time.perf_counter() - started
 
-    # --- the round -------------------------------------------------------------------------------------------
+    @contextmanager
+    def _phase(self, name: str):
+        """A named phase of the run: announced as an event, its wall time summed into the summary."""
+        self._emit("phase", phase=name, round=self.round_index)
+        started = time.perf_counter()
+        yield
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - started
+
+    # --- the run: rounds of select -> train -> curriculum -> evaluate ----------------------------------------------
     def run(self) -> dict:
-        """Run one round end to end; returns the summary (also the `run_finished` event)."""
-        self._emit("run_started", run_dir=str(self.run_dir), steps=self.config.round.steps)
+        """Run every round end to end; returns the summary (also the `run_finished` event and summary.json)."""
+        cfg = self.config.round
+        self._emit("run_started", run_dir=str(self.run_dir), rounds=cfg.rounds, steps=cfg.steps)
         try:
             write_resolved(self.config, self.run_dir)
             self._start_roles()
-            pool = self._select()
-            history = []
-            for step in range(self.config.round.steps):
-                history.append(self._step(step, pool))
-                if self._checkpoint_due(step):
-                    self._save_resumable(step + 1)
-            self._write_lineage()
-            checkpoint = self._checkpoint()
+            with self._phase("evaluate"):
+                self._evaluate("initial")
+            for round_index in range(cfg.rounds):
+                self._round(round_index)
+            with self._phase("checkpoint"):
+                checkpoint = self._checkpoint()
         except BaseException as error:
             self._emit("run_failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
             raise
         finally:
             self._stop_roles()
-        window = min(10, len(history))  # single steps are noisy: compare the first and last windows
-        summary = {"checkpoint": checkpoint, "steps": len(history), "window": window,
-                   "accuracy_first": float(np.mean([row["reward/accuracy"] for row in history[:window]])),
-                   "accuracy_last": float(np.mean([row["reward/accuracy"] for row in history[-window:]]))}
+        summary = self._summary(checkpoint)
         self._emit("run_finished", **summary)
+        return summary
+
+    def _round(self, index: int) -> None:
+        """One round: select from the current pool, train, carry the curriculum over, evaluate."""
+        self.round_index, self.round_dir = index, self.run_dir / "rounds" / f"{index:03d}"
+        self._emit("round_started", round=index, pool=len(self.active))
+        with self._phase("select"):
+            selected = self._select()
+        sampler = CurriculumSampler({i: self.items[i].domain for i in selected},
+                                    self.config.curriculum.domain_weights, self.config.round.seed + index)
+        with self._phase("train"):
+            for local_step in range(self.config.round.steps):
+                self.history.append(self._step(self.global_step, sampler))
+                self.global_step += 1
+                if self._checkpoint_due(local_step):
+                    self._save_resumable(sampler)
+        with self._phase("curriculum"):
+            self._write_lineage()
+            self.active, retired = carry_over(list(self.lineage.values()), self.active, self.config.curriculum)
+            self._emit("curriculum", round=index, next_pool=len(self.active), **retired, **sampler.metrics())
+        with self._phase("evaluate"):
+            self._evaluate(f"round_{index}")
+
+    def _summary(self, checkpoint: str) -> dict:
+        """Run summary: held-out accuracy per domain before round 0 and after each round, step-window sampled
+        accuracy, wall time per phase; also written to summary.json."""
+        window = min(10, len(self.history))  # single steps are noisy: compare the first and last windows
+        summary = {"checkpoint": checkpoint, "steps": len(self.history), "rounds": self.config.round.rounds,
+                   "window": window,
+                   "accuracy_first": float(np.mean([row["reward/accuracy"] for row in self.history[:window]])),
+                   "accuracy_last": float(np.mean([row["reward/accuracy"] for row in self.history[-window:]])),
+                   "evaluations": self.evaluations,
+                   "phase_seconds": {name: round(value, 2) for name, value in self.phase_seconds.items()}}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
     def _start_roles(self) -> None:
         cfg = self.config
         self.items = {item.id: item for item in self._pool_items()}
+        self.held_out = self._held_out_items()
+        self.targets = self._hold_out_targets() if cfg.selection.influence.enabled else []
+        self.active = sorted(set(self.items) - {item.id for item in self.targets})
         self._emit("phase", phase="prepare_model")
         self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
         self._emit("phase", phase="start_actors", model_path=self.model_path)
@@ -128,25 +177,50 @@ class Coordinator:
         self._emit("pool", path=data.pool, items=len(items))
         return items
 
+    def _held_out_items(self) -> list[PromptItem]:
+        """Evaluation items: fresh synthetic ones (another seed; training items with the same content are removed
+        from the pool), or `eval.items_per_domain` per domain carved out of a built pool."""
+        data, evaluation = self.config.data, self.config.eval
+        if not evaluation.enabled:
+            return []
+        if data.pool is not None:
+            kept, held_out = split_held_out(list(self.items.values()), evaluation.items_per_domain, self.config.round.seed)
+            self.items = {item.id: item for item in kept}
+            return held_out
+        held_out = generate_pool(data.domains, evaluation.items_per_domain * len(data.domains), data.image_size,
+                                 data.seed + HELD_OUT_SEED_OFFSET, data.difficulty)
+        seen = {content_hash(i.question, i.answer, i.images) for i in held_out}
+        self.items = {i.id: i for i in self.items.values() if content_hash(i.question, i.answer, i.images) not in seen}
+        return held_out
+
+    def _evaluate(self, label: str) -> None:
+        """Held-out greedy accuracy and pass@k per domain, through the run's rollout and reward groups."""
+        if not self.held_out:
+            return
+        result = {"label": label, "round": self.round_index if label != "initial" else None,
+                  "step": self.global_step, **evaluate(self.held_out, self.rollout, self.rewards, self.config)}
+        self.evaluations.append(result)
+        self._emit("evaluation", **result)
+
     def _stop_roles(self) -> None:
         """Release the run's actors (and their CPUs/GPUs); the coordinator stays to answer `events`."""
         for group in self.roles:
             group.shutdown()
 
     def _select(self) -> list[str]:
-        """The round's training pool: held-out influence targets set aside, the difficulty band (when scored
-        offline), then influence; every item's fate goes into the round's lineage."""
-        selection, timings = self.config.selection, {}
-        self.lineage = {item.id: new_lineage(ROUND, item.id, item.source, item.domain) for item in self.items.values()}
-        targets = self._hold_out_targets() if selection.influence.enabled else []
-        held_out = {item.id for item in targets}
-        candidates = [item for item in self.items.values() if item.id not in held_out]
+        """The round's training items from the active pool: the difficulty band (when scored offline), then
+        influence against the held-out targets; every item's fate goes into the round's lineage."""
+        selection, timings, index = self.config.selection, {}, self.round_index
+        self.lineage = {i: new_lineage(index, i, self.items[i].source, self.items[i].domain)
+                        for i in [*self.active, *(t.id for t in self.targets)]}
+        for target in self.targets:
+            self.lineage[target.id]["influence"] = "target"
+        candidates = [self.items[i] for i in self.active]
         difficulty = {}
         if selection.offline_difficulty:
-            self._emit("phase", phase="difficulty", items=len(candidates))
             with self._timed(timings, "difficulty"):
                 rows = score_difficulty(candidates, self.rollout, self.rewards, self.config,
-                                        DifficultyStore(self.round_dir / "difficulty"), ROUND)
+                                        DifficultyStore(self.round_dir / "difficulty"), index)
             difficulty = {row["id"]: row for row in rows}
             for row in rows:
                 self.lineage[row["id"]].update(pass_rate=row["pass_rate"], difficulty=row["reason"])
@@ -154,14 +228,14 @@ class Coordinator:
         in_band = len(candidates)
         if selection.influence.enabled:
             with self._timed(timings, "influence"):
-                candidates = self._influence(candidates, targets, difficulty)
+                candidates = self._influence(candidates, difficulty)
         for item in candidates:
             self.lineage[item.id]["selected"] = True
         if not candidates:
-            raise RuntimeError(f"selection kept no item of {len(self.items)} (difficulty band and influence); "
-                               f"see {self.round_dir}")
-        self._emit("selection", pool=len(self.items), targets=len(targets), in_band=in_band, kept=len(candidates),
-                   **timings)
+            raise RuntimeError(f"round {index}: selection kept no item of {len(self.active)} (difficulty band and "
+                               f"influence); see {self.round_dir}")
+        self._emit("selection", round=index, pool=len(self.active), targets=len(self.targets), in_band=in_band,
+                   kept=len(candidates), **timings)
         return [item.id for item in candidates]
 
     def _hold_out_targets(self) -> list[PromptItem]:
@@ -171,40 +245,43 @@ class Coordinator:
         for domain in sorted({item.domain for item in self.items.values()}):
             members = sorted(item.id for item in self.items.values() if item.domain == domain)
             targets += [self.items[i] for i in rng.sample(members, min(per_domain, len(members) // 2))]
-        for item in targets:
-            self.lineage[item.id]["influence"] = "target"
         return targets
 
-    def _influence(self, candidates: list[PromptItem], targets: list[PromptItem], difficulty: dict) -> list[PromptItem]:
-        """Score candidates against the targets on the influence pool; keep per the configured rule."""
+    def _influence(self, candidates: list[PromptItem], difficulty: dict) -> list[PromptItem]:
+        """Score candidates against the targets on the influence pool (or reuse earlier verdicts when
+        `curriculum.rescore_influence` is off); keep per the configured rule."""
         config = self.config.selection.influence
-        samples = {i: {"responses": row["responses"], "rewards": row["rewards"]} for i, row in difficulty.items()}
-        scores, metrics = self.influence.score(candidates, targets, self.config.round.step_timeout_s,
-                                               samples=samples if config.loss == "policy_gradient" else None)
-        decisions = keep_decisions(scores, [item.domain for item in candidates], config.keep, config.threshold,
-                                   config.top_fraction)
-        for item, score, (_, reason) in zip(candidates, scores, decisions):
-            self.lineage[item.id].update(influence_score=float(score), influence=reason)
-        kept = [item for item, (keep, _) in zip(candidates, decisions) if keep]
-        self._emit("influence", **metrics, kept=len(kept), dropped=len(candidates) - len(kept))
-        return kept
+        fresh = [item for item in candidates if self.config.curriculum.rescore_influence
+                 or item.id not in self.influence_verdicts]
+        if fresh:
+            samples = {i: {"responses": row["responses"], "rewards": row["rewards"]} for i, row in difficulty.items()}
+            scores, metrics = self.influence.score(fresh, self.targets, self.config.round.step_timeout_s,
+                                                   self.learner.async_export_weights() if self.round_index else None,
+                                                   samples if config.loss == "policy_gradient" else None)
+            decisions = keep_decisions(scores, [item.domain for item in fresh], config.keep, config.threshold,
+                                       config.top_fraction)
+            self.influence_verdicts.update({item.id: (float(score), reason)
+                                            for item, score, (_, reason) in zip(fresh, scores, decisions)})
+            self._emit("influence", round=self.round_index, **metrics)
+        for item in candidates:
+            score, reason = self.influence_verdicts[item.id]
+            self.lineage[item.id].update(influence_score=score, influence=reason)
+        return [item for item in candidates if self.influence_verdicts[item.id][1] == "kept"]
 
-    def _draw(self, pool: list[str], count: int) -> list[PromptItem]:
-        return [self.items[i] for i in self.rng.sample(pool, min(count, len(pool)))]
-
-    def _sample(self, pool: list[str], timings: dict) -> SampledStep:
+    def _sample(self, sampler: CurriculumSampler, timings: dict) -> SampledStep:
         """Generate and score one step's groups: plainly, or by dynamic sampling (then some groups do not train)."""
         cfg = self.config
+        draw = lambda count: [self.items[i] for i in sampler.next_batch(count)]  # noqa: E731
         if cfg.selection.dynamic_sampling:
-            return dynamic_sample(lambda n: self._draw(pool, n), self.rollout, self.rewards, cfg, timings)
-        items = self._draw(pool, cfg.round.prompts_per_step)
-        shard_refs, scores = generate_and_score(self.rollout, self.rewards, items, cfg, timings=timings)
+            return dynamic_sample(draw, self.rollout, self.rewards, cfg, timings)
+        shard_refs, scores = generate_and_score(self.rollout, self.rewards, draw(cfg.round.prompts_per_step), cfg,
+                                                timings=timings)
         return SampledStep(shard_refs, scores, [True] * len(scores), 1)
 
-    def _step(self, step: int, pool: list[str]) -> dict:
+    def _step(self, step: int, sampler: CurriculumSampler) -> dict:
         cfg, timings = self.config, {}
         deadline = cfg.round.step_timeout_s
-        sampled = self._sample(pool, timings)
+        sampled = self._sample(sampler, timings)
         trained = [s for s, keep in zip(sampled.scores, sampled.keep) if keep]
         self._check_staleness(trained)
         advantages = grpo_advantages([s.rewards for s in sampled.scores], [s.excluded for s in sampled.scores],
@@ -212,6 +289,7 @@ class Coordinator:
         advantages = [row if keep else [None] * len(row) for row, keep in zip(advantages, sampled.keep)]
         for score in trained:
             self.lineage[score.prompt_id]["trained"] = True
+        sampler.observe([score.prompt_id for score in trained])
         with self._timed(timings, "train"):
             train_metrics = get_within(self.learner.async_train_step(step, advantages, sampled.shard_refs),
                                        deadline, f"learner step {step}")[0]
@@ -220,7 +298,7 @@ class Coordinator:
                 versions = self.rollout.update_weights(self.learner.async_export_weights(), deadline)
             self.policy_version = min(versions)
         dynamic = dynamic_metrics(sampled) if cfg.selection.dynamic_sampling else {}
-        metrics = {"step": step, **_reward_metrics(trained), **dynamic, **train_metrics, **timings,
+        metrics = {"step": step, "round": self.round_index, **_reward_metrics(trained), **dynamic, **train_metrics, **timings,
                    **self.rollout.metrics(), "rollout/weight_version": self.policy_version,
                    "time/step_s": sum(timings.values())}
         with self.metrics_path.open("a") as sink:
@@ -243,17 +321,19 @@ class Coordinator:
             raise RuntimeError(f"samples are {staleness} weight versions behind the learner (version "
                                f"{self.policy_version}); rollout.max_staleness={self.config.rollout.max_staleness}")
 
-    def _checkpoint_due(self, step: int) -> bool:
+    def _checkpoint_due(self, local_step: int) -> bool:
         every = self.config.round.checkpoint_every
-        return step + 1 == self.config.round.steps or (every > 0 and (step + 1) % every == 0)
+        return local_step + 1 == self.config.round.steps or (every > 0 and (local_step + 1) % every == 0)
 
-    def _save_resumable(self, steps_done: int) -> str:
-        """Learner state plus this coordinator's data cursor, so a resumed run samples the same prompts."""
-        cursor = {"steps_done": steps_done, "policy_version": self.policy_version,
-                  "prompt_rng": _json_rng_state(self.rng.getstate())}
+    def _save_resumable(self, sampler: CurriculumSampler) -> str:
+        """Learner state plus this coordinator's data cursor (round, pool, sampler), so a resumed run continues
+        with the same prompts."""
+        steps_done = self.global_step
+        cursor = {"steps_done": steps_done, "round": self.round_index, "policy_version": self.policy_version,
+                  "active": self.active, "sampler": sampler.state_dict()}
         path = self.learner.save_checkpoint(str(self.run_dir / "checkpoints"), steps_done, cursor,
                                             self.config.round.step_timeout_s)
-        self._emit("checkpoint", path=path, steps_done=steps_done)
+        self._emit("checkpoint", path=path, steps_done=steps_done, round=self.round_index)
         return path
 
     def _checkpoint(self) -> str:
@@ -273,12 +353,6 @@ def _reward_metrics(scores: list[GroupScores]) -> dict[str, float]:
     for reason in sorted(set(reasons)):
         metrics[f"reward/reason_{reason}"] = reasons.count(reason) / len(reasons)
     return metrics
-
-
-def _json_rng_state(state: tuple) -> list:
-    """random.Random state as JSON-able lists (the inner tuple of 625 ints)."""
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
 
 
 def new_run_id(name: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from visiong1.cluster import connect
 from actors.coordinator import TERMINAL_EVENTS, start_run
@@ -42,6 +43,9 @@ def _show(event: dict, progress: Progress, task, console: Console) -> None:
     kind = event["type"]
     if kind == "phase":
         progress.update(task, description=event["phase"].replace("_", " "))
+    elif kind == "evaluation":
+        console.print(f"held-out accuracy ({event['label']}): mean {event['accuracy_mean']:.3f}  " +
+                      "  ".join(f"{domain} {value:.2f}" for domain, value in event["accuracy"].items()))
     elif kind == "selection":
         console.print(f"selection: {event['kept']} of {event['pool']} items kept ({event['targets']} held out as "
                       f"influence targets, {event['in_band']} in the pass-rate band)")
@@ -53,13 +57,25 @@ def _show(event: dict, progress: Progress, task, console: Console) -> None:
         console.print(f"[red]run failed: {event['error']}[/red]\n{event['traceback']}")
 
 
+def evaluation_table(evaluations: list[dict]) -> Table:
+    """Held-out greedy accuracy per domain (rows) before round 0 and after each round (columns)."""
+    table = Table(title="Held-out greedy accuracy")
+    table.add_column("domain")
+    for result in evaluations:
+        table.add_column(result["label"], justify="right")
+    for domain in evaluations[0]["accuracy"]:
+        table.add_row(domain, *(f"{result['accuracy'][domain]:.3f}" for result in evaluations))
+    table.add_row("mean", *(f"{result['accuracy_mean']:.3f}" for result in evaluations))
+    return table
+
+
 def main(config: RunConfig) -> int:
     console = Console()
     started = time.perf_counter()
     connect(config.ray.address, config.ray.num_cpus, config.ray.namespace)
     run_id, coordinator, done = start_run(config)
     console.print(f"run [bold]{run_id}[/bold]")
-    final = follow(coordinator, config.round.steps, console)
+    final = follow(coordinator, config.round.steps * config.round.rounds, console)
     if final["type"] == "run_failed":
         return 1
     ray.get(done)
@@ -67,5 +83,7 @@ def main(config: RunConfig) -> int:
     plot = plot_metrics(run_dir / "metrics.jsonl")
     console.print(f"sampled accuracy, mean of the first {final['window']} steps {final['accuracy_first']:.3f} -> "
                   f"last {final['window']} steps {final['accuracy_last']:.3f}")
+    if final["evaluations"]:
+        console.print(evaluation_table(final["evaluations"]))
     console.print(f"done in {time.perf_counter() - started:.1f}s; run directory {run_dir} (plot: {plot.name})")
     return 0

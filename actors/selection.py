@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from actors.common import get_within
 from visiong1.config import RunConfig
+from visiong1.eval.heldout import pass_at_k, per_domain
 from visiong1.selection.difficulty import DifficultyStore, difficulty_record, in_band, pass_rate
 from visiong1.types import GroupScores, PromptItem, items_to_table
 
@@ -23,12 +24,13 @@ class DynamicSamplingExhausted(RuntimeError):
 
 
 def generate_and_score(rollout, rewards, items: list[PromptItem], config: RunConfig, samples: int | None = None,
-                       timings: dict | None = None) -> tuple[list[ray.ObjectRef], list[GroupScores]]:
-    """Sample `items` on the rollout group and score them on the reward pool: (shard refs, scores in order).
-    Seconds spent are added to `timings["time/generate_s"]` and `timings["time/reward_s"]`."""
+                       timings: dict | None = None, greedy: bool = False) -> tuple[list[ray.ObjectRef], list[GroupScores]]:
+    """Sample `items` on the rollout group (`samples` each, or one greedy answer) and score them on the reward
+    pool: (shard refs, scores in order). Seconds spent are added to `timings["time/generate_s"]` and
+    `timings["time/reward_s"]`."""
     timings = {} if timings is None else timings
     started = time.perf_counter()
-    shard_refs = rollout.generate(items_to_table(items), config.round.step_timeout_s, samples=samples)
+    shard_refs = rollout.generate(items_to_table(items), config.round.step_timeout_s, greedy=greedy, samples=samples)
     generated = time.perf_counter()
     shards = get_within(rewards.async_score(shard_refs), config.reward.timeout_s, "reward pool")
     timings["time/generate_s"] = timings.get("time/generate_s", 0.0) + generated - started
@@ -110,3 +112,19 @@ def dynamic_metrics(step: SampledStep) -> dict[str, float]:
             "dynamic/groups_kept": len(kept),
             "dynamic/kept_pass_rate_mean": sum(pass_rate(s.accuracies) for s in kept) / max(1, len(kept)),
             **accuracy_histogram(step.scores)}
+
+
+def evaluate(items: list[PromptItem], rollout, rewards, config: RunConfig) -> dict:
+    """Held-out evaluation: greedy accuracy per domain, and pass@k from `eval.pass_k` samples at the rollout
+    temperature (when k > 1); means are over domains (each domain counts once)."""
+    timings: dict = {}
+    _, greedy = generate_and_score(rollout, rewards, items, config, greedy=True, timings=timings)
+    accuracy = per_domain([(item.domain, score.accuracies[0]) for item, score in zip(items, greedy)])
+    result = {"accuracy": accuracy, "accuracy_mean": sum(accuracy.values()) / len(accuracy), "items": len(items)}
+    k = config.eval.pass_k
+    if k > 1:
+        _, sampled = generate_and_score(rollout, rewards, items, config, samples=k, timings=timings)
+        passed = per_domain([(item.domain, pass_at_k(k, sum(a == 1.0 for a in score.accuracies), k))
+                             for item, score in zip(items, sampled)])
+        result |= {"pass_at_k": passed, "pass_at_k_mean": sum(passed.values()) / len(passed), "pass_k": k}
+    return result | {"seconds": round(sum(timings.values()), 2)}

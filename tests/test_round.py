@@ -39,20 +39,21 @@ def test_the_round_samples_from_the_built_pool(finished_run):
 
 @pytest.fixture(scope="module")
 def small_run_overrides_module(model_cache, tmp_path_factory):
-    """A small round that trains on a pool built by the data pipeline (so the coordinator's pool path runs)."""
+    """Two small rounds that train on a pool built by the data pipeline (so the coordinator's pool path runs)."""
     runs, pool = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("pool") / "counting"
     build_pool(load_config(None, ["data.num_items=48"]).data, pool, engine="local", progress=False)
     return [f"model.cache_dir={model_cache}", "model.warm_start_steps=60", f"output_dir={runs}",
-            f"data.pool={pool}", "round.steps=3", *SELECTION, "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
+            f"data.pool={pool}", "round.rounds=2", "round.steps=2", "eval.items_per_domain=8", "eval.pass_k=2",
+            *SELECTION, "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
             "rollout.max_new_tokens=8", "learner.lr=1e-3", "reward.num_cpus=0.1"]
 
 
 def test_run_directory_holds_config_metrics_and_checkpoint(finished_run):
     config, summary, _, run_dir = finished_run
     resolved = RunConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
-    assert resolved.round.steps == 3 and resolved.model.warm_start_steps == 60
+    assert resolved.round.rounds == 2 and resolved.model.warm_start_steps == 60
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows] == [0, 1, 2]
+    assert [(row["round"], row["step"]) for row in rows] == [(0, 0), (0, 1), (1, 2), (1, 3)]
     assert summary["checkpoint"] == str(run_dir / "checkpoint")
     Qwen2_5_VLForConditionalGeneration.from_pretrained(summary["checkpoint"])
 
@@ -77,11 +78,16 @@ def test_events_cover_the_round_and_its_selection(finished_run):
     _, _, events, _ = finished_run
     kinds = [event["type"] for event in events]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
-    assert kinds.count("step") == 3
-    selection = next(event for event in events if event["type"] == "selection")
-    influence = next(event for event in events if event["type"] == "influence")
-    assert selection["targets"] == 8 and 0 < selection["kept"] <= selection["in_band"]
-    assert influence["influence/scored"] == selection["in_band"] == influence["kept"] + influence["dropped"]
+    assert kinds.count("step") == 4 and kinds.count("round_started") == 2
+    for round_index in (0, 1):
+        selection = next(e for e in events if e["type"] == "selection" and e["round"] == round_index)
+        influence = next(e for e in events if e["type"] == "influence" and e["round"] == round_index)
+        assert selection["targets"] == 8 and 0 < selection["kept"] <= selection["in_band"] <= selection["pool"]
+        assert influence["influence/scored"] == selection["in_band"]
+    curriculum = [e for e in events if e["type"] == "curriculum"]
+    assert [e["round"] for e in curriculum] == [0, 1]
+    second = next(e for e in events if e["type"] == "round_started" and e["round"] == 1)
+    assert second["pool"] == curriculum[0]["next_pool"]
     assert [event["seq"] for event in events] == list(range(len(events)))
 
 
@@ -89,7 +95,7 @@ def test_round_lineage_records_every_item_and_the_funnel(finished_run):
     config, _, events, run_dir = finished_run
     rows = pq.read_table(run_dir / "rounds" / "000" / "manifest.parquet").to_pylist()
     pool_event = next(event for event in events if event["type"] == "pool")
-    assert len(rows) == pool_event["items"] and len({row["id"] for row in rows}) == len(rows)
+    assert len(rows) == pool_event["items"] - 8 and len({row["id"] for row in rows}) == len(rows)  # 8 held out
     targets = [row for row in rows if row["influence"] == "target"]
     assert len(targets) == 8 and not any(row["selected"] or row["trained"] for row in targets)
     scored = [row for row in rows if row["difficulty"] != "not_scored"]
@@ -100,6 +106,19 @@ def test_round_lineage_records_every_item_and_the_funnel(finished_run):
     counts = funnel["counting"]
     assert counts["pool"] == len(rows) >= counts["band"] >= counts["influence"] >= counts["trained"] > 0
     assert next(event for event in events if event["type"] == "round_manifest")["funnel"] == funnel
+    assert (run_dir / "rounds" / "001" / "manifest.parquet").exists()
+
+
+def test_held_out_evaluation_before_and_after_every_round(finished_run):
+    _, summary, events, run_dir = finished_run
+    evaluations = json.loads((run_dir / "summary.json").read_text())["evaluations"]
+    assert [e["label"] for e in evaluations] == ["initial", "round_0", "round_1"] == \
+        [e["label"] for e in events if e["type"] == "evaluation"]
+    for result in evaluations:
+        assert result["items"] == 8 and set(result["accuracy"]) == {"counting"}
+        assert 0.0 <= result["accuracy"]["counting"] <= result["pass_at_k"]["counting"] + 0.5 and result["pass_k"] == 2
+    assert summary["evaluations"] == evaluations
+    assert {"evaluate", "select", "train", "curriculum", "checkpoint"} <= set(summary["phase_seconds"])
 
 
 def test_dynamic_sampling_fills_every_step(finished_run):

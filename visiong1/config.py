@@ -322,6 +322,8 @@ class LearnerConfig(Section):
 
 
 class RoundConfig(Section):
+    rounds: int = Field(1, ge=1)
+    """Rounds in a run: each re-scores the pool with the previous round's checkpoint, selects, trains, evaluates."""
     steps: int = Field(60, ge=1)
     """RL steps (optimizer steps) in one round."""
     prompts_per_step: int = Field(16, ge=1)
@@ -334,6 +336,34 @@ class RoundConfig(Section):
     """Save a resumable learner checkpoint every this many steps (0 = only at the end of the round)."""
     step_timeout_s: float = Field(600.0, gt=0)
     """Deadline for any single phase of a step; expiry names the phase and actor."""
+
+
+class CurriculumConfig(Section):
+    retire_easy: bool = True
+    """Items found too easy in a round's difficulty scoring leave the pool for the later rounds."""
+    drop_hard: bool = False
+    """Items found too hard leave the pool for good (default: they wait and are re-scored next round)."""
+    domain_weights: dict[str, float] = {}
+    """Relative sampling weight per domain within a round (domains not listed: 1); each step draws prompts
+    domain by domain in proportion, so a small domain is not drowned by a large one."""
+    rescore_influence: bool = True
+    """Re-run influence scoring every round (False: round 0's influence verdicts carry over)."""
+
+    @model_validator(mode="after")
+    def _weights_are_positive(self) -> "CurriculumConfig":
+        bad = {domain: weight for domain, weight in self.domain_weights.items() if not weight > 0}
+        if bad:
+            raise ValueError(f"domain_weights must be > 0, got {bad}")
+        return self
+
+
+class EvalConfig(Section):
+    enabled: bool = True
+    """Evaluate on held-out items before round 0 and after every round."""
+    items_per_domain: int = Field(200, ge=1)
+    """Held-out items per domain (synthetic: freshly generated with another seed; a built pool: carved out of it)."""
+    pass_k: int = Field(4, ge=1)
+    """pass@k from k samples at the rollout temperature, besides greedy accuracy (1 = greedy only)."""
 
 
 class ApiConfig(Section):
@@ -368,6 +398,8 @@ class RunConfig(Section):
     selection: SelectionConfig = SelectionConfig()
     learner: LearnerConfig = LearnerConfig()
     round: RoundConfig = RoundConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
+    eval: EvalConfig = EvalConfig()
     api: ApiConfig = ApiConfig()
     ray: RayConfig = RayConfig()
 

@@ -1,0 +1,45 @@
+"""Held-out evaluation statistics: greedy accuracy and pass@k per domain.
+
+>>> pass_at_k(n=4, correct=1, k=1), pass_at_k(n=4, correct=1, k=4), pass_at_k(n=4, correct=0, k=2)
+(0.25, 1.0, 0.0)
+>>> per_domain([("gui", 1.0), ("gui", 0.0), ("science", 1.0)])
+{'gui': 0.5, 'science': 1.0}
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from math import comb
+
+from visiong1.types import PromptItem
+
+
+def pass_at_k(n: int, correct: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which `correct` are right (Chen et al., 2021): 1 - C(n-c, k) / C(n, k)."""
+    if not 0 < k <= n:
+        raise ValueError(f"pass@{k} needs 1 <= k <= n samples, got n={n}")
+    if n - correct < k:
+        return 1.0
+    return 1.0 - comb(n - correct, k) / comb(n, k)
+
+
+def per_domain(values: list[tuple[str, float]]) -> dict[str, float]:
+    """Mean value per domain, domains sorted."""
+    sums: dict[str, list[float]] = defaultdict(list)
+    for domain, value in values:
+        sums[domain].append(value)
+    return {domain: sum(v) / len(v) for domain, v in sorted(sums.items())}
+
+
+def split_held_out(items: list[PromptItem], per_domain_count: int, seed: int) -> tuple[list[PromptItem], list[PromptItem]]:
+    """(training items, held-out items): up to `per_domain_count` items of each domain held out (never more than
+    half a domain), chosen by `seed`; order within each list is the input order."""
+    rng, held = random.Random(seed), set()
+    by_domain: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        by_domain[item.domain].append(item.id)
+    for domain in sorted(by_domain):
+        members = by_domain[domain]
+        held.update(rng.sample(members, min(per_domain_count, len(members) // 2)))
+    return [i for i in items if i.id not in held], [i for i in items if i.id in held]

@@ -1,0 +1,82 @@
+"""The curriculum: which items carry between rounds, and how a round's steps draw prompts from its pool.
+
+>>> sampler = CurriculumSampler({"a1": "gui", "a2": "gui", "b1": "science"}, {"science": 2.0}, seed=0)
+>>> sorted(sampler.next_batch(3))  # science weighs twice gui: 2 of 3 draws (b1 twice: its domain has one item)
+['a1', 'b1', 'b1']
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from visiong1.config import CurriculumConfig
+
+
+def carry_over(lineage: list[dict], pool: list[str], config: CurriculumConfig) -> tuple[list[str], dict[str, int]]:
+    """The next round's pool from this round's lineage: too-easy items retire (`retire_easy`), too-hard ones wait
+    for a later round unless `drop_hard`; influence targets stay targets. Returns (pool, counts by outcome)."""
+    fate = {row["id"]: row["difficulty"] for row in lineage}
+    leaving = {"too_easy"} if config.retire_easy else set()
+    leaving |= {"too_hard"} if config.drop_hard else set()
+    kept = [item_id for item_id in pool if fate.get(item_id) not in leaving]
+    counts = Counter(fate.get(item_id, "not_scored") for item_id in pool if fate.get(item_id) in leaving)
+    return kept, {f"curriculum/retired_{reason}": n for reason, n in sorted(counts.items())}
+
+
+class CurriculumSampler:
+    """Draws a step's prompts: domains in proportion to their weights (default 1), items uniformly within a
+    domain without replacement until the domain is exhausted, then reshuffled. Follows the
+    `next_batch / observe / state_dict / load_state_dict / metrics` shape, so a resumed round continues exactly."""
+
+    def __init__(self, domains_by_id: dict[str, str], weights: dict[str, float], seed: int):
+        self.domain_of = dict(domains_by_id)
+        self.members: dict[str, list[str]] = {}
+        for item_id in sorted(domains_by_id):
+            self.members.setdefault(domains_by_id[item_id], []).append(item_id)
+        self.weights = {domain: weights.get(domain, 1.0) for domain in sorted(self.members)}
+        self.rng = random.Random(seed)
+        self.queues: dict[str, list[str]] = {domain: [] for domain in self.members}
+        self.drawn: Counter = Counter()
+        self.observed: Counter = Counter()
+
+    def _domain_counts(self, size: int) -> Counter:
+        """Largest-remainder split of `size` over the domains by weight."""
+        total = sum(self.weights.values())
+        exact = {domain: size * weight / total for domain, weight in self.weights.items()}
+        counts = Counter({domain: int(value) for domain, value in exact.items()})
+        for domain in sorted(exact, key=lambda d: (-(exact[d] - counts[d]), self.rng.random()))[:size - sum(counts.values())]:
+            counts[domain] += 1
+        return counts
+
+    def _take(self, domain: str) -> str:
+        if not self.queues[domain]:
+            self.queues[domain] = self.rng.sample(self.members[domain], len(self.members[domain]))
+        return self.queues[domain].pop()
+
+    def next_batch(self, size: int) -> list[str]:
+        """`size` item ids for one generation batch."""
+        if not self.members:
+            raise ValueError("the round's pool is empty: nothing to sample")
+        batch = [self._take(domain) for domain, count in sorted(self._domain_counts(size).items()) for _ in range(count)]
+        self.drawn.update(self.domain_of[item_id] for item_id in batch)
+        return batch
+
+    def observe(self, trained_ids: list[str]) -> None:
+        """Items that a step trained on (after dynamic sampling)."""
+        self.observed.update(self.domain_of[item_id] for item_id in trained_ids)
+
+    def state_dict(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss], "queues": {d: list(q) for d, q in self.queues.items()},
+                "drawn": dict(self.drawn), "observed": dict(self.observed)}
+
+    def load_state_dict(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.queues = {domain: list(queue) for domain, queue in state["queues"].items()}
+        self.drawn, self.observed = Counter(state["drawn"]), Counter(state["observed"])
+
+    def metrics(self) -> dict[str, float]:
+        return {**{f"curriculum/drawn_{d}": n for d, n in sorted(self.drawn.items())},
+                **{f"curriculum/trained_{d}": n for d, n in sorted(self.observed.items())}}
