@@ -66,7 +66,7 @@ class ScriptedRollout:
         self.script = list(script)
         self.batches = 0
 
-    def generate(self, prompts, timeout_s, samples=None):
+    def generate(self, prompts, timeout_s, greedy=False, samples=None):
         self.batches += 1
         return [f"shard-{self.batches}"]
 
