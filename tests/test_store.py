@@ -1,0 +1,602 @@
+"""The run store against both backends: SQLite in a temp directory and a private PostgreSQL server.
+
+The PostgreSQL server is started once per session (as the `postgres` user when the tests run as root, since the
+server refuses root), gets a fresh database per test, and is stopped by its PID at the end. Without PostgreSQL's
+binaries those tests skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import pwd
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from visiong1.store import (
+    EVENT_ROUND_STATE,
+    EVENT_STEP,
+    MIGRATIONS,
+    ActiveRoundExists,
+    Conflict,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    IllegalTransition,
+    Migration,
+    RoundNotFound,
+    RoundState,
+    RunCancelled,
+    RunExists,
+    RunNotFound,
+    RunStatus,
+    RunStore,
+    SchemaVersionError,
+    StepAlreadyRecorded,
+    StoredResponse,
+)
+from visiong1.store import schema
+
+ROOT = Path(__file__).parents[1]
+
+
+# PostgreSQL server -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PostgresServer:
+    socket_dir: Path
+    port: int
+
+    def url(self, database: str) -> str:
+        # Plain postgresql:// on purpose: the store must pick psycopg 3 by itself.
+        return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"
+
+    def create_database(self) -> str:
+        import psycopg
+
+        name = f"store_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+
+def postgres_bin_dir() -> Path | None:
+    found = shutil.which("postgres")
+    if found:
+        return Path(found).resolve().parent
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    return installed[-1].parent if installed else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server in a temp directory, listening only on a unix socket in that directory."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None or not (bin_dir / "initdb").exists():
+        pytest.skip("PostgreSQL server binaries (initdb, postgres) not found: install PostgreSQL to run these tests")
+    account = None
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the PostgreSQL server as")
+    as_user = dict(user=account.pw_uid, group=account.pw_gid, extra_groups=[]) if account else {}
+    root = Path(tempfile.mkdtemp(prefix="visiong1-pg-"))
+    try:
+        if account:
+            os.chown(root, account.pw_uid, account.pw_gid)
+        subprocess.run([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth=trust",
+                        "--no-sync", "--no-locale", "-E", "UTF8"],
+                       cwd=root, check=True, capture_output=True, **as_user)
+        port = free_port()
+        log_path = root / "server.log"
+        with open(log_path, "wb") as log:
+            # fsync off: the server's own durability is not under test; the store's commit-before-return is.
+            server = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(root / "data"), "-p", str(port),
+                                       "-k", str(root), "-c", "listen_addresses=", "-c", "fsync=off"],
+                                      cwd=root, stdout=log, stderr=subprocess.STDOUT, **as_user)
+        try:
+            instance = PostgresServer(root, port)
+            wait_until_accepting(instance, server, log_path, deadline_s=30)
+            yield instance
+        finally:
+            server.send_signal(signal.SIGINT)  # "fast" shutdown: roll back sessions, then exit
+            server.wait(timeout=30)
+    finally:
+        shutil.rmtree(root)
+
+
+def wait_until_accepting(instance: PostgresServer, server: subprocess.Popen, log_path: Path,
+                         deadline_s: float) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"postgres exited with {server.returncode}:\n{log_path.read_text()}")
+        try:
+            psycopg.connect(host=str(instance.socket_dir), port=instance.port, user="postgres",
+                            dbname="postgres").close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"postgres not accepting connections after {deadline_s} s:\n"
+                                   f"{log_path.read_text()}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+# Fixtures ----------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path) -> str:
+    """Where a fresh, empty store lives: a SQLite file path or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store" / "runs.sqlite3")
+    server = request.getfixturevalue("postgres_server")
+    return server.url(server.create_database())
+
+
+@pytest.fixture
+def store(location) -> Iterator[RunStore]:
+    with RunStore.open(location) as opened:
+        yield opened
+
+
+def raw_engine(location: str) -> sa.Engine:
+    """An engine of our own on the store's database, to check what is really stored."""
+    if "://" not in location:
+        return sa.create_engine(f"sqlite:///{location}")
+    return sa.create_engine(location.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+ALL_PHASES = (RoundState.SCORING, RoundState.SELECTING, RoundState.TRAINING, RoundState.EVALUATING,
+              RoundState.CHECKPOINTING, RoundState.DONE)
+
+
+# Migrations --------------------------------------------------------------------------------------------------------
+
+def test_migrations_create_the_schema_once(location):
+    with RunStore.open(location) as store:
+        assert store.schema_version() == len(MIGRATIONS)
+        store.create_run("r1", {"seed": 1})
+    with RunStore.open(location) as store:  # re-open: nothing re-applied, data kept
+        assert store.schema_version() == len(MIGRATIONS)
+        assert store.get_run("r1").config == {"seed": 1}
+    engine = raw_engine(location)
+    try:
+        inspector = sa.inspect(engine)
+        for table in schema.metadata.sorted_tables:  # the query-side tables match what the migrations built
+            assert {c["name"] for c in inspector.get_columns(table.name)} == set(table.columns.keys()), table.name
+        with engine.connect() as conn:
+            versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
+        assert versions == [m.version for m in MIGRATIONS]
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_version_1_applies_only_the_new_migration(location):
+    def add_note_column(conn):
+        conn.execute(sa.text("ALTER TABLE runs ADD COLUMN note TEXT"))
+
+    with RunStore.open(location, migrations=MIGRATIONS[:1]) as store:
+        store.create_run("r1", {})
+    upgraded = MIGRATIONS + (Migration(len(MIGRATIONS) + 1, "runs.note", add_note_column),)
+    with RunStore.open(location, migrations=upgraded) as store:
+        assert store.schema_version() == len(upgraded)
+        assert store.get_run("r1").id == "r1"
+    with RunStore.open(location, migrations=upgraded) as store:  # applied once: a second ALTER would fail
+        assert store.schema_version() == len(upgraded)
+    with pytest.raises(SchemaVersionError, match="newer"):  # older code refuses a newer database
+        RunStore.open(location, migrations=MIGRATIONS)
+
+
+def test_misnumbered_migrations_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="numbered"):
+        RunStore.open(tmp_path / "s.sqlite3", migrations=(Migration(2, "gap", lambda conn: None),))
+
+
+# Runs and rounds ---------------------------------------------------------------------------------------------------
+
+def test_round_lifecycle_and_run_status(store):
+    run = store.create_run("r1", {"round": {"steps": 2}})
+    assert (run.status, run.cancel_requested, run.rollout_replicas, run.last_event_id) == \
+        (RunStatus.CREATED, False, None, 0)
+    first = store.start_round("r1", {"selection.influence.enabled": False})
+    assert (first.index, first.state) == (0, RoundState.PENDING)
+    assert first.overrides == {"selection.influence.enabled": False}
+    assert first.started_at is None and first.finished_at is None
+    assert store.get_run("r1").status is RunStatus.RUNNING
+    for state in ALL_PHASES:
+        current = store.transition_round("r1", 0, state)
+        assert current.state is state and store.get_round("r1", 0) == current
+    assert current.started_at is not None and current.finished_at >= current.started_at
+    assert store.get_run("r1").status is RunStatus.IDLE and store.active_round("r1") is None
+    second = store.start_round("r1")
+    assert second.index == 1 and store.active_round("r1") == second
+    assert [r.index for r in store.list_rounds("r1")] == [0, 1]
+    changes = [(e.payload["previous"], e.payload["state"])
+               for e in store.events_after("r1") if e.kind == EVENT_ROUND_STATE]
+    states = ["pending"] + [s.value for s in ALL_PHASES]
+    assert changes == list(zip([None] + states[:-1], states)) + [(None, "pending")]
+
+
+def test_phases_may_be_skipped_forward_but_never_backward(store):
+    store.create_run("r1", {})
+    store.start_round("r1")
+    store.transition_round("r1", 0, RoundState.TRAINING)  # an ablation without selection
+    for backward in (RoundState.PENDING, RoundState.SCORING, RoundState.SELECTING, RoundState.TRAINING):
+        with pytest.raises(IllegalTransition, match="training -> "):
+            store.transition_round("r1", 0, backward)
+    store.transition_round("r1", 0, RoundState.DONE)
+    for state in RoundState:
+        with pytest.raises(IllegalTransition, match="final"):
+            store.transition_round("r1", 0, state, error="x" if state is RoundState.FAILED else None)
+    assert store.get_round("r1", 0).state is RoundState.DONE
+
+
+def test_failed_rounds_name_their_error_and_may_resume(store):
+    store.create_run("r1", {})
+    store.start_round("r1")
+    store.transition_round("r1", 0, RoundState.TRAINING)
+    with pytest.raises(ValueError, match="error text is required"):
+        store.transition_round("r1", 0, RoundState.FAILED)
+    with pytest.raises(ValueError, match="only for it"):
+        store.transition_round("r1", 0, RoundState.EVALUATING, error="not a failure")
+    with pytest.raises(ValueError):
+        store.transition_round("r1", 0, "sleeping")
+    failed = store.transition_round("r1", 0, "failed", error="learner rank 1 died")
+    assert (failed.error, store.get_run("r1").status) == ("learner rank 1 died", RunStatus.FAILED)
+    resumed = store.transition_round("r1", 0, RoundState.TRAINING)
+    assert (resumed.state, resumed.error, resumed.finished_at) == (RoundState.TRAINING, None, None)
+    assert store.get_run("r1").status is RunStatus.RUNNING
+
+
+def test_one_active_round_per_run(store):
+    for run_id in ("r1", "r2"):
+        store.create_run(run_id, {})
+    store.start_round("r1")
+    with pytest.raises(ActiveRoundExists, match="active round: 0 \\(pending\\)"):
+        store.start_round("r1")
+    store.start_round("r2")  # other runs are independent
+    store.transition_round("r1", 0, RoundState.FAILED, error="rollout group died")
+    store.start_round("r1")  # a failed round is not active ...
+    with pytest.raises(ActiveRoundExists):  # ... but may not resume beside the newer active round
+        store.transition_round("r1", 0, RoundState.SCORING)
+    assert [r.state for r in store.list_rounds("r1")] == [RoundState.FAILED, RoundState.PENDING]
+
+
+def test_the_database_itself_refuses_a_second_active_round(store, location):
+    store.create_run("r1", {})
+    store.start_round("r1")
+    engine = raw_engine(location)
+    try:
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO rounds (run_id, round_index, state, overrides, cancel_requested, created_at, updated_at)"
+                " VALUES ('r1', 1, 'training', '{}', false, 0, 0)"))
+    finally:
+        engine.dispose()
+
+
+def test_cancel_run_and_round(store):
+    store.create_run("r1", {})
+    store.start_round("r1")
+    assert store.request_round_cancel("r1", 0).cancel_requested
+    assert store.request_run_cancel("r1").status is RunStatus.CANCELLING
+    store.transition_round("r1", 0, RoundState.CANCELLED)
+    assert store.get_run("r1").status is RunStatus.CANCELLED
+    with pytest.raises(RunCancelled):
+        store.start_round("r1")
+    with pytest.raises(Conflict, match="already ended"):
+        store.request_round_cancel("r1", 0)
+    assert store.request_run_cancel("r1").status is RunStatus.CANCELLED  # idempotent
+    store.create_run("r2", {})
+    store.start_round("r2")
+    store.transition_round("r2", 0, RoundState.FAILED, error="x")
+    store.request_run_cancel("r2")
+    with pytest.raises(RunCancelled, match="may not resume"):
+        store.transition_round("r2", 0, RoundState.TRAINING)
+
+
+def test_rollout_replica_target(store, location):
+    store.create_run("r1", {})
+    assert store.set_rollout_replicas("r1", 3).rollout_replicas == 3
+    for bad in (0, -1, 2.0, True, "2"):
+        with pytest.raises(ValueError, match="replicas"):
+            store.set_rollout_replicas("r1", bad)
+    with RunStore.open(location) as other:
+        assert other.get_run("r1").rollout_replicas == 3
+
+
+def test_list_runs_newest_first(store):
+    for run_id in ("a", "b", "c"):
+        store.create_run(run_id, {})
+    assert [r.id for r in store.list_runs()] == ["c", "b", "a"]
+    assert [r.id for r in store.list_runs(limit=1, offset=1)] == ["b"]
+
+
+# Events ------------------------------------------------------------------------------------------------------------
+
+def test_events_resume_exactly_also_after_a_restart(location):
+    with RunStore.open(location) as store:
+        store.create_run("r1", {})
+        ids = [store.append_event("r1", "tick", {"n": n}).id for n in range(5)]
+        assert ids == [1, 2, 3, 4, 5]
+        assert [e.payload["n"] for e in store.events_after("r1", after_id=2)] == [2, 3, 4]
+        assert [e.id for e in store.events_after("r1", after_id=1, limit=2)] == [2, 3]
+    with RunStore.open(location) as store:  # a restarted API process
+        assert store.events_after("r1", after_id=5) == []
+        assert store.append_event("r1", "tick", {"n": 5}).id == 6
+        resumed = store.events_after("r1", after_id=4)
+        assert [(e.id, e.kind, e.payload) for e in resumed] == [(5, "tick", {"n": 4}), (6, "tick", {"n": 5})]
+        assert store.get_run("r1").last_event_id == 6
+
+
+def test_event_ids_are_per_run(store):
+    store.create_run("r1", {})
+    store.create_run("r2", {})
+    store.append_event("r1", "a")
+    assert store.append_event("r2", "b").id == 1
+    assert [e.kind for e in store.events_after("r2")] == ["b"]
+
+
+CHILD_WRITER = """
+import json, sys, time
+from pathlib import Path
+from visiong1.store import RunStore
+location, go, first, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+deadline = time.monotonic() + 30
+while not go.exists():  # start together with the other processes
+    if time.monotonic() > deadline:
+        sys.exit("the start signal never came")
+    time.sleep(0.005)
+with RunStore.open(location) as store:
+    ids = []
+    for step in range(first, first + 2 * count, 2):  # every other step, each with an event of its own beside it
+        ids.append(store.record_metrics("r1", 0, step, {"step": step}).id)
+        ids.append(store.append_event("r1", "tick", {"step": step}).id)
+print(json.dumps(ids))
+"""
+
+
+def test_two_processes_write_concurrently_without_lost_or_duplicated_ids(store, location, tmp_path):
+    count, go = 60, tmp_path / "go"
+    store.create_run("r1", {})
+    store.start_round("r1")
+    store.transition_round("r1", 0, RoundState.TRAINING)
+    before = store.get_run("r1").last_event_id
+    # Writer 0 records the even steps, writer 1 the odd ones; both are released at the same moment.
+    writers = [subprocess.Popen([sys.executable, "-c", CHILD_WRITER, location, str(go), str(first), str(count)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for first in (0, 1)]
+    go.touch()
+    returned = []
+    for writer in writers:
+        out, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+        returned.append(json.loads(out))
+    written = list(range(before + 1, before + 4 * count + 1))
+    assert sorted(returned[0] + returned[1]) == written
+    events = store.events_after("r1", after_id=before, limit=1000)
+    assert [e.id for e in events] == written
+    for first, ids in enumerate(returned):  # each writer's events are its own, in its own order
+        assert [e.payload["step"] for e in events if e.id in set(ids)] == \
+            [step for step in range(first, 2 * count, 2) for _ in range(2)]
+    assert [row.step for row in store.metrics_for("r1", 0)] == list(range(2 * count))
+
+
+def test_stores_opening_a_fresh_database_together_migrate_it_once(location):
+    def slow_first_migration(conn):
+        MIGRATIONS[0].apply(conn)
+        time.sleep(0.5)  # every other opener arrives while this migration's transaction is open
+
+    migrations = (Migration(1, MIGRATIONS[0].description, slow_first_migration),) + MIGRATIONS[1:]
+    opened, failures = [], []
+
+    def open_store():
+        try:
+            with RunStore.open(location, migrations=migrations) as store:
+                opened.append(store.schema_version())
+        except Exception as error:  # reported by the assertion below
+            failures.append(error)
+
+    openers = [threading.Thread(target=open_store) for _ in range(3)]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join(timeout=30)
+    assert failures == [] and opened == [len(MIGRATIONS)] * 3
+    engine = raw_engine(location)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(sa.text("SELECT version FROM schema_version")).scalars().all()
+        assert sorted(versions) == [m.version for m in MIGRATIONS]
+    finally:
+        engine.dispose()
+
+
+def test_threads_share_one_store(store):
+    store.create_run("r1", {})
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def append_some():
+        for _ in range(20):
+            event_id = store.append_event("r1", "tick").id
+            with lock:
+                ids.append(event_id)
+
+    threads = [threading.Thread(target=append_some) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(ids) == list(range(1, 81))
+
+
+# Metrics -----------------------------------------------------------------------------------------------------------
+
+def test_metrics_are_committed_before_record_returns(store, location):
+    store.create_run("r1", {})
+    store.start_round("r1")
+    store.transition_round("r1", 0, RoundState.TRAINING)
+    assert store.last_committed_step("r1", 0) is None
+    for step in range(3):
+        event = store.record_metrics("r1", 0, step, {"reward/mean": step / 10, "loss": float("nan")})
+        assert (event.kind, event.payload["step"], event.round_index) == (EVENT_STEP, step, 0)
+    with RunStore.open(location) as other:  # its own connections, as another process's: already there
+        rows = other.metrics_for("r1", round_index=0)
+        assert [(r.step, r.metrics["reward/mean"]) for r in rows] == [(0, 0.0), (1, 0.1), (2, 0.2)]
+        assert math.isnan(rows[0].metrics["loss"])  # NaN survives (a diverged loss is information)
+        assert other.last_committed_step("r1", 0) == 2
+        assert [e.payload["step"] for e in other.events_after("r1") if e.kind == EVENT_STEP] == [0, 1, 2]
+    with pytest.raises(StepAlreadyRecorded):
+        store.record_metrics("r1", 0, 1, {"reward/mean": 1.0})
+    assert store.metrics_for("r1")[1].metrics["reward/mean"] == 0.1
+    store.transition_round("r1", 0, RoundState.DONE)
+    with pytest.raises(Conflict, match="active round"):
+        store.record_metrics("r1", 0, 3, {})
+
+
+def test_metrics_that_json_cannot_encode_are_refused_and_nothing_is_written(store):
+    store.create_run("r1", {})
+    store.start_round("r1")
+    with pytest.raises(TypeError):
+        store.record_metrics("r1", 0, 0, {"value": object()})
+    assert store.metrics_for("r1") == [] and store.events_after("r1")[-1].kind == EVENT_ROUND_STATE
+
+
+# Idempotency keys --------------------------------------------------------------------------------------------------
+
+def test_idempotency_keys(store):
+    assert store.claim_idempotent("k1", "hash-a") is None  # ours: execute the request
+    with pytest.raises(IdempotencyInProgress):
+        store.claim_idempotent("k1", "hash-a")
+    with pytest.raises(IdempotencyKeyReused):
+        store.claim_idempotent("k1", "hash-b")
+    store.remember_idempotent("k1", "hash-a", 201, {"id": "r1"})
+    assert store.claim_idempotent("k1", "hash-a") == StoredResponse("k1", "hash-a", 201, {"id": "r1"})
+    with pytest.raises(IdempotencyKeyReused):
+        store.claim_idempotent("k1", "hash-b")
+    with pytest.raises(Conflict, match="already has a response"):
+        store.remember_idempotent("k1", "hash-a", 500, None)
+
+
+def test_idempotency_claims_can_be_released_or_go_stale(store):
+    assert store.claim_idempotent("k1", "h") is None
+    store.release_idempotent("k1", "h")  # the request failed: a retry may run it
+    assert store.claim_idempotent("k1", "h") is None
+    assert store.claim_idempotent("k1", "h", stale_after_s=0.0) is None  # its holder died
+    with pytest.raises(KeyError, match="not claimed"):
+        store.remember_idempotent("other", "h", 200, {})
+    with pytest.raises(ValueError, match="idempotency key"):
+        store.claim_idempotent("", "h")
+
+
+# Bad input ---------------------------------------------------------------------------------------------------------
+
+def test_unknown_runs_and_rounds_raise_key_errors_naming_them(store):
+    calls = [lambda: store.get_run("nope"), lambda: store.start_round("nope"),
+             lambda: store.events_after("nope"), lambda: store.append_event("nope", "x"),
+             lambda: store.record_metrics("nope", 0, 0, {}), lambda: store.set_rollout_replicas("nope", 1),
+             lambda: store.request_run_cancel("nope"), lambda: store.list_rounds("nope"),
+             lambda: store.metrics_for("nope"), lambda: store.transition_round("nope", 0, "training")]
+    for call in calls:
+        with pytest.raises(RunNotFound, match="no run 'nope'") as caught:
+            call()
+        assert isinstance(caught.value, KeyError)
+    store.create_run("r1", {})
+    for call in (lambda: store.get_round("r1", 4), lambda: store.transition_round("r1", 4, "training"),
+                 lambda: store.record_metrics("r1", 4, 0, {}), lambda: store.append_event("r1", "x", round_index=4)):
+        with pytest.raises(RoundNotFound, match="run 'r1' has no round 4"):
+            call()
+
+
+def test_bad_values_are_refused(store):
+    store.create_run("r1", {})
+    with pytest.raises(RunExists):
+        store.create_run("r1", {})
+    for bad_id in ("", "../etc", "a b", "x" * 200, 7):
+        with pytest.raises(ValueError, match="run id"):
+            store.create_run(bad_id, {})
+    store.start_round("r1")
+    for bad_step in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="step"):
+            store.record_metrics("r1", 0, bad_step, {})
+    with pytest.raises(ValueError, match="limit"):
+        store.events_after("r1", limit=0)
+    with pytest.raises(ValueError, match="kind"):
+        store.append_event("r1", "")
+
+
+def test_unsupported_locations_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="SQLite and PostgreSQL"):
+        RunStore.open("mysql://user@localhost/db")
+    with pytest.raises(ValueError, match="in-memory"):
+        RunStore.open("sqlite://")
+
+
+def test_a_directory_holds_the_default_file(tmp_path):
+    with RunStore.open(tmp_path) as store:
+        store.create_run("r1", {})
+    assert (tmp_path / "store.sqlite3").exists()
+
+
+# SQLite concurrency ------------------------------------------------------------------------------------------------
+
+def test_sqlite_readers_and_the_writer_do_not_wait_for_each_other_and_writers_queue(tmp_path):
+    path = str(tmp_path / "s.sqlite3")
+    with RunStore.open(path, busy_timeout_s=5.0) as store:
+        store.create_run("r1", {})
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # as another process would
+        try:
+            other.execute("BEGIN")
+            other.execute("SELECT count(*) FROM runs").fetchone()  # an open read transaction ...
+            started = time.monotonic()
+            assert store.append_event("r1", "x").id == 1  # ... does not hold up a commit (WAL)
+            assert time.monotonic() - started < 1.0
+            other.execute("COMMIT")
+
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO runs (id, config, status, cancel_requested, last_event_id, created_at, "
+                          "updated_at) VALUES ('held', '{}', 'created', 0, 0, 0, 0)")  # a writer ...
+            started = time.monotonic()
+            assert store.get_run("r1").id == "r1"  # ... does not hold up a reader
+            assert time.monotonic() - started < 1.0
+            releaser = threading.Timer(0.5, other.execute, args=("COMMIT",))
+            releaser.start()
+            started = time.monotonic()
+            assert store.append_event("r1", "x").id == 2  # a second writer waits for the lock instead of failing
+            assert time.monotonic() - started >= 0.4
+            releaser.join()
+        finally:
+            other.close()
+        assert {r.id for r in store.list_runs()} == {"r1", "held"}
