@@ -27,13 +27,15 @@ from actors.rollout import RolloutGroup
 from actors.selection import (SampledStep, dynamic_metrics, dynamic_sample, evaluate, generate_and_score,
                               score_difficulty)
 from visiong1.algorithms.advantages import grpo_advantages
-from visiong1.config import RunConfig, write_resolved
+from visiong1.config import RunConfig, load_config_tree, write_resolved
 from visiong1.data.pool import load_pool
 from visiong1.data.schema import content_hash
 from visiong1.eval.heldout import split_held_out
+from visiong1.eval.report import write_report
 from visiong1.data.synthetic import generate_pool
 from visiong1.selection.difficulty import DifficultyStore
 from visiong1.selection.scoring import keep_decisions
+from visiong1.store import DEFAULT_FILENAME, Round, RoundState, Run, RunCancelled, RunStore
 from visiong1.selection.curriculum import CurriculumSampler, carry_over
 from visiong1.selection.lineage import funnel, new_lineage, write_round_manifest
 from visiong1.types import GroupScores, PromptItem, items_to_table
@@ -48,6 +50,7 @@ class Coordinator:
 
     def __init__(self, run_id: str, config: RunConfig, run_dir: str):
         self.run_id = run_id
+        self.base_config = config  # the run's config; `config` is the round in progress's (with its overrides)
         self.config = config
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -58,6 +61,8 @@ class Coordinator:
         self.history: list[dict] = []  # every step's metrics
         self.evaluations: list[dict] = []  # held-out results, before round 0 and after each round
         self.phase_seconds: dict[str, float] = {}
+        self.store = RunStore.open(config.store or Path(config.output_dir) / DEFAULT_FILENAME)
+        self.store_round: int | None = None  # the store's index of the round in progress
         self._events: list[dict] = []
         self._lock = threading.Lock()
         self.policy_version = 0  # the learner's newest weight version, as last pushed to rollout
@@ -70,6 +75,11 @@ class Coordinator:
             return self._events[after:]
 
     def _emit(self, kind: str, **fields) -> dict:
+        """Commit the event to the run store (steps as metrics rows), then publish it to `events` readers."""
+        if kind == "step":
+            self.store.record_metrics(self.run_id, self.store_round, fields["step"], fields)
+        elif kind != "run_started":  # the store records the run itself at creation
+            self.store.append_event(self.run_id, kind, fields, self.store_round)
         with self._lock:
             event = {"seq": len(self._events), "type": kind, "run_id": self.run_id, "time": time.time(), **fields}
             self._events.append(event)
@@ -93,18 +103,27 @@ class Coordinator:
     def run(self) -> dict:
         """Run every round end to end; returns the summary (also the `run_finished` event and summary.json)."""
         cfg = self.config.round
+        self.store.create_run(self.run_id, self.config.model_dump(mode="json"))
         self._emit("run_started", run_dir=str(self.run_dir), rounds=cfg.rounds, steps=cfg.steps)
         try:
             write_resolved(self.config, self.run_dir)
             self._start_roles()
             with self._phase("evaluate"):
                 self._evaluate("initial")
-            for round_index in range(cfg.rounds):
-                self._round(round_index)
+            for _ in range(cfg.rounds):
+                self._round(self.store.active_round(self.run_id) or self.store.start_round(self.run_id))
+            while (requested := self._wait_for_round()) is not None:
+                self._round(requested)
             with self._phase("checkpoint"):
                 checkpoint = self._checkpoint()
+        except RunCancelled as cancelled:  # a request through the store, honoured at a step boundary
+            self._emit("run_cancelled", reason=str(cancelled))
+            return {"cancelled": str(cancelled)}
         except BaseException as error:
-            self._emit("run_failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+            message = f"{type(error).__name__}: {error}"
+            if self.store.active_round(self.run_id) is not None:  # fail the round in progress, resumable
+                self.store.transition_round(self.run_id, self.store_round, RoundState.FAILED, error=message)
+            self._emit("run_failed", error=message, traceback=traceback.format_exc())
             raise
         finally:
             self._stop_roles()
@@ -112,26 +131,72 @@ class Coordinator:
         self._emit("run_finished", **summary)
         return summary
 
-    def _round(self, index: int) -> None:
-        """One round: select from the current pool, train, carry the curriculum over, evaluate."""
+    def _wait_for_round(self) -> Round | None:
+        """A round started over REST (pending in the store), waiting up to `round.idle_timeout_s` for one."""
+        deadline = time.monotonic() + self.base_config.round.idle_timeout_s
+        while True:
+            self._check_cancel()
+            pending = self.store.active_round(self.run_id)
+            if pending is not None:
+                return pending
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.5)
+
+    def _round(self, stored: Round) -> None:
+        """One round: select from the current pool, train, carry the curriculum over, evaluate, checkpoint. The
+        round's overrides (`round.steps`, `selection.*`) apply to it alone."""
+        index = stored.index
+        self.config = _with_overrides(self.base_config, stored.overrides)
         self.round_index, self.round_dir = index, self.run_dir / "rounds" / f"{index:03d}"
-        self._emit("round_started", round=index, pool=len(self.active))
+        self.store_round = index
+        self._emit("round_started", round=index, pool=len(self.active), overrides=stored.overrides)
+        self._transition(RoundState.SCORING if self.config.selection.offline_difficulty else RoundState.SELECTING)
         with self._phase("select"):
             selected = self._select()
         sampler = CurriculumSampler({i: self.items[i].domain for i in selected},
                                     self.config.curriculum.domain_weights, self.config.round.seed + index)
+        self._transition(RoundState.TRAINING)
         with self._phase("train"):
             for local_step in range(self.config.round.steps):
+                self._between_steps()
                 self.history.append(self._step(self.global_step, sampler))
                 self.global_step += 1
                 if self._checkpoint_due(local_step):
                     self._save_resumable(sampler)
+        self._transition(RoundState.EVALUATING)
         with self._phase("curriculum"):
             self._write_lineage()
             self.active, retired = carry_over(list(self.lineage.values()), self.active, self.config.curriculum)
             self._emit("curriculum", round=index, next_pool=len(self.active), **retired, **sampler.metrics())
         with self._phase("evaluate"):
             self._evaluate(f"round_{index}")
+        self._transition(RoundState.CHECKPOINTING)
+        with self._phase("checkpoint"):
+            self._save_resumable(sampler)
+        self._transition(RoundState.DONE)
+
+    def _between_steps(self) -> None:
+        """Step boundary: honour cancel requests and apply the REST replica target (learners untouched)."""
+        run = self._check_cancel()
+        if run.rollout_replicas is not None and run.rollout_replicas != self.rollout.size():
+            before = self.rollout.size()
+            self.rollout.scale(run.rollout_replicas)
+            self._emit("rollout_scaled", replicas=self.rollout.size(), previous=before)
+
+    def _check_cancel(self) -> Run:
+        """The run's row; a cancel request for the run or the round in progress ends the round `cancelled`."""
+        run = self.store.get_run(self.run_id)
+        active = self.store.active_round(self.run_id)
+        if run.cancel_requested or (active is not None and active.cancel_requested):
+            if active is not None:
+                self.store.transition_round(self.run_id, active.index, RoundState.CANCELLED)
+            raise RunCancelled(f"cancel requested for {'the run' if run.cancel_requested else f'round {active.index}'}")
+        return run
+
+    def _transition(self, state: RoundState) -> None:
+        """Commit the round's new state (the store writes its `round_state` event in the same transaction)."""
+        self.store.transition_round(self.run_id, self.store_round, state)
 
     def _summary(self, checkpoint: str) -> dict:
         """Run summary: held-out accuracy per domain before round 0 and after each round, step-window sampled
@@ -144,7 +209,7 @@ class Coordinator:
                    "evaluations": self.evaluations,
                    "phase_seconds": {name: round(value, 2) for name, value in self.phase_seconds.items()}}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return summary
+        return summary | {"report": str(write_report(self.run_dir))}
 
     def _start_roles(self) -> None:
         cfg = self.config
@@ -322,8 +387,9 @@ class Coordinator:
                                f"{self.policy_version}); rollout.max_staleness={self.config.rollout.max_staleness}")
 
     def _checkpoint_due(self, local_step: int) -> bool:
+        """Periodic checkpoints inside a round; the round's last step is saved in its checkpointing phase."""
         every = self.config.round.checkpoint_every
-        return local_step + 1 == self.config.round.steps or (every > 0 and (local_step + 1) % every == 0)
+        return every > 0 and (local_step + 1) % every == 0 and local_step + 1 < self.config.round.steps
 
     def _save_resumable(self, sampler: CurriculumSampler) -> str:
         """Learner state plus this coordinator's data cursor (round, pool, sampler), so a resumed run continues
@@ -355,6 +421,13 @@ def _reward_metrics(scores: list[GroupScores]) -> dict[str, float]:
     return metrics
 
 
+def _with_overrides(config: RunConfig, overrides: dict) -> RunConfig:
+    """The config with a round's dotted overrides applied (values as JSON, which YAML reads)."""
+    if not overrides:
+        return config
+    return load_config_tree(config.model_dump(mode="json"), [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
 def new_run_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
@@ -362,6 +435,8 @@ def new_run_id(name: str) -> str:
 def absolute_paths(config: RunConfig) -> RunConfig:
     """Pin relative paths to the caller's working directory: Ray workers run elsewhere."""
     update = {"output_dir": str(Path(config.output_dir).resolve())}
+    if config.store is not None and "://" not in config.store:  # an SQLite file path, not a URL
+        update["store"] = str(Path(config.store).resolve())
     model = config.model.model_copy(update={"cache_dir": str(Path(config.model.cache_dir).resolve())})
     return config.model_copy(update={**update, "model": model})
 

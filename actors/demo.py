@@ -85,5 +85,6 @@ def main(config: RunConfig) -> int:
                   f"last {final['window']} steps {final['accuracy_last']:.3f}")
     if final["evaluations"]:
         console.print(evaluation_table(final["evaluations"]))
-    console.print(f"done in {time.perf_counter() - started:.1f}s; run directory {run_dir} (plot: {plot.name})")
+    console.print(f"done in {time.perf_counter() - started:.1f}s; run directory {run_dir} (plot: {plot.name}, "
+                  f"report: {final['report']})")
     return 0

@@ -1,6 +1,8 @@
 """One coordinator round on a local Ray cluster with every role a real actor."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -10,6 +12,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from actors.coordinator import start_run
 from visiong1.config import RunConfig, load_config
 from visiong1.data.pool import build_pool
+from visiong1.store import RoundState, RunStore
 
 pytestmark = pytest.mark.slow
 # Every selection stage on: offline difficulty, influence (top 75% per domain), dynamic sampling. The band is
@@ -135,3 +138,31 @@ def test_failed_run_reports_the_cause(ray_cluster, small_run_overrides_module):
         ray_cluster.get(done, timeout=300)
     last = ray_cluster.get(coordinator.events.remote(0))[-1]
     assert last["type"] == "run_failed" and "data.pool" in last["error"]
+
+
+def test_rounds_steps_and_events_are_committed_to_the_run_store(finished_run):
+    config, _, events, run_dir = finished_run
+    run_id = run_dir.name
+    with RunStore.open(config.output_dir) as store:
+        rounds = store.list_rounds(run_id)
+        assert [(r.index, r.state) for r in rounds] == [(0, RoundState.DONE), (1, RoundState.DONE)]
+        assert [(m.round_index, m.step) for m in store.metrics_for(run_id)] == [(0, 0), (0, 1), (1, 2), (1, 3)]
+        stored = store.events_after(run_id, 0, limit=1000)
+    states = [e.payload["state"] for e in stored if e.kind == "round_state" and e.round_index == 1]
+    assert states == ["pending", "scoring", "training", "evaluating", "checkpointing", "done"]
+    assert [e.id for e in stored] == sorted(e.id for e in stored)
+    published = [e["type"] for e in events if e["type"] not in ("run_started",)]
+    assert [e.kind for e in stored if e.kind != "round_state"] == published
+
+
+def test_the_run_writes_an_html_report_with_its_plots(finished_run):
+    _, summary, _, run_dir = finished_run
+    report = Path(summary["report"])
+    assert report == run_dir / "report" / "report.html"
+    page = report.read_text()
+    for image in ("accuracy.png", "steps.png", "groups.png", "step_time.png", "funnel.png"):
+        assert f"src='{image}'" in page and (report.parent / image).stat().st_size > 5000
+    assert "round_1" in page and "counting" in page
+    again = subprocess.run([sys.executable, "-m", "visiong1.cli", "report", str(run_dir)], capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.strip() == str(report)

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="checkpoint directory, store path or pyarrow filesystem URI")
     export.add_argument("output_dir", help="Hugging Face model directory to write")
     _add_data_commands(commands)
+    report = commands.add_parser("report", help="write a run's HTML report with plots",
+                                 description="Held-out accuracy per domain per round, reward/accuracy per step, "
+                                             "group-accuracy histograms, selection funnels, step time by phase.")
+    report.add_argument("run_dir", help="run directory (runs/<id>)")
     build = commands.add_parser("build-model", help="build (or reuse) the tiny Qwen2.5-VL and print its path",
                                 description="Random-init tiny Qwen2.5-VL with a locally trained tokenizer.")
     build.add_argument("--cache-dir", default=".cache/visiong1/models", help="directory of cached tiny models")
@@ -115,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         from visiong1.training.export import export_checkpoint
 
         print(export_checkpoint(args.checkpoint, args.output_dir))
+        return 0
+    if args.command == "report":
+        from visiong1.eval.report import write_report
+
+        try:
+            print(write_report(args.run_dir))
+        except FileNotFoundError as error:
+            print(f"visiong1 report: {error}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "data":
         try:

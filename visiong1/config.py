@@ -336,6 +336,8 @@ class RoundConfig(Section):
     """Save a resumable learner checkpoint every this many steps (0 = only at the end of the round)."""
     step_timeout_s: float = Field(600.0, gt=0)
     """Deadline for any single phase of a step; expiry names the phase and actor."""
+    idle_timeout_s: float = Field(0.0, ge=0)
+    """After its configured rounds, the run waits this long for a round started over REST (0: the run ends)."""
 
 
 class CurriculumConfig(Section):
@@ -387,10 +389,13 @@ class RayConfig(Section):
 class RunConfig(Section):
     """Root of a run's configuration. Defaults are the CPU demo; configs/vision_g1_7b.yaml is the paper's recipe."""
 
-    name: str = "run"
-    """Human label of the run; its id adds a unique suffix."""
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    """Human label of the run (letters, digits, `.`, `_`, `-`); its id adds a unique suffix."""
     output_dir: str = "runs"
     """Parent of run directories (resolved config, metrics JSONL, checkpoints)."""
+    store: str | None = None
+    """Run store: a PostgreSQL URL (`postgresql://user:pw@host/db`), an SQLite file, or None for
+    `<output_dir>/store.sqlite3`. Runs, rounds, events and step metrics are committed there."""
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     rollout: RolloutConfig = RolloutConfig()
