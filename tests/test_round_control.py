@@ -1,0 +1,75 @@
+"""Runs driven through the run store while they train, as the REST control plane drives them: a round started
+from outside, the rollout replica target, and cancellation at a step boundary."""
+
+import time
+
+import pytest
+
+from actors.coordinator import start_run
+from visiong1.config import load_config
+from visiong1.store import RoundState, RunStatus, RunStore
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(coordinator, ray_cluster, kind: str, timeout_s: float = 300.0, **fields) -> dict:
+    """The first event of `kind` (with matching fields), polling the coordinator's published events."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for event in ray_cluster.get(coordinator.events.remote(0)):
+            if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
+                return event
+            if event["type"] == "run_failed":
+                raise AssertionError(event["error"])
+        time.sleep(0.5)
+    raise TimeoutError(f"no {kind} event within {timeout_s}s")
+
+
+@pytest.fixture
+def control_config(model_cache, tmp_path):
+    def make(*overrides):
+        return load_config(None, [f"model.cache_dir={model_cache}", "model.warm_start_steps=60",
+                                  f"output_dir={tmp_path}", "data.num_items=32", "eval.enabled=false",
+                                  "round.prompts_per_step=4", "rollout.samples_per_prompt=4", "rollout.engine=hf",
+                                  "rollout.max_new_tokens=8", "rollout.num_cpus=0.5", "reward.num_cpus=0.1",
+                                  *overrides])
+    return make
+
+
+def test_a_round_started_in_the_store_runs_with_its_overrides_then_cancel_ends_the_run(ray_cluster, control_config):
+    config = control_config("round.rounds=1", "round.steps=1", "round.idle_timeout_s=120")
+    run_id, coordinator, done = start_run(config)
+    with RunStore.open(config.output_dir) as store:
+        wait_for(coordinator, ray_cluster, "curriculum", round=0)
+        while store.active_round(run_id) is not None:  # round 0 ends: checkpointing, then done
+            time.sleep(0.2)
+        store.start_round(run_id, {"round.steps": 2})
+        started = wait_for(coordinator, ray_cluster, "round_started", round=1)
+        assert started["overrides"] == {"round.steps": 2}
+        wait_for(coordinator, ray_cluster, "curriculum", round=1)
+        while store.active_round(run_id) is not None:
+            time.sleep(0.2)
+        store.request_run_cancel(run_id)
+        outcome = ray_cluster.get(done, timeout=120)
+        assert "cancel" in outcome["cancelled"]
+        steps = [(m.round_index, m.step) for m in store.metrics_for(run_id)]
+        assert steps == [(0, 0), (1, 1), (1, 2)]
+        assert [r.state for r in store.list_rounds(run_id)] == [RoundState.DONE, RoundState.DONE]
+        assert store.get_run(run_id).status is RunStatus.CANCELLED
+
+
+def test_replica_target_scales_rollout_and_cancel_stops_the_round_at_a_step_boundary(ray_cluster, control_config):
+    config = control_config("round.rounds=1", "round.steps=40")
+    run_id, coordinator, done = start_run(config)
+    with RunStore.open(config.output_dir) as store:
+        wait_for(coordinator, ray_cluster, "step")
+        store.set_rollout_replicas(run_id, 2)
+        scaled = wait_for(coordinator, ray_cluster, "rollout_scaled")
+        assert (scaled["previous"], scaled["replicas"]) == (1, 2)
+        store.request_round_cancel(run_id, 0)
+        outcome = ray_cluster.get(done, timeout=120)
+        assert "round 0" in outcome["cancelled"]
+        assert store.get_round(run_id, 0).state is RoundState.CANCELLED
+        assert len(store.metrics_for(run_id)) < 40
+        kinds = [e["type"] for e in ray_cluster.get(coordinator.events.remote(0))]
+        assert kinds[-1] == "run_cancelled" and "run_failed" not in kinds
