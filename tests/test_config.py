@@ -59,3 +59,22 @@ def test_resolved_config_round_trips(tmp_path):
     config = load_config(None, ["round.steps=7"])
     written = write_resolved(config, tmp_path)
     assert RunConfig.model_validate(json.loads(written.read_text())) == config
+
+
+def test_paper_config_resolves_to_the_released_single_node_recipe():
+    """The table in shared/VISION_G1.md, values outside parentheses."""
+    paper = load_config(CONFIG_DIR / "vision_g1_7b.yaml")
+    assert paper.model.path == "Qwen/Qwen2.5-VL-7B-Instruct" and paper.learner.freeze_vision
+    assert paper.learner.advantage_std_scale  # GRPO: (r - mean) / (std + 1e-6)
+    assert (paper.round.prompts_per_step, paper.rollout.samples_per_prompt) == (128, 16)
+    assert (paper.learner.clip_low, paper.learner.clip_high, paper.learner.dual_clip) == (0.2, 0.28, 10.0)
+    assert paper.learner.aggregation == "token-mean" and paper.learner.kl_coef == 0 == paper.learner.entropy_coef
+    assert (paper.learner.lr, paper.learner.warmup_steps, paper.learner.weight_decay, paper.learner.grad_clip) == \
+        (1e-6, 10, 0.01, 1.0)
+    assert paper.rollout.max_new_tokens == 4096 and paper.rollout.max_model_len >= 2048 + 4096
+    assert paper.selection.dynamic_sampling and (paper.selection.pass_rate_low, paper.selection.pass_rate_high) == (0.2, 0.8)
+    assert paper.selection.max_generation_batches == 40 and paper.selection.difficulty_samples == 5
+    assert (paper.rollout.temperature, paper.rollout.top_p, paper.rollout.gpu_memory_utilization) == (1.0, 1.0, 0.7)
+    assert (paper.data.images.min_pixels, paper.data.images.max_pixels) == (256 * 28 * 28, 1280 * 28 * 28)
+    assert paper.learner.backend == "fsdp2" and paper.learner.gradient_checkpointing
+    assert paper.learner.ranks * paper.learner.num_gpus + paper.rollout.replicas * paper.rollout.num_gpus == 8
