@@ -32,6 +32,7 @@ from visiong1.data.pool import load_pool
 from visiong1.data.schema import content_hash
 from visiong1.eval.heldout import split_held_out
 from visiong1.eval.report import write_report
+from visiong1.eval.trackers import Trackers
 from visiong1.data.synthetic import generate_pool
 from visiong1.selection.difficulty import DifficultyStore
 from visiong1.selection.scoring import keep_decisions
@@ -63,6 +64,7 @@ class Coordinator:
         self.phase_seconds: dict[str, float] = {}
         self.store = RunStore.open(config.store or Path(config.output_dir) / DEFAULT_FILENAME)
         self.store_round: int | None = None  # the store's index of the round in progress
+        self.trackers: Trackers | None = None
         self._events: list[dict] = []
         self._lock = threading.Lock()
         self.policy_version = 0  # the learner's newest weight version, as last pushed to rollout
@@ -107,6 +109,7 @@ class Coordinator:
         self._emit("run_started", run_dir=str(self.run_dir), rounds=cfg.rounds, steps=cfg.steps)
         try:
             write_resolved(self.config, self.run_dir)
+            self.trackers = Trackers(self.config.tracking, self.run_dir, self.run_id, self.config.model_dump(mode="json"))
             self._start_roles()
             with self._phase("evaluate"):
                 self._evaluate("initial")
@@ -127,6 +130,8 @@ class Coordinator:
             raise
         finally:
             self._stop_roles()
+            if self.trackers is not None:
+                self.trackers.close()
         summary = self._summary(checkpoint)
         self._emit("run_finished", **summary)
         return summary
@@ -265,6 +270,8 @@ class Coordinator:
         result = {"label": label, "round": self.round_index if label != "initial" else None,
                   "step": self.global_step, **evaluate(self.held_out, self.rollout, self.rewards, self.config)}
         self.evaluations.append(result)
+        self.trackers.log({"eval/accuracy_mean": result["accuracy_mean"],
+                           **{f"eval/accuracy_{d}": v for d, v in result["accuracy"].items()}}, self.global_step)
         self._emit("evaluation", **result)
 
     def _stop_roles(self) -> None:
@@ -368,6 +375,7 @@ class Coordinator:
                    "time/step_s": sum(timings.values())}
         with self.metrics_path.open("a") as sink:
             sink.write(json.dumps(metrics) + "\n")
+        self.trackers.log(metrics, step)
         self._emit("step", **metrics)
         return metrics
 

@@ -166,3 +166,19 @@ def test_the_run_writes_an_html_report_with_its_plots(finished_run):
     again = subprocess.run([sys.executable, "-m", "visiong1.cli", "report", str(run_dir)], capture_output=True,
                            text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.strip() == str(report)
+
+
+def test_step_and_evaluation_scalars_reach_tensorboard(finished_run):
+    _, _, _, run_dir = finished_run
+    from tensorboardX.proto.event_pb2 import Event
+
+    tags = set()
+    for path in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):  # TFRecord framing: u64 length, u32 crc, payload, u32 crc
+            length = int.from_bytes(data[offset:offset + 8], "little")
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            tags.update(value.tag for value in event.summary.value)
+            offset += 12 + length + 4
+    assert {"reward/accuracy", "train/loss", "eval/accuracy_mean", "eval/accuracy_counting"} <= tags

@@ -368,6 +368,17 @@ class EvalConfig(Section):
     """pass@k from k samples at the rollout temperature, besides greedy accuracy (1 = greedy only)."""
 
 
+class TrackingConfig(Section):
+    tensorboard: bool = True
+    """Write step and evaluation scalars for TensorBoard under `<run_dir>/tensorboard`."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs `pip install wandb` and its login)."""
+    mlflow: bool = False
+    """Also log to MLflow (needs `pip install mlflow`; MLFLOW_TRACKING_URI picks the server)."""
+    project: str = "visiong1"
+    """W&B project / MLflow experiment name."""
+
+
 class ApiConfig(Section):
     host: str = "127.0.0.1"
     """Address the control plane binds to."""
@@ -375,6 +386,16 @@ class ApiConfig(Section):
     """Port the control plane listens on."""
     max_body_bytes: int = Field(1 << 20, ge=1024)
     """Largest accepted request body."""
+    token_file: str | None = None
+    """Bearer tokens, one per line: `TOKEN` (full access) or `TOKEN read` (GET only). The environment variable
+    `VISIONG1_API_TOKEN` adds one full-access token. With no token at all the API serves only on a loopback host."""
+    data_roots: list[str] = ["."]
+    """Directories that run configs posted over REST may read data and models from (`data.pool`,
+    `data.sources[*].path`/`image_root`, `model.path`, `model.cache_dir`); relative to the server's directory."""
+    start_timeout_s: float = Field(60.0, gt=0)
+    """How long POST /v1/runs waits for the new run's coordinator to register the run in the store."""
+    events_poll_s: float = Field(0.25, gt=0)
+    """How often an open event stream polls the store for new events."""
 
 
 class RayConfig(Section):
@@ -405,6 +426,7 @@ class RunConfig(Section):
     round: RoundConfig = RoundConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
     api: ApiConfig = ApiConfig()
     ray: RayConfig = RayConfig()
 
