@@ -36,12 +36,15 @@ from visiong1.eval.trackers import Trackers
 from visiong1.data.synthetic import generate_pool
 from visiong1.selection.difficulty import DifficultyStore
 from visiong1.selection.scoring import keep_decisions
-from visiong1.store import DEFAULT_FILENAME, Round, RoundState, Run, RunCancelled, RunStore
+from visiong1.store import DEFAULT_FILENAME, Round, RoundState, Run, RunCancelled, RunNotFound, RunStore
+from visiong1.training.checkpoint import CheckpointStore
 from visiong1.selection.curriculum import CurriculumSampler, carry_over
-from visiong1.selection.lineage import funnel, new_lineage, write_round_manifest
+from visiong1.selection.lineage import funnel, new_lineage, read_round_manifest, write_round_manifest
 from visiong1.types import GroupScores, PromptItem, items_to_table
 
 TERMINAL_EVENTS = ("run_finished", "run_failed")
+ROUND_ORDER = (RoundState.PENDING, RoundState.SCORING, RoundState.SELECTING, RoundState.TRAINING,
+               RoundState.EVALUATING, RoundState.CHECKPOINTING, RoundState.DONE)
 HELD_OUT_SEED_OFFSET = 1_000_003  # synthetic held-out items come from a seed no training pool uses
 
 
@@ -80,7 +83,7 @@ class Coordinator:
         """Commit the event to the run store (steps as metrics rows), then publish it to `events` readers."""
         if kind == "step":
             self.store.record_metrics(self.run_id, self.store_round, fields["step"], fields)
-        elif kind != "run_started":  # the store records the run itself at creation
+        else:
             self.store.append_event(self.run_id, kind, fields, self.store_round)
         with self._lock:
             event = {"seq": len(self._events), "type": kind, "run_id": self.run_id, "time": time.time(), **fields}
@@ -103,24 +106,33 @@ class Coordinator:
 
     # --- the run: rounds of select -> train -> curriculum -> evaluate ----------------------------------------------
     def run(self) -> dict:
-        """Run every round end to end; returns the summary (also the `run_finished` event and summary.json)."""
+        """Run every round end to end; returns the summary (also the `run_finished` event and summary.json). After
+        a restart of this actor (Ray retries `run`), it resumes from the last resumable checkpoint."""
         cfg = self.config.round
-        self.store.create_run(self.run_id, self.config.model_dump(mode="json"))
-        self._emit("run_started", run_dir=str(self.run_dir), rounds=cfg.rounds, steps=cfg.steps)
+        resume_from = self._resume_point()
+        if resume_from is None:
+            self.store.create_run(self.run_id, self.config.model_dump(mode="json"))
+            self._emit("run_started", run_dir=str(self.run_dir), rounds=cfg.rounds, steps=cfg.steps)
         try:
             write_resolved(self.config, self.run_dir)
             self.trackers = Trackers(self.config.tracking, self.run_dir, self.run_id, self.config.model_dump(mode="json"))
             self._start_roles()
-            with self._phase("evaluate"):
-                self._evaluate("initial")
-            for _ in range(cfg.rounds):
-                self._round(self.store.active_round(self.run_id) or self.store.start_round(self.run_id))
+            cursor = self._restore(resume_from) if resume_from else None
+            if cursor is None:
+                with self._phase("evaluate"):
+                    self._evaluate("initial")
+            done = sum(r.state is RoundState.DONE for r in self.store.list_rounds(self.run_id))
+            for _ in range(cfg.rounds - done):
+                stored = self.store.active_round(self.run_id) or self.store.start_round(self.run_id)
+                self._round(stored, cursor if cursor and cursor["round"] == stored.index else None)
+                cursor = None
             while (requested := self._wait_for_round()) is not None:
                 self._round(requested)
             with self._phase("checkpoint"):
                 checkpoint = self._checkpoint()
         except RunCancelled as cancelled:  # a request through the store, honoured at a step boundary
             self._emit("run_cancelled", reason=str(cancelled))
+            self._emit("run_finished", cancelled=str(cancelled), steps=self.global_step)  # streams end on it
             return {"cancelled": str(cancelled)}
         except BaseException as error:
             message = f"{type(error).__name__}: {error}"
@@ -136,6 +148,40 @@ class Coordinator:
         self._emit("run_finished", **summary)
         return summary
 
+    # --- resume after a coordinator restart ----------------------------------------------------------------------
+    def _resume_point(self) -> str | None:
+        """The newest resumable checkpoint when this run is already in the store (this actor restarted)."""
+        try:
+            self.store.get_run(self.run_id)
+        except RunNotFound:
+            return None
+        latest = CheckpointStore(str(self.run_dir / "checkpoints")).latest()
+        if latest is None:
+            raise RuntimeError(f"run {self.run_id} restarted before its first resumable checkpoint; start a new run "
+                               f"(round.checkpoint_every=1 makes every step resumable)")
+        return latest
+
+    def _restore(self, path: str) -> dict:
+        """Learner state and the data cursor from `path`; the rollout replicas get the restored weights, and the
+        coordinator's history comes back from the store. Returns the cursor."""
+        cursor = self.learner.restore(str(self.run_dir / "checkpoints"), path, self.config.round.step_timeout_s)
+        self.global_step, self.active = cursor["steps_done"], cursor["active"]
+        self.policy_version = min(self.rollout.update_weights(self.learner.async_export_weights(),
+                                                              self.config.round.step_timeout_s))
+        self.store_round = cursor["round"]
+        committed = self.store.last_committed_step(self.run_id, cursor["round"])
+        if cursor.get("last_metrics") and (committed is None or committed < self.global_step - 1):
+            self._commit_step(cursor["last_metrics"])  # saved, then the actor died before committing it
+        self.history = [row.metrics for row in self.store.metrics_for(self.run_id)]
+        if self.history and self.history[-1]["step"] >= self.global_step:
+            raise RuntimeError(f"steps up to {self.history[-1]['step']} are committed but the newest checkpoint holds "
+                               f"{self.global_step} steps: resuming would repeat steps (round.checkpoint_every=1 "
+                               f"checkpoints every step)")
+        self.evaluations = [e.payload for e in self.store.events_after(self.run_id, 0, limit=100_000)
+                            if e.kind == "evaluation"]
+        self._emit("run_resumed", checkpoint=path, steps_done=self.global_step, round=cursor["round"])
+        return cursor
+
     def _wait_for_round(self) -> Round | None:
         """A round started over REST (pending in the store), waiting up to `round.idle_timeout_s` for one."""
         deadline = time.monotonic() + self.base_config.round.idle_timeout_s
@@ -145,30 +191,40 @@ class Coordinator:
             if pending is not None:
                 return pending
             if time.monotonic() >= deadline:
+                self._refuse_late_round()
                 return None
             time.sleep(0.5)
 
-    def _round(self, stored: Round) -> None:
+    def _refuse_late_round(self) -> None:
+        """A round requested in the instant the idle wait ended is cancelled rather than left pending forever."""
+        late = self.store.active_round(self.run_id)
+        if late is not None and late.state is RoundState.PENDING:
+            self.store.transition_round(self.run_id, late.index, RoundState.CANCELLED)
+
+    def _round(self, stored: Round, cursor: dict | None = None) -> None:
         """One round: select from the current pool, train, carry the curriculum over, evaluate, checkpoint. The
-        round's overrides (`round.steps`, `selection.*`) apply to it alone."""
+        round's overrides (`round.steps`, `selection.*`) apply to it alone. With a resume `cursor` from inside this
+        round's training, selection is not repeated and training continues after the checkpointed step."""
         index = stored.index
         self.config = _with_overrides(self.base_config, stored.overrides)
         self.round_index, self.round_dir = index, self.run_dir / "rounds" / f"{index:03d}"
         self.store_round = index
         self._emit("round_started", round=index, pool=len(self.active), overrides=stored.overrides)
-        self._transition(RoundState.SCORING if self.config.selection.offline_difficulty else RoundState.SELECTING)
-        with self._phase("select"):
-            selected = self._select()
+        if cursor is None:
+            self._transition(RoundState.SCORING if self.config.selection.offline_difficulty else RoundState.SELECTING)
+            with self._phase("select"):
+                selected = self._select()
+            self._write_lineage(final=False)  # a resumed round reads the selection back from it
+            first_step, sampler_state = 0, None
+        else:
+            selected, sampler_state = cursor["selected"], cursor["sampler"]
+            self.lineage = {row["id"]: row for row in read_round_manifest(self.round_dir / "manifest.parquet")}
+            first_step = self.global_step - cursor["round_start_step"]
         sampler = CurriculumSampler({i: self.items[i].domain for i in selected},
                                     self.config.curriculum.domain_weights, self.config.round.seed + index)
-        self._transition(RoundState.TRAINING)
-        with self._phase("train"):
-            for local_step in range(self.config.round.steps):
-                self._between_steps()
-                self.history.append(self._step(self.global_step, sampler))
-                self.global_step += 1
-                if self._checkpoint_due(local_step):
-                    self._save_resumable(sampler)
+        if sampler_state:
+            sampler.load_state_dict(sampler_state)
+        self._train(sampler, selected, first_step)
         self._transition(RoundState.EVALUATING)
         with self._phase("curriculum"):
             self._write_lineage()
@@ -178,8 +234,22 @@ class Coordinator:
             self._evaluate(f"round_{index}")
         self._transition(RoundState.CHECKPOINTING)
         with self._phase("checkpoint"):
-            self._save_resumable(sampler)
+            self._save_resumable(sampler, selected, self.global_step)
         self._transition(RoundState.DONE)
+
+    def _train(self, sampler: CurriculumSampler, selected: list[str], first_step: int) -> None:
+        """The round's steps from `first_step`; a due checkpoint is saved before the step is committed, so a
+        committed step is never lost to a restart and never repeated after one."""
+        self._transition(RoundState.TRAINING)
+        round_start = self.global_step - first_step
+        with self._phase("train"):
+            for local_step in range(first_step, self.config.round.steps):
+                self._between_steps()
+                metrics = self._step(self.global_step, sampler)
+                self.global_step += 1
+                if self._checkpoint_due(local_step):
+                    self._save_resumable(sampler, selected, round_start, metrics)
+                self._commit_step(metrics)
 
     def _between_steps(self) -> None:
         """Step boundary: honour cancel requests and apply the REST replica target (learners untouched)."""
@@ -200,8 +270,12 @@ class Coordinator:
         return run
 
     def _transition(self, state: RoundState) -> None:
-        """Commit the round's new state (the store writes its `round_state` event in the same transaction)."""
-        self.store.transition_round(self.run_id, self.store_round, state)
+        """Commit the round's new state (the store writes its `round_state` event in the same transaction); a
+        resumed round may already be in it."""
+        current = self.store.get_round(self.run_id, self.store_round).state
+        position = ROUND_ORDER.index(current) if current in ROUND_ORDER else -1  # a failed round resumes anywhere
+        if position < ROUND_ORDER.index(state):
+            self.store.transition_round(self.run_id, self.store_round, state)
 
     def _summary(self, checkpoint: str) -> dict:
         """Run summary: held-out accuracy per domain before round 0 and after each round, step-window sampled
@@ -373,19 +447,25 @@ class Coordinator:
         metrics = {"step": step, "round": self.round_index, **_reward_metrics(trained), **dynamic, **train_metrics, **timings,
                    **self.rollout.metrics(), "rollout/weight_version": self.policy_version,
                    "time/step_s": sum(timings.values())}
-        with self.metrics_path.open("a") as sink:
-            sink.write(json.dumps(metrics) + "\n")
-        self.trackers.log(metrics, step)
-        self._emit("step", **metrics)
         return metrics
 
-    def _write_lineage(self) -> None:
-        """The round manifest (every item's fate) and the per-domain funnel, also as an event."""
+    def _commit_step(self, metrics: dict) -> None:
+        """Persist a step (run store first, then metrics.jsonl and trackers) and publish it."""
+        self._emit("step", **metrics)
+        self.history.append(metrics)
+        with self.metrics_path.open("a") as sink:
+            sink.write(json.dumps(metrics) + "\n")
+        self.trackers.log(metrics, metrics["step"])
+
+    def _write_lineage(self, final: bool = True) -> None:
+        """The round manifest (every item's fate); when `final`, also the per-domain funnel, as a file and event."""
         rows = list(self.lineage.values())
         path = write_round_manifest(rows, self.round_dir / "manifest.parquet")
+        if not final:
+            return
         stages = funnel(rows)
         (self.round_dir / "funnel.json").write_text(json.dumps(stages, indent=2) + "\n")
-        self._emit("round_manifest", path=str(path), funnel=stages)
+        self._emit("round_manifest", round=self.round_index, path=str(path), funnel=stages)
 
     def _check_staleness(self, scores: list[GroupScores]) -> None:
         """Refuse to train on samples older than `rollout.max_staleness` versions (0 = strictly on-policy)."""
@@ -397,17 +477,18 @@ class Coordinator:
     def _checkpoint_due(self, local_step: int) -> bool:
         """Periodic checkpoints inside a round; the round's last step is saved in its checkpointing phase."""
         every = self.config.round.checkpoint_every
-        return every > 0 and (local_step + 1) % every == 0 and local_step + 1 < self.config.round.steps
+        return every > 0 and (local_step + 1) % every == 0
 
-    def _save_resumable(self, sampler: CurriculumSampler) -> str:
-        """Learner state plus this coordinator's data cursor (round, pool, sampler), so a resumed run continues
-        with the same prompts."""
-        steps_done = self.global_step
-        cursor = {"steps_done": steps_done, "round": self.round_index, "policy_version": self.policy_version,
-                  "active": self.active, "sampler": sampler.state_dict()}
-        path = self.learner.save_checkpoint(str(self.run_dir / "checkpoints"), steps_done, cursor,
+    def _save_resumable(self, sampler: CurriculumSampler, selected: list[str], round_start: int,
+                        last_metrics: dict | None = None) -> str:
+        """Learner state plus this coordinator's data cursor (round, pool, selection, sampler, the step's metrics),
+        so a restarted coordinator continues with the same prompts."""
+        cursor = {"steps_done": self.global_step, "round": self.round_index, "round_start_step": round_start,
+                  "policy_version": self.policy_version, "active": self.active, "selected": selected,
+                  "sampler": sampler.state_dict(), "last_metrics": last_metrics}
+        path = self.learner.save_checkpoint(str(self.run_dir / "checkpoints"), self.global_step, cursor,
                                             self.config.round.step_timeout_s)
-        self._emit("checkpoint", path=path, steps_done=steps_done, round=self.round_index)
+        self._emit("checkpoint", path=path, steps_done=self.global_step, round=self.round_index)
         return path
 
     def _checkpoint(self) -> str:
@@ -454,6 +535,7 @@ def start_run(config: RunConfig, detached: bool = False):
     config = absolute_paths(config)
     run_id = new_run_id(config.name)
     run_dir = Path(config.output_dir) / run_id
-    options = {"name": run_id, "lifetime": "detached" if detached else None}
+    # A coordinator whose process dies is restarted once and its `run` retried: it resumes from its checkpoint.
+    options = {"name": run_id, "lifetime": "detached" if detached else None, "max_restarts": 1, "max_task_retries": 1}
     coordinator = Coordinator.options(**options).remote(run_id, config, str(run_dir))
     return run_id, coordinator, coordinator.run.remote()

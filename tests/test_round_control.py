@@ -72,4 +72,20 @@ def test_replica_target_scales_rollout_and_cancel_stops_the_round_at_a_step_boun
         assert store.get_round(run_id, 0).state is RoundState.CANCELLED
         assert len(store.metrics_for(run_id)) < 40
         kinds = [e["type"] for e in ray_cluster.get(coordinator.events.remote(0))]
-        assert kinds[-1] == "run_cancelled" and "run_failed" not in kinds
+        assert kinds[-2:] == ["run_cancelled", "run_finished"] and "run_failed" not in kinds
+
+
+def test_a_killed_coordinator_resumes_at_the_last_committed_step(ray_cluster, control_config):
+    config = control_config("round.rounds=1", "round.steps=6", "round.checkpoint_every=1")
+    run_id, coordinator, done = start_run(config)
+    wait_for(coordinator, ray_cluster, "step", step=2)
+    ray_cluster.kill(coordinator, no_restart=False)  # the process dies; Ray restarts it and retries `run`
+    summary = ray_cluster.get(done, timeout=600)
+    assert summary["steps"] == 6
+    with RunStore.open(config.output_dir) as store:
+        steps = [m.step for m in store.metrics_for(run_id)]
+        assert steps == list(range(6))  # every step committed exactly once
+        kinds = [e.kind for e in store.events_after(run_id, 0, limit=10_000)]
+        assert kinds.count("run_resumed") == 1 and store.get_round(run_id, 0).state is RoundState.DONE
+    resumed = next(e for e in ray_cluster.get(coordinator.events.remote(0)) if e["type"] == "run_resumed")
+    assert 2 <= resumed["steps_done"] <= 6

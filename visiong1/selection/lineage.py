@@ -54,3 +54,7 @@ def write_round_manifest(rows: list[dict], path: str | Path) -> Path:
     pq.write_table(pa.Table.from_pylist(rows, schema=ROUND_MANIFEST_SCHEMA), staging)
     os.replace(staging, path)
     return path
+
+
+def read_round_manifest(path: str | Path) -> list[dict]:
+    return pq.read_table(path, schema=ROUND_MANIFEST_SCHEMA).to_pylist()
