@@ -1,88 +1,62 @@
-"""The REST surface against a real uvicorn server, driven by an HTTP client; runs execute on the test Ray cluster."""
+"""One real run through the control plane: a real uvicorn server and HTTP client, the run's coordinator on the test
+Ray cluster committing to the server's store. Everything else about the API is in tests/test_api_control.py."""
 
 import json
-import socket
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
 from services.api.app import create_app
 from tests.conftest import TEST_NAMESPACE
+from tests.test_api_control import AUTH, TOKENS, read_sse, serving
+from visiong1.client import parse_sse
+from visiong1.config import load_config_tree
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+TINY = ["model.warm_start_steps=60", "data.num_items=16", "round.steps=2", "round.prompts_per_step=4",
+        "rollout.samples_per_prompt=4", "rollout.max_new_tokens=8", "reward.num_cpus=0.1",
+        "eval.items_per_domain=8", "eval.pass_k=2"]
 
 
-@pytest.fixture(scope="module")
-def api_url(ray_cluster):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(TEST_NAMESPACE, max_body_bytes=4096), host="127.0.0.1",
-                                          port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+def test_a_run_started_over_rest_streams_to_the_end(ray_cluster, model_cache, tmp_path):
+    config = load_config_tree({"output_dir": str(tmp_path), "model": {"cache_dir": model_cache},
+                               "ray": {"namespace": TEST_NAMESPACE}})
+    with serving(create_app(config, tokens=TOKENS)) as url:
+        created = httpx.post(f"{url}/v1/runs", json={"overrides": TINY, "config": {"name": "api"}}, headers=AUTH,
+                             timeout=120)
+        assert created.status_code == 201, created.text
+        run = created.json()
+        assert run["id"].startswith("api-") and run["config"]["store"] == str(tmp_path / "store.sqlite3")
+        scaled = False
+        events = []
+        with httpx.stream("GET", url + run["events"], headers=AUTH, timeout=300) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for event in parse_sse(response.iter_lines()):
+                events.append(event)
+                if event["event"] == "step" and not scaled:
+                    # Mid-round: the coordinator applies the target at its next step boundary; the round goes on.
+                    put = httpx.put(f"{url}/v1/runs/{run['id']}/rollout/replicas", json={"replicas": 2},
+                                    headers=AUTH)
+                    assert put.status_code == 200 and put.json()["replicas"] == 2
+                    scaled = True
+        kinds = [event["event"] for event in events]
+        assert kinds[-1] == "run_finished", events[-1]
+        assert [int(event["id"]) for event in events] == list(range(1, len(events) + 1))
+        steps = [json.loads(event["data"])["payload"] for event in events if event["event"] == "step"]
+        assert [step["step"] for step in steps] == [0, 1]
+        assert all("reward/mean" in step["metrics"] and "time/train_s" in step["metrics"] for step in steps)
+        states = [json.loads(e["data"])["payload"]["state"] for e in events if e["event"] == "round_state"]
+        assert states[0] == "pending" and states[-1] == "done"
+        shown = httpx.get(f"{url}/v1/runs/{run['id']}", headers=AUTH).json()
+        assert shown["status"] == "idle" and [r["state"] for r in shown["rounds"]] == ["done"]
+        assert f'visiong1_step{{run_id="{run["id"]}"}} 1.0' in httpx.get(f"{url}/metrics", headers=AUTH).text
+        # The run has ended: no coordinator would serve another round.
+        assert httpx.post(f"{url}/v1/runs/{run['id']}/rounds", json={}, headers=AUTH).status_code == 409
+        # A client that reconnects with Last-Event-ID gets only what it has not seen.
+        first_step = next(event["id"] for event in events if event["event"] == "step")
+        with httpx.stream("GET", url + run["events"], headers={**AUTH, "Last-Event-ID": first_step},
+                          timeout=60) as resumed:
+            replay = read_sse(resumed)
+        assert [e["id"] for e in replay] == [e["id"] for e in events[int(first_step):]]
 
-
-def read_sse(response) -> list[dict]:
-    """Parse a text/event-stream body into events (type, id, data), in order."""
-    events, current = [], {}
-    for line in response.iter_lines():
-        if not line:
-            if current:
-                events.append(current)
-            current = {}
-        elif not line.startswith(":"):
-            field, _, value = line.partition(":")
-            current[field] = value.lstrip(" ")
-    return events
-
-
-def test_started_run_streams_step_events_to_the_end(api_url, model_cache, tmp_path):
-    overrides = [f"model.cache_dir={model_cache}", "model.warm_start_steps=60", f"output_dir={tmp_path}",
-                 "data.num_items=16", "round.steps=2", "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
-                 "rollout.max_new_tokens=8", "reward.num_cpus=0.1"]
-    created = httpx.post(f"{api_url}/v1/runs", json={"overrides": overrides, "config": {"name": "api"}})
-    assert created.status_code == 201, created.text
-    run = created.json()
-    assert run["id"].startswith("api-") and run["events"] == f"/v1/runs/{run['id']}/events"
-    with httpx.stream("GET", api_url + run["events"], timeout=300) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        events = read_sse(response)
-    kinds = [event["event"] for event in events]
-    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
-    steps = [json.loads(event["data"]) for event in events if event["event"] == "step"]
-    assert [step["step"] for step in steps] == [0, 1]
-    assert all("reward/mean" in step and "time/train_s" in step for step in steps)
-    # A client that reconnects with Last-Event-ID gets only what it has not seen.
-    last_step_id = next(event["id"] for event in events if event["event"] == "step")
-    with httpx.stream("GET", api_url + run["events"], headers={"Last-Event-ID": last_step_id}, timeout=60) as resumed:
-        replay = read_sse(resumed)
-    assert int(replay[0]["id"]) == int(last_step_id) + 1 and replay[-1]["event"] == "run_finished"
-
-
-def test_invalid_config_is_rejected_with_the_field_path(api_url):
-    response = httpx.post(f"{api_url}/v1/runs", json={"overrides": ["learner.lr=-1"]})
-    assert response.status_code == 422
-    assert "learner.lr: Input should be greater than 0" in response.json()["detail"]
-    response = httpx.post(f"{api_url}/v1/runs", json={"config": {"rollout": {"replica": 2}}})
-    assert response.status_code == 422 and "rollout.replica" in response.json()["detail"]
-
-
-def test_unknown_run_is_404_and_oversized_body_is_413(api_url):
-    assert httpx.get(f"{api_url}/v1/runs/nope/events").status_code == 404
-    response = httpx.post(f"{api_url}/v1/runs", json={"overrides": ["name=" + "x" * 5000]})
-    assert response.status_code == 413

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="checkpoint directory, store path or pyarrow filesystem URI")
     export.add_argument("output_dir", help="Hugging Face model directory to write")
     _add_data_commands(commands)
+    _add_client_commands(commands)
     report = commands.add_parser("report", help="write a run's HTML report with plots",
                                  description="Held-out accuracy per domain per round, reward/accuracy per step, "
                                              "group-accuracy histograms, selection funnels, step time by phase.")
@@ -82,6 +83,47 @@ def _add_data_commands(commands) -> None:
                                       description="One verl row per item; importable back with format: verl.")
     export.add_argument("pool", help="pool directory")
     export.add_argument("output", help="Parquet file to write")
+
+
+def _add_client_commands(commands) -> None:
+    """Commands that talk to a running control plane (visiong1.client); token from VISIONG1_API_TOKEN."""
+    def with_url(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--url", help="control plane URL (default: $VISIONG1_API_URL or http://127.0.0.1:8000)")
+        return parser
+
+    runs = commands.add_parser("runs", help="create, list, show and cancel runs on the control plane",
+                               description="REST client of `visiong1 serve`; the bearer token comes from "
+                                           "VISIONG1_API_TOKEN.")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True)
+    create = with_url(runs_commands.add_parser("create", help="start a run from a YAML config (merged over the "
+                                                              "server's config)"))
+    create.add_argument("config_file", metavar="CONFIG", help="sparse YAML run config")
+    create.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied last")
+    with_url(runs_commands.add_parser("list", help="runs, newest first"))
+    for name, text in (("get", "a run with its rounds and config"), ("cancel", "cancel a run")):
+        with_url(runs_commands.add_parser(name, help=text)).add_argument("run_id", metavar="RUN")
+    rounds = commands.add_parser("rounds", help="start, show and cancel rounds of a run",
+                                 description="Rounds over REST follow a run's configured rounds.")
+    rounds_commands = rounds.add_subparsers(dest="rounds_command", required=True)
+    start = with_url(rounds_commands.add_parser("start", help="queue the run's next round"))
+    start.add_argument("run_id", metavar="RUN")
+    start.add_argument("--steps", type=int, help="RL steps of this round (round.steps)")
+    start.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="round overrides: selection.* keys")
+    for name, text in (("get", "a round's state and progress"), ("cancel", "cancel a round")):
+        parser = with_url(rounds_commands.add_parser(name, help=text))
+        parser.add_argument("run_id", metavar="RUN")
+        parser.add_argument("index", type=int, metavar="INDEX")
+    watch = with_url(commands.add_parser("watch", help="follow a run's events live until it ends",
+                                         description="Streams the run's events (SSE), resuming after drops; "
+                                                     "exits 1 when the run fails."))
+    watch.add_argument("run_id", metavar="RUN")
+    watch.add_argument("--after", type=int, default=0, help="start after this event id")
+    scale = commands.add_parser("scale", help="scale a run's workers",
+                                description="Scale rollout replicas of a run while its learners keep training.")
+    scale_commands = scale.add_subparsers(dest="scale_command", required=True)
+    rollout = with_url(scale_commands.add_parser("rollout", help="set the run's rollout replica target"))
+    rollout.add_argument("run_id", metavar="RUN")
+    rollout.add_argument("replicas", type=int, metavar="N")
 
 
 def _run_data_command(args) -> int:
@@ -135,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, OSError, ValueError) as error:
             print(f"visiong1 data {args.data_command}: {error}", file=sys.stderr)
             return 2
+    if args.command in ("runs", "rounds", "watch", "scale"):
+        from visiong1.client import run_command
+
+        return run_command(args)
     if args.command == "build-model":
         from visiong1.models.tiny import tiny_model_path
 

@@ -1,97 +1,94 @@
-"""FastAPI app: start a run, stream its events as server-sent events.
+"""The control plane's FastAPI app: runs, rounds, events (SSE), rollout scaling, cluster status, health, metrics.
 
-Runs execute in coordinator actors named by run id; this process only validates input and talks to them through
-Ray, so it can restart without touching training. (The full control plane is the control-plane issue.)
+Every resource reads and writes the run store; runs execute in coordinator actors that commit to the same store,
+so this process keeps no state of its own and may restart (or run as several replicas) without touching training.
+
+    app = create_app(config)                        # store from config (or `store=`), runs started on Ray
+    app = create_app(config, launcher=fake)         # tests: anything with launch/alive/ready/cluster
+
+Errors: 400 bad Last-Event-ID, 401 missing/invalid token (with WWW-Authenticate), 403 read-only token on a write,
+404 unknown run or round, 409 state conflicts (active round, cancelled run, idempotency key in use), 413 body over
+`api.max_body_bytes`, 422 invalid config or request (with the field path) or an idempotency key reused with another
+body, 502/504 a coordinator that failed or did not register in time.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
 
-import ray
-from fastapi import FastAPI, Header, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
-from sse_starlette.sse import EventSourceResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 
-from actors.coordinator import TERMINAL_EVENTS, start_run
-from visiong1.config import ConfigError, load_config_tree
+from services.api.auth import Tokens, authorize
+from services.api.context import ApiContext, Launcher, LaunchFailed, LaunchTimeout
+from services.api.limits import BodyLimit
+from services.api.routers import cluster, events, health, rollout, rounds, runs
+from services.api.telemetry import RequestMetrics, StoreCollector
+from visiong1.config import ConfigError, RunConfig
+from visiong1.store import DEFAULT_FILENAME, Conflict, IdempotencyKeyReused, NotFound, RunStore
 
-
-class StartRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    config: dict = Field(default_factory=dict)
-    """Run config tree (sparse; defaults are the CPU demo)."""
-    overrides: list[str] = Field(default_factory=list)
-    """Dotted overrides applied on top of `config`, e.g. `round.steps=5`."""
+STORE_ENV = "VISIONG1_STORE_URL"
 
 
-class RunStarted(BaseModel):
-    id: str
-    events: str
+def store_location(config: RunConfig) -> str:
+    """The server's run store: `VISIONG1_STORE_URL`, else `store`, else `<output_dir>/store.sqlite3` (absolute)."""
+    location = os.environ.get(STORE_ENV) or config.store or str(Path(config.output_dir) / DEFAULT_FILENAME)
+    return location if "://" in location else str(Path(location).resolve())
 
 
-def create_app(namespace: str, max_body_bytes: int = 1 << 20, poll_s: float = 0.25) -> FastAPI:
-    """The app; Ray must already be connected in this process (see `server.main`)."""
-    app = FastAPI(title="visiong1", version="0.1.0")
+def server_config(config: RunConfig) -> RunConfig:
+    """The server's config as runs inherit it: `store` and `output_dir` pinned, so coordinators share its store."""
+    return config.model_copy(update={"store": store_location(config),
+                                     "output_dir": str(Path(config.output_dir).resolve())})
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Starlette has no body limit of its own; refuse oversized bodies before reading them.
-        declared = request.headers.get("content-length")
-        if declared is not None and int(declared) > max_body_bytes:
-            return _error(413, f"request body of {declared} bytes exceeds {max_body_bytes}")
-        return await call_next(request)
 
-    @app.get("/healthz")
-    def health() -> dict:
-        return {"status": "ok", "ray": ray.is_initialized()}
+def create_app(config: RunConfig, *, launcher: Launcher | None = None, store: RunStore | None = None,
+               tokens: Tokens | None = None) -> FastAPI:
+    """The app. Defaults: the store at `store_location(config)`, tokens from `api.token_file` and the env, and runs
+    started on Ray (which must already be connected in this process, see `server.main`)."""
+    config = server_config(config)
+    store = store or RunStore.open(config.store)
+    if launcher is None:
+        from services.api.launcher import RayLauncher
 
-    @app.post("/v1/runs", status_code=201, response_model=RunStarted)
-    def start(body: StartRun) -> RunStarted:
-        try:
-            config = load_config_tree(body.config, body.overrides)
-        except ConfigError as error:
-            raise HTTPException(status_code=422, detail=str(error)) from None
-        run_id, _, _ = start_run(config, detached=True)
-        return RunStarted(id=run_id, events=f"/v1/runs/{run_id}/events")
+        launcher = RayLauncher(store, config.ray.namespace, config.api.start_timeout_s)
+    tokens = tokens if tokens is not None else Tokens.load(config.api.token_file)
 
-    @app.get("/v1/runs/{run_id}/events")
-    async def events(run_id: str, last_event_id: int | None = Header(default=None)):
-        coordinator = _coordinator(run_id, namespace)
-        first = 0 if last_event_id is None else last_event_id + 1
-        return EventSourceResponse(_stream(coordinator, run_id, first, poll_s))
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        store.close()
 
+    app = FastAPI(title="visiong1", version="0.1.0", lifespan=lifespan,
+                  description="Control plane of visiong1: runs, rounds, event streams, rollout scaling.")
+    app.state.context = ApiContext(config=config, store=store, launcher=launcher, tokens=tokens)
+    app.state.registry = CollectorRegistry()
+    app.state.registry.register(StoreCollector(store))
+
+    authorized = [Depends(authorize)]
+    for module in (runs, rounds, events, rollout, cluster):
+        app.include_router(module.router, dependencies=authorized)
+    app.include_router(health.router)
+    app.add_api_route("/metrics", health.metrics, methods=["GET"], dependencies=authorized, tags=["health"],
+                      include_in_schema=True)
+    _add_error_handlers(app)
+    # Outermost last: metrics see every response, the body limit applies before any route reads a byte.
+    app.add_middleware(BodyLimit, max_bytes=config.api.max_body_bytes)
+    app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app
 
 
-def _coordinator(run_id: str, namespace: str):
-    try:
-        return ray.get_actor(run_id, namespace=namespace)
-    except ValueError:
-        raise HTTPException(status_code=404, detail=f"no run {run_id!r}") from None
+def _add_error_handlers(app: FastAPI) -> None:
+    def handler(status: int):
+        async def respond(_request: Request, error: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(error)}, status)
+        return respond
 
-
-async def _stream(coordinator, run_id: str, first: int, poll_s: float):
-    """Yield events from `first` on, until a terminal event; a dead coordinator ends the stream with run_failed."""
-    seen = first
-    while True:
-        try:
-            batch = await coordinator.events.remote(seen)
-        except ray.exceptions.RayActorError as error:
-            yield {"event": "run_failed", "data": json.dumps({"type": "run_failed", "run_id": run_id,
-                                                              "error": f"coordinator died: {error}"})}
-            return
-        for event in batch:
-            seen = event["seq"] + 1
-            yield {"event": event["type"], "id": str(event["seq"]), "data": json.dumps(event)}
-            if event["type"] in TERMINAL_EVENTS:
-                return
-        await asyncio.sleep(poll_s)
-
-
-def _error(status: int, detail: str):
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(status_code=status, content={"detail": detail})
+    # IdempotencyKeyReused is a ValueError, registered before nothing broader: only the store's own errors and
+    # config errors map to statuses; anything else is a bug and stays a 500.
+    for error_class, status in ((NotFound, 404), (Conflict, 409), (IdempotencyKeyReused, 422), (ConfigError, 422),
+                                (LaunchFailed, 502), (LaunchTimeout, 504)):
+        app.add_exception_handler(error_class, handler(status))

@@ -1,0 +1,71 @@
+"""What every request needs, injected by type: the run store, the server's config, and the run launcher.
+
+The API process keeps no state of its own beyond these handles: runs, rounds, events, metrics, replica targets and
+idempotency keys all live in the run store, so the API may be restarted or replicated freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+
+from services.api.auth import Tokens
+from visiong1.config import RunConfig
+from visiong1.store import RunStore
+
+
+class LaunchFailed(RuntimeError):
+    """The run's coordinator failed before registering the run (HTTP 502)."""
+
+
+class LaunchTimeout(TimeoutError):
+    """The run's coordinator did not register the run in time (HTTP 504)."""
+
+
+class Launcher(Protocol):
+    """Starts coordinators; the Ray implementation is `services.api.launcher.RayLauncher`."""
+
+    def launch(self, config: RunConfig) -> str:
+        """Start a run's coordinator; return the run id once the run is in the store."""
+
+    def alive(self, run_id: str) -> bool | None:
+        """Whether the run's coordinator is alive (None: cannot tell)."""
+
+    def ready(self) -> bool:
+        """Whether runs can be started now."""
+
+    def cluster(self) -> dict[str, Any]:
+        """Nodes and resources of the cluster runs execute on."""
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    config: RunConfig
+    """The server's config: the base of every run's config and the `api` settings."""
+    store: RunStore
+    launcher: Launcher
+    tokens: Tokens
+
+
+def _context(request: Request) -> ApiContext:
+    return request.app.state.context
+
+
+def _store(request: Request) -> RunStore:
+    return request.app.state.context.store
+
+
+def _config(request: Request) -> RunConfig:
+    return request.app.state.context.config
+
+
+def _launcher(request: Request) -> Launcher:
+    return request.app.state.context.launcher
+
+
+Context = Annotated[ApiContext, Depends(_context)]
+Store = Annotated[RunStore, Depends(_store)]
+ServerConfig = Annotated[RunConfig, Depends(_config)]
+RunLauncher = Annotated[Launcher, Depends(_launcher)]

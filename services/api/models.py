@@ -1,0 +1,150 @@
+"""Request and response bodies of the REST API (pydantic), built from the run store's rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from visiong1.config import RoundConfig, RolloutConfig
+from visiong1.store import Event, Round, RoundState, Run, RunStatus
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunCreate(Body):
+    config: dict[str, Any] = Field(default_factory=dict)
+    """Sparse run config tree merged over the server's config."""
+    overrides: list[str] = Field(default_factory=list, max_length=1000)
+    """Dotted overrides applied last, e.g. `round.steps=5`."""
+
+
+class RoundCreate(Body):
+    overrides: dict[str, Any] = Field(default_factory=dict, max_length=100)
+    """Dotted keys (`round.steps`, `selection.*`) to JSON values, for this round only."""
+
+
+class ReplicasUpdate(Body):
+    replicas: int = Field(ge=1, le=4096)
+
+
+class RoundOut(BaseModel):
+    run_id: str
+    index: int
+    state: RoundState
+    overrides: dict[str, Any]
+    cancel_requested: bool
+    error: str | None
+    created_at: float
+    started_at: float | None
+    updated_at: float
+    finished_at: float | None
+    steps: int
+    """Steps this round trains (its override of `round.steps`, else the run's)."""
+    last_step: int | None = None
+    """Highest step committed in this round (steps count globally across the run); None before the first."""
+
+    @classmethod
+    def of(cls, round_: Round, run_steps: int, last_step: int | None = None) -> RoundOut:
+        return cls(run_id=round_.run_id, index=round_.index, state=round_.state, overrides=round_.overrides,
+                   cancel_requested=round_.cancel_requested, error=round_.error, created_at=round_.created_at,
+                   started_at=round_.started_at, updated_at=round_.updated_at, finished_at=round_.finished_at,
+                   steps=round_.overrides.get("round.steps", run_steps), last_step=last_step)
+
+
+class RunSummary(BaseModel):
+    id: str
+    name: str
+    status: RunStatus
+    cancel_requested: bool
+    rollout_replicas: int
+    """Rollout replica target: set over REST, else the config's."""
+    last_event_id: int
+    created_at: float
+    updated_at: float
+    events: str
+    """Path of the run's event stream."""
+
+    @classmethod
+    def of(cls, run: Run) -> RunSummary:
+        return cls(id=run.id, name=run.config.get("name", ""), status=run.status,
+                   cancel_requested=run.cancel_requested, rollout_replicas=replicas_target(run),
+                   last_event_id=run.last_event_id, created_at=run.created_at, updated_at=run.updated_at,
+                   events=f"/v1/runs/{run.id}/events")
+
+
+class RunOut(RunSummary):
+    config: dict[str, Any]
+    """The resolved config (a password in the store URL is masked)."""
+    rounds: list[RoundOut]
+
+    @classmethod
+    def full(cls, run: Run, rounds: list[Round]) -> RunOut:
+        steps = round_setting(run, "steps")
+        return cls(**RunSummary.of(run).model_dump(), config=redacted(run.config),
+                   rounds=[RoundOut.of(r, steps) for r in rounds])
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+
+
+class RoundList(BaseModel):
+    rounds: list[RoundOut]
+
+
+class Replicas(BaseModel):
+    run_id: str
+    replicas: int
+    """The target the run's coordinator applies at its next step boundary."""
+    configured: int
+    """`rollout.replicas` of the run's config."""
+    source: str
+    """`api` once set over REST, else `config`."""
+
+    @classmethod
+    def of(cls, run: Run) -> Replicas:
+        return cls(run_id=run.id, replicas=replicas_target(run), configured=_configured_replicas(run),
+                   source="config" if run.rollout_replicas is None else "api")
+
+
+class EventOut(BaseModel):
+    id: int
+    run_id: str
+    type: str
+    round: int | None
+    time: float
+    payload: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: Event) -> EventOut:
+        return cls(id=event.id, run_id=event.run_id, type=event.kind, round=event.round_index,
+                   time=event.created_at, payload=event.payload)
+
+
+def round_setting(run: Run, key: str) -> Any:
+    """`round.<key>` of the run's stored config (its default where the stored tree is sparse)."""
+    return run.config.get("round", {}).get(key, RoundConfig.model_fields[key].default)
+
+
+def _configured_replicas(run: Run) -> int:
+    return run.config.get("rollout", {}).get("replicas", RolloutConfig.model_fields["replicas"].default)
+
+
+def replicas_target(run: Run) -> int:
+    return _configured_replicas(run) if run.rollout_replicas is None else run.rollout_replicas
+
+
+def redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with the store URL's password masked (it names the database every run writes to)."""
+    store = config.get("store")
+    if not store or "://" not in store:
+        return config
+    from sqlalchemy import make_url
+
+    url = make_url(store)
+    if url.password is None:
+        return config
+    return {**config, "store": url.render_as_string(hide_password=True)}
