@@ -7,6 +7,7 @@ answers, lr 1e-4 instead of 1e-6, a transformers engine in place of vLLM. Launch
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 import ray
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from visiong1.cluster import connect
 from actors.coordinator import TERMINAL_EVENTS, start_run
-from visiong1.config import RunConfig
+from visiong1.config import RunConfig, load_config_tree
 from visiong1.eval.plots import plot_metrics
 
 STEP_COLUMNS = {"reward/mean": "reward", "reward/accuracy": "acc", "reward/mixed_group_fraction": "mixed",
@@ -87,4 +88,46 @@ def main(config: RunConfig) -> int:
         console.print(evaluation_table(final["evaluations"]))
     console.print(f"done in {time.perf_counter() - started:.1f}s; run directory {run_dir} (plot: {plot.name}, "
                   f"report: {final['report']})")
+    return 0
+
+
+ABLATIONS = {"full": [], "no_influence": ["selection.influence.enabled=false"],
+             "no_difficulty": ["selection.offline_difficulty=false", "selection.dynamic_sampling=false"],
+             "one_round": ["round.rounds=1"]}
+
+
+def ablation_table(summaries: dict[str, dict]) -> Table:
+    """Final held-out greedy accuracy per domain (rows) for each variant (columns), beside the starting policy's."""
+    first = next(iter(summaries.values()))["evaluations"]
+    table = Table(title="Ablations: held-out greedy accuracy after the last round")
+    table.add_column("domain")
+    table.add_column("start", justify="right")
+    for name in summaries:
+        table.add_column(name, justify="right")
+    for domain in first[0]["accuracy"]:
+        table.add_row(domain, f"{first[0]['accuracy'][domain]:.3f}",
+                      *(f"{s['evaluations'][-1]['accuracy'][domain]:.3f}" for s in summaries.values()))
+    table.add_row("mean", f"{first[0]['accuracy_mean']:.3f}",
+                  *(f"{s['evaluations'][-1]['accuracy_mean']:.3f}" for s in summaries.values()))
+    return table
+
+
+def ablate(config: RunConfig) -> int:
+    """`visiong1 ablate`: the config as given, then without influence, without the difficulty filters, and with
+    one round; prints the side-by-side table and writes `<output_dir>/ablation.json`."""
+    console = Console()
+    connect(config.ray.address, config.ray.num_cpus, config.ray.namespace)
+    summaries = {}
+    for name, overrides in ABLATIONS.items():
+        variant = load_config_tree(config.model_dump(mode="json"), [*overrides, f"name={config.name}-{name}"])
+        run_id, _, done = start_run(variant)
+        console.print(f"{name}: run [bold]{run_id}[/bold]")
+        summaries[name] = ray.get(done)
+        if "cancelled" in summaries[name] or not summaries[name]["evaluations"]:
+            console.print(f"[red]{name}: no held-out evaluation (cancelled, or eval.enabled=false)[/red]")
+            return 1
+    console.print(ablation_table(summaries))
+    target = Path(config.output_dir) / "ablation.json"
+    target.write_text(json.dumps({name: s["evaluations"] for name, s in summaries.items()}, indent=2) + "\n")
+    console.print(f"wrote {target}")
     return 0

@@ -6,7 +6,7 @@ import pytest
 
 from visiong1.cli import RUNNERS, _load_runner, build_parser
 
-COMMANDS = ["demo", "serve", "config", "build-model", "reward", "export", "data", "report"]
+COMMANDS = ["demo", "ablate", "serve", "config", "build-model", "reward", "export", "data", "report"]
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import sys
 
 from visiong1.config import ConfigError, load_config
 
-RUNNERS = {"demo": "actors.demo:main", "serve": "services.api.server:main",
+RUNNERS = {"demo": "actors.demo:main", "ablate": "actors.demo:ablate", "serve": "services.api.server:main",
            "reward serve": "services.reward.server:main"}
 
 
@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Build or reuse the tiny model, start a local Ray cluster and run one "
                                            "round; writes runs/<id>/ (config.json, metrics.jsonl, checkpoint/).")
     _add_config_arguments(demo)
+    ablate = commands.add_parser("ablate", help="run the config and its ablations; print held-out accuracy side by side",
+                                 description="The config as given, then without influence, without the difficulty "
+                                             "filters, and with one round; writes <output_dir>/ablation.json.")
+    _add_config_arguments(ablate)
     serve = commands.add_parser("serve", help="start the REST control plane (FastAPI + uvicorn)",
                                 description="Serve POST /v1/runs and GET /v1/runs/{id}/events on api.host:api.port; "
                                             "connects to ray.address or starts a local Ray cluster.")
