@@ -15,17 +15,24 @@ def render(table) -> str:
     return console.export_text()
 
 
+def row(text: str, first: str) -> list[str]:
+    """The cells of the table row whose first cell is `first`."""
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        if cells[0] == first:
+            return cells[1:]
+    raise AssertionError(f"no row {first!r} in\n{text}")
+
+
 def test_ablation_table_puts_each_variant_beside_the_start():
     summaries = {name: {"evaluations": [evaluation("initial", 0.1, 0.2), evaluation("round_2", 0.1 + i / 10, 0.5)]}
                  for i, name in enumerate(ABLATIONS)}
     text = render(ablation_table(summaries))
     assert all(name in text for name in ABLATIONS)
-    gui_row = next(line for line in text.splitlines() if line.strip().startswith("gui"))
-    assert gui_row.split()[1:] == ["0.100", "0.100", "0.200", "0.300", "0.400"]
-    assert "mean" in text and "0.450" in text  # one_round: (0.4 + 0.5) / 2
+    assert row(text, "gui") == ["0.100", "0.100", "0.200", "0.300", "0.400"]
+    assert row(text, "mean")[-1] == "0.450"  # one_round: (0.4 + 0.5) / 2
 
 
 def test_evaluation_table_has_one_column_per_evaluation():
     text = render(evaluation_table([evaluation("initial", 0.0, 1.0), evaluation("round_0", 0.5, 1.0)]))
-    science = next(line for line in text.splitlines() if line.strip().startswith("science"))
-    assert science.split()[1:] == ["1.000", "1.000"] and "round_0" in text
+    assert row(text, "science") == ["1.000", "1.000"] and row(text, "domain") == ["initial", "round_0"]
