@@ -18,7 +18,7 @@ def render(table) -> str:
 def row(text: str, first: str) -> list[str]:
     """The cells of the table row whose first cell is `first`."""
     for line in text.splitlines():
-        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        cells = [cell.strip() for cell in line.replace("┃", "│").strip("│ ").split("│")]  # header rows use ┃
         if cells[0] == first:
             return cells[1:]
     raise AssertionError(f"no row {first!r} in\n{text}")
