@@ -30,7 +30,7 @@ from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig, load_config_tree, write_resolved
 from visiong1.data.pool import load_pool
 from visiong1.data.schema import content_hash
-from visiong1.eval.heldout import split_held_out
+from visiong1.eval.heldout import blank_images, split_held_out
 from visiong1.eval.report import write_report
 from visiong1.eval.trackers import Trackers
 from visiong1.data.synthetic import generate_pool
@@ -64,6 +64,7 @@ class Coordinator:
         self.influence_verdicts: dict[str, tuple[float, str]] = {}  # carried when curriculum.rescore_influence=False
         self.history: list[dict] = []  # every step's metrics
         self.evaluations: list[dict] = []  # held-out results, before round 0 and after each round
+        self.controls: list[dict] = []  # the same evaluation on altered inputs (blank images)
         self.phase_seconds: dict[str, float] = {}
         self.store = RunStore.open(config.store or Path(config.output_dir) / DEFAULT_FILENAME)
         self.store_round: int | None = None  # the store's index of the round in progress
@@ -128,6 +129,9 @@ class Coordinator:
                 cursor = None
             while (requested := self._wait_for_round()) is not None:
                 self._round(requested)
+            if self.config.eval.blank_image_control:
+                with self._phase("evaluate"):
+                    self._evaluate("blank_images", blank_images(self.held_out), control=True)
             with self._phase("checkpoint"):
                 checkpoint = self._checkpoint()
         except RunCancelled as cancelled:  # a request through the store, honoured at a step boundary
@@ -285,7 +289,7 @@ class Coordinator:
                    "window": window,
                    "accuracy_first": float(np.mean([row["reward/accuracy"] for row in self.history[:window]])),
                    "accuracy_last": float(np.mean([row["reward/accuracy"] for row in self.history[-window:]])),
-                   "evaluations": self.evaluations,
+                   "evaluations": self.evaluations, "controls": self.controls,
                    "phase_seconds": {name: round(value, 2) for name, value in self.phase_seconds.items()}}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary | {"report": str(write_report(self.run_dir))}
@@ -337,12 +341,18 @@ class Coordinator:
         self.items = {i.id: i for i in self.items.values() if content_hash(i.question, i.answer, i.images) not in seen}
         return held_out
 
-    def _evaluate(self, label: str) -> None:
-        """Held-out greedy accuracy and pass@k per domain, through the run's rollout and reward groups."""
-        if not self.held_out:
+    def _evaluate(self, label: str, items: list[PromptItem] | None = None, control: bool = False) -> None:
+        """Held-out greedy accuracy and pass@k per domain (of `items`, default the held-out set), through the run's
+        rollout and reward groups. A `control` result goes to the summary's `controls`, not the evaluations."""
+        items = self.held_out if items is None else items
+        if not items:
             return
         result = {"label": label, "round": self.round_index if label != "initial" else None,
-                  "step": self.global_step, **evaluate(self.held_out, self.rollout, self.rewards, self.config)}
+                  "step": self.global_step, **evaluate(items, self.rollout, self.rewards, self.config)}
+        if control:
+            self.controls.append(result)
+            self._emit("evaluation", control=True, **result)
+            return
         self.evaluations.append(result)
         self.trackers.log({"eval/accuracy_mean": result["accuracy_mean"],
                            **{f"eval/accuracy_{d}": v for d, v in result["accuracy"].items()}}, self.global_step)

@@ -44,7 +44,7 @@ def _show(event: dict, progress: Progress, task, console: Console) -> None:
     kind = event["type"]
     if kind == "phase":
         progress.update(task, description=event["phase"].replace("_", " "))
-    elif kind == "evaluation":
+    elif kind == "evaluation" and not event.get("control"):
         console.print(f"held-out accuracy ({event['label']}): mean {event['accuracy_mean']:.3f}  " +
                       "  ".join(f"{domain} {value:.2f}" for domain, value in event["accuracy"].items()))
     elif kind == "selection":
@@ -86,6 +86,9 @@ def main(config: RunConfig) -> int:
                   f"last {final['window']} steps {final['accuracy_last']:.3f}")
     if final["evaluations"]:
         console.print(evaluation_table(final["evaluations"]))
+    for control in final["controls"]:
+        console.print(f"control ({control['label']}): held-out accuracy mean {control['accuracy_mean']:.3f}  " +
+                      "  ".join(f"{domain} {value:.2f}" for domain, value in control["accuracy"].items()))
     console.print(f"done in {time.perf_counter() - started:.1f}s; run directory {run_dir} (plot: {plot.name}, "
                   f"report: {final['report']})")
     return 0

@@ -116,7 +116,9 @@ def test_held_out_evaluation_before_and_after_every_round(finished_run):
     _, summary, events, run_dir = finished_run
     evaluations = json.loads((run_dir / "summary.json").read_text())["evaluations"]
     assert [e["label"] for e in evaluations] == ["initial", "round_0", "round_1"] == \
-        [e["label"] for e in events if e["type"] == "evaluation"]
+        [e["label"] for e in events if e["type"] == "evaluation" and not e.get("control")]
+    control = json.loads((run_dir / "summary.json").read_text())["controls"]
+    assert [c["label"] for c in control] == ["blank_images"] and control[0]["items"] == 8
     for result in evaluations:
         assert result["items"] == 8 and set(result["accuracy"]) == {"counting"}
         assert 0.0 <= result["accuracy"]["counting"] <= result["pass_at_k"]["counting"] + 0.5 and result["pass_k"] == 2

@@ -366,6 +366,9 @@ class EvalConfig(Section):
     """Held-out items per domain (synthetic: freshly generated with another seed; a built pool: carved out of it)."""
     pass_k: int = Field(4, ge=1)
     """pass@k from k samples at the rollout temperature, besides greedy accuracy (1 = greedy only)."""
+    blank_image_control: bool = True
+    """After the last round, also evaluate with every image blanked: accuracy should stay near chance (answers are
+    not guessable from the question text)."""
 
 
 class TrackingConfig(Section):

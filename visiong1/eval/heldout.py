@@ -8,9 +8,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import random
 from collections import defaultdict
 from math import comb
+
+from PIL import Image
 
 from visiong1.types import PromptItem
 
@@ -43,3 +47,16 @@ def split_held_out(items: list[PromptItem], per_domain_count: int, seed: int) ->
         members = by_domain[domain]
         held.update(rng.sample(members, min(per_domain_count, len(members) // 2)))
     return [i for i in items if i.id not in held], [i for i in items if i.id in held]
+
+
+def blank_images(items: list[PromptItem]) -> list[PromptItem]:
+    """The items with every image replaced by a black one of the same size (the text-only control)."""
+    blanked = []
+    for item in items:
+        images = []
+        for data in item.images:
+            buffer = io.BytesIO()
+            Image.new("RGB", Image.open(io.BytesIO(data)).size).save(buffer, format="PNG")
+            images.append(buffer.getvalue())
+        blanked.append(dataclasses.replace(item, images=images))
+    return blanked
