@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from services.api.auth import Tokens, authorize
 from services.api.context import ApiContext, Launcher, LaunchFailed, LaunchTimeout
+from services.api.feeds import Feeds
 from services.api.limits import BodyLimit
 from services.api.routers import cluster, events, health, rollout, rounds, runs
 from services.api.telemetry import RequestMetrics, StoreCollector
@@ -57,14 +58,18 @@ def create_app(config: RunConfig, *, launcher: Launcher | None = None, store: Ru
         launcher = RayLauncher(store, config.ray.namespace, config.api.start_timeout_s)
     tokens = tokens if tokens is not None else Tokens.load(config.api.token_file)
 
+    feeds = Feeds(store, launcher, config.api.events_poll_s)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        feeds.close()
         store.close()
 
     app = FastAPI(title="visiong1", version="0.1.0", lifespan=lifespan,
                   description="Control plane of visiong1: runs, rounds, event streams, rollout scaling.")
-    app.state.context = ApiContext(config=config, store=store, launcher=launcher, tokens=tokens)
+    app.state.context = ApiContext(config=config, store=store, launcher=launcher, tokens=tokens,
+                                    feeds=feeds)
     app.state.registry = CollectorRegistry()
     app.state.registry.register(StoreCollector(store))
 

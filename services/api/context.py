@@ -12,6 +12,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 from services.api.auth import Tokens
+from services.api.feeds import Feeds
 from visiong1.config import RunConfig
 from visiong1.store import RunStore
 
@@ -47,6 +48,8 @@ class ApiContext:
     store: RunStore
     launcher: Launcher
     tokens: Tokens
+    feeds: Feeds
+    """Shared per-run event pollers of this process's open streams (a cache of the store, not state)."""
 
 
 def _context(request: Request) -> ApiContext:
@@ -65,7 +68,12 @@ def _launcher(request: Request) -> Launcher:
     return request.app.state.context.launcher
 
 
+def _feeds(request: Request) -> Feeds:
+    return request.app.state.context.feeds
+
+
 Context = Annotated[ApiContext, Depends(_context)]
 Store = Annotated[RunStore, Depends(_store)]
 ServerConfig = Annotated[RunConfig, Depends(_config)]
 RunLauncher = Annotated[Launcher, Depends(_launcher)]
+RunFeeds = Annotated[Feeds, Depends(_feeds)]

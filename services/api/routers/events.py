@@ -2,38 +2,36 @@
 
 Each SSE event carries the store's event id, so `Last-Event-ID` (or `?after=` on a first connect) resumes exactly
 after the last event the client saw, from any API process, also after a restart. The stream ends after the run's
-terminal event. A slow client is bounded: the stream holds at most one page of events for it, and a client that
-does not take a send within `SEND_TIMEOUT_S` is disconnected (it reconnects with Last-Event-ID and loses nothing).
+terminal event. Following streams share one store poller per run (`services.api.feeds`): a client behind the
+poller's memory catches up from the store page by page. A slow client is bounded: the stream holds at most one
+page of events for it, and a client that does not take a send within `SEND_TIMEOUT_S` is disconnected (it
+reconnects with Last-Event-ID and loses nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, HTTPException, Query, Request
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Header, HTTPException, Query
+from sse_starlette import EventSourceResponse
 
-from services.api.context import RunLauncher, ServerConfig, Store
-from services.api.models import EventOut
+from services.api.context import RunFeeds, Store
+from services.api.feeds import PAGE, Encoded, Feeds, RunFeed, encode, gone_message
 from services.api.routers.rounds import TERMINAL_EVENTS
 from visiong1.store import RunStore
 
 router = APIRouter(prefix="/v1/runs/{run_id}", tags=["events"])
 
-PAGE = 100
-"""Events read from the store at a time, and the most a stream buffers for one client."""
 SEND_TIMEOUT_S = 30.0
 PING_S = 15.0
-LIVENESS_S = 5.0
-"""How often an idle stream checks that the run's coordinator still lives."""
+FEED_CHECK_S = 5.0
+"""How long a stream waits on its feed before checking that the feed still runs."""
 
 
 @router.get("/events", response_class=EventSourceResponse, responses={404: {}, 400: {}})
-async def stream_events(run_id: str, store: Store, launcher: RunLauncher, server: ServerConfig,
+async def stream_events(run_id: str, store: Store, feeds: RunFeeds,
                         last_event_id: Annotated[str | None, Header()] = None,
                         after: Annotated[int, Query(ge=0, description="resume after this event id")] = 0,
                         follow: Annotated[bool, Query(description="false: end once caught up")] = True):
@@ -43,8 +41,8 @@ async def stream_events(run_id: str, store: Store, launcher: RunLauncher, server
         if not last_event_id.strip().isdigit():
             raise HTTPException(400, f"Last-Event-ID must be a non-negative integer, got {last_event_id!r}")
         after = int(last_event_id)
-    await anyio.to_thread.run_sync(store.get_run, run_id)  # 404 before the stream starts
-    events = _events(store, launcher, run_id, after, follow, server.api.events_poll_s)
+    run = await anyio.to_thread.run_sync(store.get_run, run_id)  # 404 before the stream starts
+    events = _follow(feeds, store, run_id, after, run.last_event_id) if follow else _catch_up(store, run_id, after)
     return EventSourceResponse(events, ping=PING_S, send_timeout=SEND_TIMEOUT_S)
 
 
@@ -55,26 +53,66 @@ def run_metrics(run_id: str, store: Store, round: int | None = Query(None, ge=0)
             for row in store.metrics_for(run_id, round)]
 
 
-async def _events(store: RunStore, launcher, run_id: str, after: int, follow: bool, poll_s: float):
-    seen, checked = after, time.monotonic()
+async def _catch_up(store: RunStore, run_id: str, after: int):
+    """The run's events after `after` as they are in the store now, page by page; ends once caught up."""
+    seen = after
     while True:
-        batch = await anyio.to_thread.run_sync(store.events_after, run_id, seen, PAGE)
-        for event in batch:
-            seen = event.id
-            yield ServerSentEvent(EventOut.of(event).model_dump_json(), event=event.kind, id=str(event.id))
-            if event.kind in TERMINAL_EVENTS:
+        batch = [encode(event) for event in await anyio.to_thread.run_sync(store.events_after, run_id, seen, PAGE)]
+        if batch:
+            seen, chunk, ended = _chunk(batch)
+            yield chunk
+            if ended:
                 return
-        if len(batch) == PAGE:
-            continue
-        if not follow:
+        if len(batch) < PAGE:
             return
-        if time.monotonic() - checked > LIVENESS_S:
-            checked = time.monotonic()
-            if await anyio.to_thread.run_sync(launcher.alive, run_id) is False:
-                if await anyio.to_thread.run_sync(store.events_after, run_id, seen, 1):
-                    continue  # it committed more before it went: deliver those first
-                # No id: the event is not in the store, and a resume must not skip past real ones.
-                yield ServerSentEvent(json.dumps({"run_id": run_id, "type": "run_failed", "payload": {
-                    "error": "the run's coordinator is gone without a final event"}}), event="run_failed")
+
+
+async def _follow(feeds: Feeds, store: RunStore, run_id: str, after: int, newest: int):
+    """The run's events after `after` until its terminal event: from the shared feed (started at `newest`, the
+    run's newest event id when this stream opened, if this is the run's first stream), else from the store."""
+    feed = feeds.subscribe(run_id, newest)
+    try:
+        seen = after
+        while True:
+            changed = feed.changed()  # taken before reading: a change after the read still wakes this stream
+            batch = await _next_page(feed, store, run_id, seen)
+            if batch:
+                seen, chunk, ended = _chunk(batch)
+                yield chunk
+                if ended:
+                    return
+                continue
+            if feed.gone:
+                yield gone_message(run_id)
                 return
-        await asyncio.sleep(poll_s)
+            await _wait(feed, changed)
+    finally:
+        feeds.unsubscribe(feed)
+
+
+def _chunk(batch: list[Encoded]) -> tuple[int, bytes, bool]:
+    """The batch's messages up to and including a terminal event, as one write (one send for the whole page
+    instead of one per event); returns (id of the last event in it, the bytes, whether the run ended)."""
+    for position, event in enumerate(batch):
+        if event.kind in TERMINAL_EVENTS:
+            batch = batch[:position + 1]
+            break
+    return batch[-1].id, b"".join(event.message for event in batch), batch[-1].kind in TERMINAL_EVENTS
+
+
+async def _next_page(feed: RunFeed, store: RunStore, run_id: str, seen: int):
+    """Events after `seen`: from the feed's memory, or from the store when `seen` is older than that."""
+    held = feed.after(seen)
+    if held is not None:
+        return held
+    return [encode(event) for event in await anyio.to_thread.run_sync(store.events_after, run_id, seen, PAGE)]
+
+
+async def _wait(feed: RunFeed, changed: asyncio.Event) -> None:
+    """Until the feed changes; raises if the feed stopped without a change (its store error, if it had one)."""
+    while not changed.is_set():
+        with anyio.move_on_after(FEED_CHECK_S):
+            await changed.wait()
+        if not changed.is_set() and not feed.running():
+            feed.after(0)  # raises the feed's error, if any
+            raise RuntimeError(f"the event feed of run {feed.run_id!r} stopped")
