@@ -182,7 +182,10 @@ def ray_curated_tables(config: DataConfig) -> Iterator[pa.Table]:
     work = [{"work": json.dumps(unit)} for unit in plan_work(config)]
     if not work:
         return
-    ray.data.DataContext.get_current().enable_progress_bars = False  # build_pool shows one bar for the whole build
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # build_pool shows one bar for the whole build
+    # In input order, so "the first of two duplicates is kept" means the same item as in the single-process loop.
+    context.execution_options.preserve_order = True
     workers = config.build_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     pool = ray.data.ActorPoolStrategy(size=min(workers, len(work)), max_tasks_in_flight_per_actor=2)
     dataset = ray.data.from_items(work, override_num_blocks=len(work)).map_batches(
