@@ -8,7 +8,6 @@ plane imports this module to start runs.
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 import traceback
@@ -298,7 +297,9 @@ class Coordinator:
         cfg = self.config
         self.items = {item.id: item for item in self._pool_items()}
         self.held_out = self._held_out_items()
-        self.targets = self._hold_out_targets() if cfg.selection.influence.enabled else []
+        # Influence targets: `target_per_domain` items per domain, held out for the whole run (never trained on).
+        self.targets = (split_held_out(list(self.items.values()), cfg.selection.influence.target_per_domain,
+                                       cfg.round.seed + 1)[1] if cfg.selection.influence.enabled else [])
         self.active = sorted(set(self.items) - {item.id for item in self.targets})
         self._emit("phase", phase="prepare_model")
         self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
@@ -393,15 +394,6 @@ class Coordinator:
         self._emit("selection", round=index, pool=len(self.active), targets=len(self.targets), in_band=in_band,
                    kept=len(candidates), **timings)
         return [item.id for item in candidates]
-
-    def _hold_out_targets(self) -> list[PromptItem]:
-        """`influence.target_per_domain` items per domain, seeded, never trained on."""
-        per_domain = self.config.selection.influence.target_per_domain
-        rng, targets = random.Random(self.config.round.seed + 1), []
-        for domain in sorted({item.domain for item in self.items.values()}):
-            members = sorted(item.id for item in self.items.values() if item.domain == domain)
-            targets += [self.items[i] for i in rng.sample(members, min(per_domain, len(members) // 2))]
-        return targets
 
     def _influence(self, candidates: list[PromptItem], difficulty: dict) -> list[PromptItem]:
         """Score candidates against the targets on the influence pool (or reuse earlier verdicts when
