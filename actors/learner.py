@@ -164,16 +164,16 @@ def prepare_model(config: RunConfig) -> str:
     quiet_transformers()
     from visiong1.data.synthetic import generate_pool
     from visiong1.models.tiny import tiny_model_path
-    from visiong1.training.warm_start import warm_start
+    from visiong1.training.warm_start import WARM_START_VERSION, warm_start
 
     base = tiny_model_path(config.model.cache_dir, config.model.tiny_seed)
     steps = config.model.warm_start_steps
     if steps == 0:
         return str(base)
-    target = Path(f"{base}-warm{steps}-{'+'.join(config.data.domains)}-d{config.data.difficulty}")
+    data = config.data
+    target = Path(f"{base}-warm{steps}v{WARM_START_VERSION}-{'+'.join(data.domains)}-d{data.difficulty}-px{data.image_size}")
     if not (target / "config.json").exists():
-        items = generate_pool(config.data.domains, 512, config.data.image_size, seed=config.data.seed + 10_000,
-                              difficulty=config.data.difficulty)
+        items = generate_pool(data.domains, 512, data.image_size, seed=data.seed + 10_000, difficulty=data.difficulty)
         staging = target.with_name(target.name + ".partial")
         warm_start(base, staging, items, config.round.system_prompt, steps)
         staging.rename(target)

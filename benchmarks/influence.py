@@ -41,7 +41,7 @@ from visiong1.models.tiny import tiny_model_path  # noqa: E402
 from visiong1.rewards import score  # noqa: E402
 from visiong1.selection.influence import GradientFeaturizer, nll_loss  # noqa: E402
 from visiong1.selection.scoring import domain_targets, influence_scores  # noqa: E402
-from visiong1.training.warm_start import warm_start  # noqa: E402
+from visiong1.training.warm_start import WARM_START_VERSION, warm_start  # noqa: E402
 
 CACHE = Path(".cache/visiong1/models")
 WARM_STEPS = 150
@@ -59,7 +59,7 @@ def warm_policy(steps: int = WARM_STEPS) -> str:
     about 80% held-out accuracy: room for the training comparison to show a difference (at the demo's 300 steps it
     is at ~94% and any further supervised training only loses accuracy)."""
     base = tiny_model_path(CACHE, seed=0)
-    target = Path(f"{base}-warm{steps}-counting-d1")
+    target = Path(f"{base}-warm{steps}v{WARM_START_VERSION}-counting-d1")
     if not (target / "config.json").exists():
         staging = target.with_name(target.name + ".partial")
         warm_start(base, staging, generate_pool(["counting"], 512, seed=10_000), SYSTEM_PROMPT, steps)

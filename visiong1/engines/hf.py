@@ -42,7 +42,6 @@ class HFEngine:
                                                     add_generation_prompt=True) for item in items]
         images = [decode_images(item) for item in items]
         inputs = self.processor(text=texts, images=images if any(images) else None, padding=True, return_tensors="pt")
-        inputs.pop("mm_token_type_ids", None)
         output = self.model.generate(
             **inputs, max_new_tokens=params.max_new_tokens, do_sample=not params.greedy,
             temperature=params.temperature if not params.greedy else None, top_p=params.top_p if not params.greedy else None,

@@ -72,11 +72,19 @@ def collate(sequences: list[Sequence], pad_id: int) -> dict[str, torch.Tensor | 
     }
 
 
+def modality_types(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """`[batch, length]` 1 at image tokens, 0 elsewhere. Transformers 5 places image tokens by M-RoPE (3D
+    positions) only when given these types; without them it silently falls back to 1D positions, unlike vLLM."""
+    config = getattr(model, "module", model).config  # a DeepSpeed engine wraps the model as `.module`
+    return (input_ids == config.image_token_id).int()
+
+
 def token_logprobs(model, batch: dict, temperature: float = 1.0, with_entropy: bool = False):
     """`[batch, length - 1]` logprobs of each next token under `model` at `temperature`; with `with_entropy`,
     also the `[batch, length - 1]` entropy of each position's distribution."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"]).logits
+                   pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"],
+                   mm_token_type_ids=modality_types(model, batch["input_ids"])).logits
     all_logprobs = (logits[:, :-1].float() / temperature).log_softmax(-1)
     chosen = all_logprobs.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
     if not with_entropy:

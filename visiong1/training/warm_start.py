@@ -15,6 +15,8 @@ from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 from visiong1.training.batching import Sequence, collate, encode_prompt, token_logprobs
 from visiong1.types import PromptItem
 
+WARM_START_VERSION = 2  # in cached warm starts' names; bump when training changes (2: image tokens on M-RoPE)
+
 
 def answer_sequences(processor, items: list[PromptItem], system_prompt: str) -> list[Sequence]:
     """Prompt + `\\boxed{answer}<|im_end|>` for each item; the loss covers the answer tokens only."""
