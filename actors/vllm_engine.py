@@ -37,7 +37,25 @@ class WeightSyncExtension:
         tensors = load(payload)
         # reload_weights, not model.load_weights: CPU linear layers repack their weights after loading.
         self.reload_weights(weights_iterator=list(tensors.items()))
+        repack_tied_layers(self.model_runner.get_model())
         return len(tensors)
+
+
+def repack_tied_layers(model) -> int:
+    """On CPU, vLLM packs each linear layer's weight for oneDNN (`cpu_linear`) when it is loaded. A reload repacks
+    only the layers it loaded, so a layer tied to one of them (`lm_head` to `embed_tokens`) would keep computing
+    with the old weights. Repack every layer that shares its weight with another; returns how many."""
+    import torch
+
+    sharing: dict[int, list] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if hasattr(module, "cpu_linear") and isinstance(weight, torch.Tensor) and not weight.is_meta:
+            sharing.setdefault(weight.data_ptr(), []).append(module)
+    tied = [module for modules in sharing.values() if len(modules) > 1 for module in modules]
+    for module in tied:
+        module.quant_method.process_weights_after_loading(module)
+    return len(tied)
 
 
 class VLLMEngine:

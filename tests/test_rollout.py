@@ -132,9 +132,13 @@ def test_a_killed_replica_is_replaced_and_its_units_redispatched(ray_cluster, gr
 
 
 def test_logprobs_match_the_learner(ray_cluster, group, tiny_model):
-    """Same weights, same sampled tokens: vLLM's logprobs against the learner's fp32 recomputation."""
-    group.update_weights(ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 301, noise=0.0)), 60)
+    """Same weights, same sampled tokens: vLLM's logprobs against the learner's fp32 recomputation, after a weight
+    update that includes the embedding (tied to the LM head: vLLM on CPU must repack the head too)."""
+    update = perturbed_update(ray_cluster, tiny_model, 301, noise=0.02)
+    group.update_weights(ray_cluster.put(update), 60)
     reference = HFEngine(tiny_model, SYSTEM)
+    reference.load_weights(ray_cluster.get(update.tensors), update.version)
+    assert "model.language_model.embed_tokens.weight" in update.names and reference.model.config.tie_word_embeddings
     text_only = [dataclasses.replace(item, images=[]) for item in generate_pool(["counting"], 3, seed=4)]
     with_images = generate_pool(["counting"], 3, seed=4) + two_image_items(2)  # M-RoPE positions differ per layout
     differences = {}
