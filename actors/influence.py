@@ -1,8 +1,10 @@
 """Influence role: a pool of actors computing sketched gradient features of pool items against a target set.
 
-A scoring pass: every actor loads the current policy weights (when given), the target items are sharded and
-featurised, their per-domain means are broadcast, then the candidates are sharded and scored against them. Only
-scores cross back to the driver (features stay in the actors). The math is in visiong1.selection.influence.
+A scoring pass: every actor loads the current policy weights (when given); with `precondition`, the actors sum the
+squared target gradients of their target shard and the mean (`[parameter subset size]`) is broadcast back as the
+preconditioner; the target items are sharded and featurised, their features broadcast per domain, then the
+candidates are sharded and scored against them. Only scores cross back to the driver (candidate features stay in the
+actors). The math is in visiong1.selection.influence.
 """
 
 from __future__ import annotations
@@ -34,15 +36,23 @@ class InfluenceWorker:
         self.version = update.version
         return self.version
 
+    def squared_gradient_sum(self, items: list[PromptItem], samples: dict | None = None) -> np.ndarray:
+        """`[subset size]` sum of the items' squared gradients."""
+        return self.featurizer.squared_gradient_sum(items, samples)
+
+    def precondition_with(self, second_moment: np.ndarray | None) -> None:
+        self.featurizer.precondition_with(second_moment)
+
     def features(self, items: list[PromptItem], samples: dict | None = None) -> np.ndarray:
         """`[len(items), projection_dim]` unit-norm features."""
         return self.featurizer.features(items, samples)
 
     def scores(self, items: list[PromptItem], targets: dict[str, np.ndarray], samples: dict | None = None) -> dict:
+        """`[len(items)]` scores against `targets` (per domain, `[targets, projection_dim]` unit-norm features)."""
         started = time.perf_counter()
         features = self.featurizer.features(items, samples)
-        return {"scores": influence_scores(features, [item.domain for item in items], targets),
-                "seconds": time.perf_counter() - started, "pid": os.getpid(), "version": self.version}
+        scores = influence_scores(features, [item.domain for item in items], targets, self.featurizer.config.aggregate)
+        return {"scores": scores, "seconds": time.perf_counter() - started, "pid": os.getpid(), "version": self.version}
 
 
 def shards(items: list, count: int) -> list[list]:
@@ -75,11 +85,12 @@ class InfluencePool:
             get_within([worker.load_weights.remote(update) for worker in self.workers], timeout_s,
                        "influence actors loading weights")
         target_shards = shards(targets, len(self.workers))
+        self._precondition(target_shards, samples, timeout_s)
         target_features = get_within([worker.features.remote(shard, samples)
                                       for worker, shard in zip(self.workers, target_shards)],
                                      timeout_s, "influence target features")
-        means = ray.put(domain_targets(np.concatenate(target_features), [t.domain for t in targets]))
-        outcomes = get_within([worker.scores.remote(shard, means, samples)
+        per_domain = ray.put(domain_targets(np.concatenate(target_features), [t.domain for t in targets]))
+        outcomes = get_within([worker.scores.remote(shard, per_domain, samples)
                                for worker, shard in zip(self.workers, shards(candidates, len(self.workers)))],
                               timeout_s, "influence scoring")
         scores = np.concatenate([o["scores"] for o in outcomes]) if outcomes else np.zeros(0)
@@ -87,3 +98,14 @@ class InfluencePool:
         return scores, {"influence/scored": len(candidates), "influence/targets": len(targets),
                         "influence/items_per_s": (len(candidates) + len(targets)) / seconds,
                         "influence/workers": len(self.workers), "time/influence_pass_s": seconds}
+
+    def _precondition(self, target_shards: list[list[PromptItem]], samples: dict | None, timeout_s: float) -> None:
+        """Every actor preconditions with the mean squared target gradient (`config.precondition`), else not."""
+        second_moment = None
+        if self.config.precondition:
+            sums = get_within([worker.squared_gradient_sum.remote(shard, samples)
+                               for worker, shard in zip(self.workers, target_shards)], timeout_s,
+                              "influence preconditioner")
+            second_moment = ray.put(np.sum(sums, axis=0) / sum(len(shard) for shard in target_shards))
+        get_within([worker.precondition_with.remote(second_moment) for worker in self.workers], timeout_s,
+                   "influence actors preconditioning")

@@ -12,7 +12,7 @@ from actors.selection import score_difficulty
 from visiong1.config import InfluenceConfig, load_config
 from visiong1.data.synthetic import generate_pool
 from visiong1.selection.difficulty import DifficultyStore
-from visiong1.selection.influence import CountSketch, GradientFeaturizer, normalise
+from visiong1.selection.influence import PRECONDITIONER_DAMPING, CountSketch, GradientFeaturizer, normalise
 from visiong1.selection.scoring import domain_targets, influence_scores
 
 SYSTEM = "Answer the question. Put the final answer in \\boxed{}."
@@ -40,17 +40,26 @@ def featurizer(tiny_model):
     return GradientFeaturizer(tiny_model, config, SYSTEM)
 
 
-def test_projected_scores_rank_like_exact_gradient_similarities(featurizer):
+@pytest.mark.parametrize("precondition", [True, False])
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_projected_scores_rank_like_exact_gradient_similarities(featurizer, precondition, aggregate):
     assert featurizer.size >= 10 * featurizer.config.projection_dim
     items = generate_pool(["counting", "spatial"], 60, seed=3, corrupt_fraction=0.3)
     targets = generate_pool(["counting", "spatial"], 16, seed=99)
     domains, target_domains = [i.domain for i in items], [t.domain for t in targets]
-    exact = normalise(torch.stack([featurizer.gradient(i) for i in items])).numpy()
-    exact_targets = normalise(torch.stack([featurizer.gradient(t) for t in targets])).numpy()
-    exact_scores = influence_scores(exact, domains, domain_targets(exact_targets, target_domains))
-    projected = influence_scores(featurizer.features(items), domains,
-                                 domain_targets(featurizer.features(targets), target_domains))
-    assert spearman(exact_scores, projected) >= 0.9
+    gradients = torch.stack([featurizer.gradient(i) for i in items])
+    target_gradients = torch.stack([featurizer.gradient(t) for t in targets])
+    v = (target_gradients ** 2).mean(dim=0)
+    scale = (v + PRECONDITIONER_DAMPING * v.mean()).rsqrt() if precondition else torch.ones_like(v)
+    exact = influence_scores(normalise(gradients * scale).numpy(), domains,
+                             domain_targets(normalise(target_gradients * scale).numpy(), target_domains), aggregate)
+    default = featurizer.config
+    featurizer.config = default.model_copy(update={"precondition": precondition, "aggregate": aggregate})
+    try:
+        projected = featurizer.scores(items, targets)
+    finally:
+        featurizer.config = default
+    assert spearman(exact, projected) >= 0.9
 
 
 def test_policy_gradient_loss_is_zero_for_uniform_rewards(featurizer):
@@ -78,9 +87,7 @@ def test_influence_pool_scores_match_one_process_and_shard_across_actors(ray_clu
         scores, metrics = pool.score(candidates, targets, timeout_s=300)
     finally:
         pool.shutdown()
-    local = influence_scores(featurizer.features(candidates), [c.domain for c in candidates],
-                             domain_targets(featurizer.features(targets), [t.domain for t in targets]))
-    np.testing.assert_allclose(scores, local, atol=1e-5)
+    np.testing.assert_allclose(scores, featurizer.scores(candidates, targets), atol=1e-5)
     assert metrics["influence/scored"] == 10 and metrics["influence/workers"] == 2
 
 

@@ -212,6 +212,13 @@ class InfluenceConfig(Section):
     """Dimension of the seeded random projection of each gradient (LESS uses 8192)."""
     seed: int = 0
     """Seed of the projection (the same seed gives the same features in every actor)."""
+    precondition: bool = True
+    """Divide every gradient coordinate by sqrt(v), v the mean squared gradient over the target items (a diagonal
+    empirical Fisher, the second moment Adam would keep; LESS preconditions with Adam's), on candidates and targets
+    alike, before projecting. Off: plain gradients."""
+    aggregate: Literal["max", "mean"] = "max"
+    """An item's score from its cosines with its domain's targets: the largest (the target it helps most) or the
+    mean (LESS's per-subtask mean; equals the cosine with the mean target feature)."""
     workers: int = Field(1, ge=1)
     """Influence-scoring actors; the pool is sharded across them."""
     num_cpus: float = Field(1.0, gt=0)
@@ -220,12 +227,13 @@ class InfluenceConfig(Section):
     """Custom Ray resource that only the nodes meant for influence scoring offer; None places anywhere."""
     target_per_domain: int = Field(16, ge=1)
     """Held-out items per domain in the target set (taken from the pool and never trained on)."""
-    keep: Literal["threshold", "top_fraction"] = "threshold"
-    """Drop items scoring below `threshold`, or keep the best `top_fraction` of each domain."""
+    keep: Literal["threshold", "top_fraction"] = "top_fraction"
+    """Drop items scoring below `threshold`, or keep the best `top_fraction` of each domain (with `aggregate: max`
+    nearly every score is positive, so a threshold of 0 would keep nearly everything)."""
     threshold: float = 0.0
-    """Items whose influence score is below this are dropped (below 0: training on them is expected to raise the
-    target loss)."""
-    top_fraction: float = Field(0.5, gt=0, le=1)
+    """Items whose influence score is below this are dropped (with `aggregate: mean`, below 0: training on them is
+    expected to raise the target loss on average)."""
+    top_fraction: float = Field(0.75, gt=0, le=1)
     """Share of each domain kept with `keep: top_fraction`."""
 
 

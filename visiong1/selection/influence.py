@@ -5,11 +5,16 @@ The method (documented in README "Selection"; first-order influence as in TracIn
 - For an item z, g(z) = d loss(z; theta) / d theta_S over the parameter subset S (the last N decoder layers of the
   language model). The loss is the negative log-likelihood of the item's answer `\\boxed{answer}` given its prompt
   (`nll`), or the GRPO policy-gradient loss of its difficulty-scoring samples (`policy_gradient`).
-- phi(z) = C g(z) / ||C g(z)||, where C is a seeded CountSketch (d x |S|: coordinate i goes to bucket h(i) with sign
-  s(i)); E[<Cx, Cy>] = <x, y>, so sketched inner products estimate exact ones in O(|S|) time and memory.
-- For each domain D with target items T_D: score_D(z) = mean over t in T_D of <phi(z), phi(t)>, a cosine similarity.
-  One SGD step on z changes the target loss by about -lr * <g(z), g(t)> (TracIn with one checkpoint), so a positive
-  score means training on z is expected to lower the target loss, a negative one to raise it ("harmful").
+- Preconditioning (`precondition`): P g = g / sqrt(v + delta * mean(v)), v the mean over the target items of g(t)^2
+  (elementwise; a diagonal empirical Fisher, the second moment Adam keeps), delta = PRECONDITIONER_DAMPING. Then
+  <P g(z), P g(t)> = g(z)^T diag(v + delta mean(v))^-1 g(t): the influence-function form g(z)^T H^-1 g(t), H ~ the
+  diagonal Fisher. Off: P = identity.
+- phi(z) = C P g(z) / ||C P g(z)||, where C is a seeded CountSketch (d x |S|: coordinate i goes to bucket h(i) with
+  sign s(i)); E[<Cx, Cy>] = <x, y>, so sketched inner products estimate exact ones in O(|S|) time and memory.
+- For each domain D with target items T_D: score_D(z) = max (`aggregate: max`) or mean over t in T_D of
+  <phi(z), phi(t)>, cosine similarities. One SGD step on z changes the loss of t by about -lr * <g(z), g(t)> (TracIn
+  with one checkpoint): a high score means training on z is expected to lower the loss of some target (max) or of the
+  targets on average (mean).
 - An item's score is score_D for its own domain when D has targets, else the maximum over domains (LESS takes the
   maximum over target subtasks).
 """
@@ -20,9 +25,13 @@ import numpy as np
 import torch
 
 from visiong1.algorithms.advantages import grpo_advantages
+from visiong1.selection.scoring import domain_targets, influence_scores
 from visiong1.training.batching import Sequence, collate, encode_prompt, token_logprobs
 from visiong1.training.warm_start import answer_sequences
 from visiong1.types import PromptItem
+
+PRECONDITIONER_DAMPING = 1e-3
+"""delta: v + delta * mean(v) keeps coordinates that no target's gradient moves from dominating every feature."""
 
 
 def subset_parameters(model, last_layers: int) -> list[tuple[str, torch.nn.Parameter]]:
@@ -99,6 +108,7 @@ class GradientFeaturizer:
         self.params = [param for _, param in subset]
         self.size = sum(param.numel() for param in self.params)
         self.sketch = CountSketch(self.size, config.projection_dim, config.seed)
+        self.scale: torch.Tensor | None = None  # [size] 1 / sqrt(damped v) once preconditioned, else None
 
     def load_state_dict(self, state: dict) -> None:
         """Current policy weights (a full or partial state dict, as the learner exports them)."""
@@ -118,12 +128,39 @@ class GradientFeaturizer:
                                         samples["rewards"], self.temperature)
         return flat_gradient(loss, self.params)
 
+    def squared_gradient_sum(self, items: list[PromptItem], samples: dict[str, dict] | None = None) -> np.ndarray:
+        """`[size]` float32 sum over `items` of their squared exact gradients (elementwise)."""
+        total = torch.zeros(self.size)
+        for item in items:
+            total += self.gradient(item, (samples or {}).get(item.id)) ** 2
+        return total.numpy()
+
+    def precondition_with(self, second_moment: np.ndarray | None) -> None:
+        """Divide later gradients by sqrt(v + delta * mean(v)) for `second_moment` v (`[size]`); None: plain."""
+        if second_moment is None:
+            self.scale = None
+            return
+        v = torch.as_tensor(second_moment, dtype=torch.float32)
+        self.scale = (v + PRECONDITIONER_DAMPING * v.mean()).clamp_min(1e-30).rsqrt()
+
     def features(self, items: list[PromptItem], samples: dict[str, dict] | None = None,
                  batch: int = 16) -> np.ndarray:
-        """`[len(items), projection_dim]` float32 unit-norm sketched gradients."""
+        """`[len(items), projection_dim]` float32 unit-norm sketched (preconditioned, if set) gradients."""
         rows = []
         for start in range(0, len(items), batch):
             chunk = items[start:start + batch]
             gradients = torch.stack([self.gradient(item, (samples or {}).get(item.id)) for item in chunk])
+            if self.scale is not None:
+                gradients = gradients * self.scale
             rows.append(normalise(self.sketch.project(gradients)))
         return torch.cat(rows).numpy() if rows else np.zeros((0, self.config.projection_dim), dtype=np.float32)
+
+    def scores(self, candidates: list[PromptItem], targets: list[PromptItem],
+               samples: dict[str, dict] | None = None) -> np.ndarray:
+        """`[len(candidates)]` influence scores in this process, as the InfluencePool computes them across actors:
+        preconditioner from the targets (if configured), target features per domain, aggregated cosines."""
+        second_moment = self.squared_gradient_sum(targets, samples) / len(targets) if self.config.precondition else None
+        self.precondition_with(second_moment)
+        per_domain = domain_targets(self.features(targets, samples), [t.domain for t in targets])
+        return influence_scores(self.features(candidates, samples), [c.domain for c in candidates], per_domain,
+                                self.config.aggregate)

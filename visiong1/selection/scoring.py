@@ -2,8 +2,10 @@
 
 >>> import numpy as np
 >>> targets = domain_targets(np.array([[1.0, 0.0], [0.0, 1.0]]), ["gui", "gui"])
->>> influence_scores(np.array([[1.0, 0.0], [-1.0, 0.0]]), ["gui", "gui"], targets).tolist()
+>>> influence_scores(np.array([[1.0, 0.0], [-1.0, 0.0]]), ["gui", "gui"], targets, "mean").tolist()
 [0.5, -0.5]
+>>> influence_scores(np.array([[1.0, 0.0], [-1.0, 0.0]]), ["gui", "gui"], targets, "max").tolist()
+[1.0, 0.0]
 >>> keep_decisions(np.array([0.5, -0.5]), ["gui", "gui"], "threshold", 0.0, 0.5)
 [(True, 'kept'), (False, 'below_threshold')]
 """
@@ -14,18 +16,26 @@ import numpy as np
 
 
 def domain_targets(target_features: np.ndarray, target_domains: list[str]) -> dict[str, np.ndarray]:
-    """Mean normalised target feature per domain: `<phi(z), mean_t phi(t)>` = mean_t `<phi(z), phi(t)>`."""
+    """The `[targets of the domain, dim]` rows of `target_features` (`[targets, dim]`, unit norm) per domain."""
     domains = sorted(set(target_domains))
-    return {d: target_features[[i for i, td in enumerate(target_domains) if td == d]].mean(axis=0) for d in domains}
+    return {d: target_features[[i for i, td in enumerate(target_domains) if td == d]] for d in domains}
 
 
-def influence_scores(features: np.ndarray, domains: list[str], targets: dict[str, np.ndarray]) -> np.ndarray:
-    """Score per item: similarity with its own domain's targets, or the best domain's when it has none."""
+def aggregate_similarities(features: np.ndarray, targets: np.ndarray, aggregate: str) -> np.ndarray:
+    """`[items]`: the `max` or `mean` over the rows of `targets` (`[targets, dim]`) of the cosine with each row of
+    `features` (`[items, dim]`); both unit norm."""
+    similarities = features @ targets.T  # [items, targets]
+    return similarities.max(axis=1) if aggregate == "max" else similarities.mean(axis=1)
+
+
+def influence_scores(features: np.ndarray, domains: list[str], targets: dict[str, np.ndarray],
+                     aggregate: str) -> np.ndarray:
+    """`[items]` scores of `features` (`[items, dim]`): the aggregated similarity with its own domain's targets, or
+    the best domain's when its domain has none."""
     names = sorted(targets)
-    matrix = np.stack([targets[name] for name in names])  # [domains, dim]
-    similarities = features @ matrix.T  # [items, domains]
+    per_domain = np.stack([aggregate_similarities(features, targets[name], aggregate) for name in names], axis=1)
     own = [names.index(domain) if domain in targets else -1 for domain in domains]
-    return np.array([row[i] if i >= 0 else row.max() for row, i in zip(similarities, own)])
+    return np.array([row[i] if i >= 0 else row.max() for row, i in zip(per_domain, own)])
 
 
 def keep_decisions(scores: np.ndarray, domains: list[str], keep: str, threshold: float,
