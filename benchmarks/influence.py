@@ -1,12 +1,14 @@
 """Influence selection on data where the truth is known, and influence-scoring throughput.
 
 Usefulness, per seed (3 seeds): a pool of counting items of which 20% are corrupted by the generators' switch (wrong
-answer or swapped image), a clean held-out target set, and the warm-started tiny policy. Influence scores (answer
-NLL gradients of the last decoder layer, CountSketch to 8192 dims, cosine with the target mean) are compared with two
-baselines at finding the corrupted items (AUROC, corrupted = positive, lower influence = more suspect): ranking by
-per-item loss (higher = more suspect) and random scores. Then the same supervised training (answer-only AdamW)
-runs from the policy (60 steps, lr 3e-4) on the influence-selected items (score >= 0) and on a random subset of the
-same size, and both are evaluated greedily on 200 clean held-out items.
+answer or swapped image), a clean held-out target set of 32, and the warm-started tiny policy. Influence scores (the
+default InfluenceConfig: answer NLL gradients of the last decoder layer, preconditioned by the targets' mean squared
+gradient, CountSketch to 8192 dims, max cosine over the targets) are compared with two baselines at finding the
+corrupted items (AUROC, corrupted = positive, lower influence = more suspect): ranking by per-item loss (higher =
+more suspect) and random scores; `auroc_<plain|precond>_<mean|max>` are the four (precondition, aggregate) settings.
+Then the same supervised training (answer-only AdamW) runs from the policy (60 steps, lr 3e-4) on the
+influence-selected items (the default keep rule: best 75%) and on a random subset of the same size, and both are
+evaluated greedily on 200 clean held-out items.
 
 Throughput: one InfluencePool pass (200 candidates, 32 targets) with 1 and 2 actors on a local Ray cluster, with the
 peak of RSS of all processes plus object store bytes.
@@ -40,7 +42,7 @@ from visiong1.engines.hf import HFEngine, SamplingParams  # noqa: E402
 from visiong1.models.tiny import tiny_model_path  # noqa: E402
 from visiong1.rewards import score  # noqa: E402
 from visiong1.selection.influence import GradientFeaturizer, nll_loss  # noqa: E402
-from visiong1.selection.scoring import domain_targets, influence_scores  # noqa: E402
+from visiong1.selection.scoring import keep_decisions  # noqa: E402
 from visiong1.training.warm_start import WARM_START_VERSION, warm_start  # noqa: E402
 
 CACHE = Path(".cache/visiong1/models")
@@ -73,21 +75,33 @@ def accuracy(model_path: str, items) -> float:
     return float(np.mean([score(g.samples[0].text, g.prompt.answer, g.prompt.answer_type).accuracy for g in groups]))
 
 
+def ablations(featurizer: GradientFeaturizer, pool: list, targets: list, corrupted: np.ndarray) -> dict:
+    """AUROC of the other (precondition, aggregate) settings: `auroc_<plain|precond>_<mean|max>`."""
+    default, out = featurizer.config, {}
+    for precondition in (False, True):
+        for aggregate in ("mean", "max"):
+            featurizer.config = default.model_copy(update={"precondition": precondition, "aggregate": aggregate})
+            name = f"auroc_{'precond' if precondition else 'plain'}_{aggregate}"
+            out[name] = auroc(-featurizer.scores(pool, targets), corrupted)
+    featurizer.config = default
+    return out
+
+
 def one_seed(policy: str, seed: int, pool_size: int, work: Path) -> dict:
     pool = generate_pool(["counting"], pool_size, seed=100 + seed, corrupt_fraction=0.2)
     targets = generate_pool(["counting"], 32, seed=200 + seed)
     held_out = generate_pool(["counting"], 200, seed=300 + seed)
     corrupted = np.array([bool(item.metadata.get("corrupted")) for item in pool])
-    featurizer = GradientFeaturizer(policy, InfluenceConfig(projection_dim=8192, last_layers=1, seed=seed),
-                                    SYSTEM_PROMPT)
+    config = InfluenceConfig(projection_dim=8192, last_layers=1, seed=seed)
+    featurizer = GradientFeaturizer(policy, config, SYSTEM_PROMPT)
     started = time.perf_counter()
-    target_means = domain_targets(featurizer.features(targets), [t.domain for t in targets])
-    scores = influence_scores(featurizer.features(pool), [i.domain for i in pool], target_means)
+    scores = featurizer.scores(pool, targets)
     scoring_s = time.perf_counter() - started
     with torch.no_grad():
         losses = np.array([float(nll_loss(featurizer.model, featurizer.processor, i, SYSTEM_PROMPT)) for i in pool])
     random_scores = np.random.default_rng(seed).random(len(pool))
-    selected = [item for item, value in zip(pool, scores) if value >= 0.0]
+    decisions = keep_decisions(scores, [i.domain for i in pool], config.keep, config.threshold, config.top_fraction)
+    selected = [item for item, (kept, _) in zip(pool, decisions) if kept]
     random_subset = random.Random(seed).sample(pool, len(selected))
     trained = {}
     for name, items in (("influence", selected), ("random", random_subset)):
@@ -99,7 +113,8 @@ def one_seed(policy: str, seed: int, pool_size: int, work: Path) -> dict:
             "selected_corrupted": int(sum(bool(i.metadata.get("corrupted")) for i in selected)),
             "random_subset_corrupted": int(sum(bool(i.metadata.get("corrupted")) for i in random_subset)),
             "accuracy_start": accuracy(policy, held_out), "accuracy_influence": trained["influence"],
-            "accuracy_random": trained["random"], "scoring_items_per_s": (len(pool) + len(targets)) / scoring_s}
+            "accuracy_random": trained["random"], "scoring_items_per_s": (len(pool) + len(targets)) / scoring_s,
+            **ablations(featurizer, pool, targets, corrupted)}
 
 
 def throughput(policy: str, workers: int) -> dict:
@@ -162,7 +177,8 @@ def main() -> None:
     console.print(table)
     summary = {key: (round(statistics.mean(r[key] for r in runs), 4), round(statistics.pstdev(r[key] for r in runs), 4))
                for key in ("auroc_influence", "auroc_loss", "auroc_random", "accuracy_start", "accuracy_influence",
-                           "accuracy_random")}
+                           "accuracy_random", "auroc_plain_mean", "auroc_plain_max", "auroc_precond_mean",
+                           "auroc_precond_max")}
     console.print({"mean, spread": summary, "throughput": speed})
     figures = {"runs": runs, "mean_and_spread": summary, "throughput": speed,
                "plot": str(plot(runs, RESULTS / "influence.png"))}
