@@ -171,7 +171,8 @@ def prepare_model(config: RunConfig) -> str:
     if steps == 0:
         return str(base)
     data = config.data
-    target = Path(f"{base}-warm{steps}v{WARM_START_VERSION}-{'+'.join(data.domains)}-d{data.difficulty}-px{data.image_size}")
+    target = Path(f"{base}-warm{steps}v{WARM_START_VERSION}-{'+'.join(data.domains)}-d{data.difficulty}"
+                  f"-px{data.image_size}-s{data.seed}")
     if not (target / "config.json").exists():
         items = generate_pool(data.domains, 512, data.image_size, seed=data.seed + 10_000, difficulty=data.difficulty)
         staging = target.with_name(target.name + ".partial")
