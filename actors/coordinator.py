@@ -255,8 +255,11 @@ class Coordinator:
                 self._commit_step(metrics)
 
     def _between_steps(self) -> None:
-        """Step boundary: honour cancel requests and apply the REST replica target (learners untouched)."""
+        """Step boundary: honour cancel requests, replace rollout replicas that fail their health probe, and apply
+        the REST replica target (learners untouched)."""
         run = self._check_cancel()
+        for pid in self.rollout.check_health():
+            self._emit("rollout_replica_replaced", pid=pid, reason="health probe unanswered")
         if run.rollout_replicas is not None and run.rollout_replicas != self.rollout.size():
             before = self.rollout.size()
             self.rollout.scale(run.rollout_replicas)

@@ -80,6 +80,15 @@ class RolloutWorker:
         return {"pid": os.getpid(), "version": self.engine.weight_version}
 
 
+def _answers(probe_ref) -> bool:
+    """Whether a finished probe returned (a dead replica's probe finishes with an actor error)."""
+    try:
+        ray.get(probe_ref)
+        return True
+    except RayActorError:
+        return False
+
+
 @dataclass
 class Replica:
     handle: object
@@ -100,7 +109,7 @@ class RolloutGroup:
         self.update_ref = None  # newest WeightUpdate pushed; a new replica loads it before serving
         self.version = 0
         self.lock = threading.RLock()
-        self.counters = {"redispatched": 0, "restarts": 0, "quarantined": 0, "started": 0}
+        self.counters = {"redispatched": 0, "restarts": 0, "quarantined": 0, "started": 0, "probe_failures": 0}
         self.last_tokens_per_s = 0.0
         self.served: dict[int, int] = {}  # units answered, by replica pid
         self.scale(config.replicas)
@@ -245,6 +254,19 @@ class RolloutGroup:
             raise RuntimeError(f"rollout replica {replica.pid} failed and the restart budget "
                                f"({self.config.restart_budget}) is spent")
         return units
+
+    def check_health(self) -> list[int]:
+        """Probe every replica while no work is in flight; those that do not answer within
+        `rollout.probe_timeout_s` (dead or hung) are quarantined and replaced. Returns the PIDs replaced."""
+        with self.lock:
+            replicas = list(self.replicas)
+        probes = {replica.handle.probe.remote(): replica for replica in replicas}
+        answered, _ = ray.wait(list(probes), num_returns=len(probes), timeout=self.config.probe_timeout_s)
+        failed = [replica for ref, replica in probes.items() if ref not in answered or not _answers(ref)]
+        self.counters["probe_failures"] += len(failed)
+        for replica in failed:
+            self._replace(replica, {})
+        return [replica.pid for replica in failed]
 
     def update_weights(self, update_ref, timeout_s: float) -> list[int]:
         """Push one WeightUpdate (ObjectRef) to every replica and wait; later units run on the new version."""

@@ -24,7 +24,8 @@ SYSTEM = "Answer the question. Put the final answer in \\boxed{}."
 
 def rollout_config(**overrides):
     values = {"rollout.engine": "vllm", "rollout.samples_per_prompt": 3, "rollout.max_new_tokens": 8,
-              "rollout.prompts_per_request": 2, "rollout.num_cpus": 0.5, "rollout.request_timeout_s": 60, **overrides}
+              "rollout.prompts_per_request": 2, "rollout.num_cpus": 0.5, "rollout.request_timeout_s": 60,
+              "rollout.probe_timeout_s": 3, **overrides}
     return load_config(None, [f"{key}={value}" for key, value in values.items()]).rollout
 
 
@@ -129,6 +130,20 @@ def test_a_killed_replica_is_replaced_and_its_units_redispatched(ray_cluster, gr
     assert [g.prompt.id for g in groups] == [item.id for item in pool]
     assert group.counters["restarts"] == before["restarts"] + 1 and group.counters["redispatched"] > before["redispatched"]
     assert victim not in {replica.pid for replica in group.replicas} and group.size() == 1
+
+
+def test_a_hung_replica_fails_its_health_probe_and_is_replaced(ray_cluster, group):
+    """SIGSTOP freezes a replica's process (alive but unresponsive): the step-boundary probe replaces it, and the
+    successor serves with the group's current weights."""
+    victim = group.replicas[0].pid
+    before = dict(group.counters)
+    assert group.check_health() == []
+    os.kill(victim, signal.SIGSTOP)
+    assert group.check_health() == [victim]
+    assert group.counters["probe_failures"] == before["probe_failures"] + 1
+    assert victim not in {replica.pid for replica in group.replicas} and group.size() == 1
+    groups = fetch(ray_cluster, group.generate(items_to_table(generate_pool(["counting"], 2, seed=9)), 120))
+    assert {s.weight_version for g in groups for s in g.samples} == {group.version}
 
 
 def test_logprobs_match_the_learner(ray_cluster, group, tiny_model):

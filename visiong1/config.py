@@ -125,6 +125,9 @@ class RolloutConfig(Section):
     """A replica that has not answered a unit within this is treated as hung: quarantined, its units re-dispatched."""
     restart_budget: int = Field(3, ge=0)
     """Replica restarts allowed per run after deaths or hangs."""
+    probe_timeout_s: float = Field(10.0, gt=0)
+    """Health probe at every step boundary (no work in flight then): a replica that does not answer within this is
+    dead or hung, and is quarantined and replaced before the next step's requests."""
     node_resource: str | None = None
     """Custom Ray resource that only rollout nodes offer (e.g. `rollout_node`); replicas require a sliver of it so
     they land there, and unplaceable replicas make the autoscaler add rollout nodes."""
