@@ -1,14 +1,15 @@
 """Influence selection on data where the truth is known, and influence-scoring throughput.
 
-Usefulness, per seed (3 seeds): a pool of counting items of which 20% are corrupted by the generators' switch (wrong
-answer or swapped image), a clean held-out target set of 32, and the warm-started tiny policy. Influence scores (the
-default InfluenceConfig: answer NLL gradients of the last decoder layer, preconditioned by the targets' mean squared
-gradient, CountSketch to 8192 dims, max cosine over the targets) are compared with two baselines at finding the
-corrupted items (AUROC, corrupted = positive, lower influence = more suspect): ranking by per-item loss (higher =
-more suspect) and random scores; `auroc_<plain|precond>_<mean|max>` are the four (precondition, aggregate) settings.
-Then the same supervised training (answer-only AdamW) runs from the policy (60 steps, lr 3e-4) on the
-influence-selected items (the default keep rule: best 75%) and on a random subset of the same size, and both are
-evaluated greedily on 200 clean held-out items.
+Usefulness, per seed (3 seeds) and per policy strength (REGIMES: the tiny model warm-started on counting for 150
+steps, ~80% held-out accuracy, and for 100 steps, before it has learnt to count): a pool of counting items of which
+20% are corrupted by the generators' switch (wrong answer or swapped image) and a clean held-out target set of 32.
+Influence scores (the default InfluenceConfig: answer NLL gradients of the last decoder layer, preconditioned by the
+targets' mean squared gradient, CountSketch to 8192 dims, max cosine over the targets) are compared with two
+baselines at finding the corrupted items (AUROC, corrupted = positive, lower influence = more suspect): ranking by
+per-item loss (higher = more suspect) and random scores; `auroc_<plain|precond>_<mean|max>` are the four
+(precondition, aggregate) settings. Then, from the 150-step policy only, the same supervised training (answer-only
+AdamW, 60 steps, lr 3e-4) runs on the influence-selected items (the default keep rule: best 75%) and on a random
+subset of the same size, and both are evaluated greedily on 200 clean held-out items.
 
 Throughput: one InfluencePool pass (200 candidates, 32 targets) with 1 and 2 actors on a local Ray cluster, with the
 peak of RSS of all processes plus object store bytes.
@@ -46,7 +47,8 @@ from visiong1.selection.scoring import keep_decisions  # noqa: E402
 from visiong1.training.warm_start import WARM_START_VERSION, warm_start  # noqa: E402
 
 CACHE = Path(".cache/visiong1/models")
-WARM_STEPS = 150
+REGIMES = {"strong": 150, "weak": 100}  # warm-start steps of each policy
+TRAINED = "strong"  # the regime whose policy the training comparison starts from
 
 
 def auroc(suspicion: np.ndarray, positive: np.ndarray) -> float:
@@ -56,7 +58,7 @@ def auroc(suspicion: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def warm_policy(steps: int = WARM_STEPS) -> str:
+def warm_policy(steps: int) -> str:
     """The tiny model after `steps` answer-only steps on counting, built once and cached. 150 steps leave it at
     about 80% held-out accuracy: room for the training comparison to show a difference (at the demo's 300 steps it
     is at ~94% and any further supervised training only loses accuracy)."""
@@ -87,7 +89,7 @@ def ablations(featurizer: GradientFeaturizer, pool: list, targets: list, corrupt
     return out
 
 
-def one_seed(policy: str, seed: int, pool_size: int, work: Path) -> dict:
+def one_seed(policy: str, seed: int, pool_size: int, work: Path, train: bool) -> dict:
     pool = generate_pool(["counting"], pool_size, seed=100 + seed, corrupt_fraction=0.2)
     targets = generate_pool(["counting"], 32, seed=200 + seed)
     held_out = generate_pool(["counting"], 200, seed=300 + seed)
@@ -100,21 +102,22 @@ def one_seed(policy: str, seed: int, pool_size: int, work: Path) -> dict:
     with torch.no_grad():
         losses = np.array([float(nll_loss(featurizer.model, featurizer.processor, i, SYSTEM_PROMPT)) for i in pool])
     random_scores = np.random.default_rng(seed).random(len(pool))
+    run = {"seed": seed, "pool": len(pool), "corrupted": int(corrupted.sum()),
+           "auroc_influence": auroc(-scores, corrupted), "auroc_loss": auroc(losses, corrupted),
+           "auroc_random": auroc(random_scores, corrupted), "accuracy_start": accuracy(policy, held_out),
+           "scoring_items_per_s": (len(pool) + len(targets)) / scoring_s,
+           **ablations(featurizer, pool, targets, corrupted)}
+    if not train:
+        return run
     decisions = keep_decisions(scores, [i.domain for i in pool], config.keep, config.threshold, config.top_fraction)
     selected = [item for item, (kept, _) in zip(pool, decisions) if kept]
     random_subset = random.Random(seed).sample(pool, len(selected))
-    trained = {}
     for name, items in (("influence", selected), ("random", random_subset)):
         out = warm_start(policy, work / f"{name}-{seed}", items, SYSTEM_PROMPT, steps=60, lr=3e-4, seed=seed)
-        trained[name] = accuracy(str(out), held_out)
-    return {"seed": seed, "pool": len(pool), "corrupted": int(corrupted.sum()),
-            "auroc_influence": auroc(-scores, corrupted), "auroc_loss": auroc(losses, corrupted),
-            "auroc_random": auroc(random_scores, corrupted), "selected": len(selected),
-            "selected_corrupted": int(sum(bool(i.metadata.get("corrupted")) for i in selected)),
-            "random_subset_corrupted": int(sum(bool(i.metadata.get("corrupted")) for i in random_subset)),
-            "accuracy_start": accuracy(policy, held_out), "accuracy_influence": trained["influence"],
-            "accuracy_random": trained["random"], "scoring_items_per_s": (len(pool) + len(targets)) / scoring_s,
-            **ablations(featurizer, pool, targets, corrupted)}
+        run[f"accuracy_{name}"] = accuracy(str(out), held_out)
+    return run | {"selected": len(selected),
+                  "selected_corrupted": int(sum(bool(i.metadata.get("corrupted")) for i in selected)),
+                  "random_subset_corrupted": int(sum(bool(i.metadata.get("corrupted")) for i in random_subset))}
 
 
 def throughput(policy: str, workers: int) -> dict:
@@ -133,17 +136,23 @@ def throughput(policy: str, workers: int) -> dict:
             "seconds": round(metrics["time/influence_pass_s"], 2), "peak_memory_mb": round(memory.peak / 2**20, 1)}
 
 
-def plot(runs: list[dict], path: Path) -> Path:
+def plot(runs: dict[str, list[dict]], path: Path) -> Path:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    names = ["influence", "loss", "random"]
-    left.bar(names, [statistics.mean(r[f"auroc_{n}"] for r in runs) for n in names],
-             yerr=[statistics.pstdev(r[f"auroc_{n}"] for r in runs) for n in names], capsize=4)
+    names, width = ["influence", "loss", "random"], 0.8 / len(runs)
+    for k, (regime, regime_runs) in enumerate(runs.items()):
+        left.bar(np.arange(len(names)) + (k - (len(runs) - 1) / 2) * width,
+                 [statistics.mean(r[f"auroc_{n}"] for r in regime_runs) for n in names],
+                 yerr=[statistics.pstdev(r[f"auroc_{n}"] for r in regime_runs) for n in names], width=width,
+                 capsize=3, label=f"{regime} ({REGIMES[regime]}-step policy)")
     left.axhline(0.8, color="grey", linestyle="--", linewidth=1)
+    left.set_xticks(range(len(names)), names)
+    left.legend(loc="lower left", fontsize=8)
     left.set(ylim=(0, 1), ylabel="AUROC", title="Finding corrupted items (mean, spread over seeds)")
-    bars = ["start", "random", "influence"]
+    runs, bars = runs[TRAINED], ["start", "random", "influence"]
     right.bar(bars, [statistics.mean(r[f"accuracy_{n}"] for r in runs) for n in bars],
               yerr=[statistics.pstdev(r[f"accuracy_{n}"] for r in runs) for n in bars], capsize=4)
-    right.set(ylim=(0, 1), ylabel="held-out accuracy", title="Training on the selected vs a random subset")
+    right.set(ylim=(0, 1), ylabel="held-out accuracy",
+              title=f"Training on the selected vs a random subset ({TRAINED})")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -157,33 +166,35 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     console = Console()
-    policy = warm_policy()
+    policies = {regime: warm_policy(steps) for regime, steps in REGIMES.items()}
     with tempfile.TemporaryDirectory(prefix="vg1-influence-") as work:
-        runs = [one_seed(policy, seed, args.pool, Path(work)) for seed in args.seeds]
+        runs = {regime: [one_seed(policy, seed, args.pool, Path(work), regime == TRAINED) for seed in args.seeds]
+                for regime, policy in policies.items()}
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    speed = [throughput(policy, workers) for workers in (1, 2)]
+    speed = [throughput(policies[TRAINED], workers) for workers in (1, 2)]
     ray.shutdown()
     table = Table(title="Influence selection, counting pool with 20% corrupted items")
-    for column in ("seed", "AUROC infl", "AUROC loss", "AUROC rand", "kept (corrupt)", "random (corrupt)",
-                   "acc start", "acc infl", "acc rand"):
+    for column in ("policy", "seed", "acc start", "AUROC infl", "AUROC loss", "AUROC rand", "kept (corrupt)",
+                   "random (corrupt)", "acc infl", "acc rand"):
         table.add_column(column, justify="right")
-    for r in runs:
-        table.add_row(str(r["seed"]), f"{r['auroc_influence']:.3f}", f"{r['auroc_loss']:.3f}",
-                      f"{r['auroc_random']:.3f}", f"{r['selected']} ({r['selected_corrupted']})",
-                      f"{r['selected']} ({r['random_subset_corrupted']})", f"{r['accuracy_start']:.3f}",
-                      f"{r['accuracy_influence']:.3f}", f"{r['accuracy_random']:.3f}")
+    for regime, regime_runs in runs.items():
+        for r in regime_runs:
+            trained = ["-"] * 4 if "selected" not in r else [
+                f"{r['selected']} ({r['selected_corrupted']})", f"{r['selected']} ({r['random_subset_corrupted']})",
+                f"{r['accuracy_influence']:.3f}", f"{r['accuracy_random']:.3f}"]
+            table.add_row(f"{regime} ({REGIMES[regime]})", str(r["seed"]), f"{r['accuracy_start']:.3f}",
+                          f"{r['auroc_influence']:.3f}", f"{r['auroc_loss']:.3f}", f"{r['auroc_random']:.3f}", *trained)
     console.print(table)
-    summary = {key: (round(statistics.mean(r[key] for r in runs), 4), round(statistics.pstdev(r[key] for r in runs), 4))
-               for key in ("auroc_influence", "auroc_loss", "auroc_random", "accuracy_start", "accuracy_influence",
-                           "accuracy_random", "auroc_plain_mean", "auroc_plain_max", "auroc_precond_mean",
-                           "auroc_precond_max")}
+    summary = {regime: {key: (round(statistics.mean(r[key] for r in regime_runs), 4),
+                              round(statistics.pstdev(r[key] for r in regime_runs), 4))
+                        for key, value in regime_runs[0].items() if key.startswith(("auroc_", "accuracy_"))}
+               for regime, regime_runs in runs.items()}
     console.print({"mean, spread": summary, "throughput": speed})
-    figures = {"runs": runs, "mean_and_spread": summary, "throughput": speed,
-               "plot": str(plot(runs, RESULTS / "influence.png"))}
+    figures = {"warm_steps": REGIMES, "trained": TRAINED, "runs": runs, "mean_and_spread": summary,
+               "throughput": speed, "plot": str(plot(runs, RESULTS / "influence.png"))}
     console.print(f"wrote {write_result('influence', figures, vars(args))}")
-
 
 if __name__ == "__main__":
     main()
