@@ -164,17 +164,18 @@ def prepare_model(config: RunConfig) -> str:
     quiet_transformers()
     from visiong1.data.synthetic import generate_pool
     from visiong1.models.tiny import tiny_model_path
-    from visiong1.training.warm_start import WARM_START_VERSION, warm_start
+    from visiong1.training.warm_start import WARM_START_VERSION, warm_start, warm_start_items
 
     base = tiny_model_path(config.model.cache_dir, config.model.tiny_seed)
     steps = config.model.warm_start_steps
     if steps == 0:
         return str(base)
     data = config.data
+    count = warm_start_items(steps)
     target = Path(f"{base}-warm{steps}v{WARM_START_VERSION}-{'+'.join(data.domains)}-d{data.difficulty}"
-                  f"-px{data.image_size}-s{data.seed}")
+                  f"-px{data.image_size}-s{data.seed}-n{count}")
     if not (target / "config.json").exists():
-        items = generate_pool(data.domains, 512, data.image_size, seed=data.seed + 10_000, difficulty=data.difficulty)
+        items = generate_pool(data.domains, count, data.image_size, seed=data.seed + 10_000, difficulty=data.difficulty)
         staging = target.with_name(target.name + ".partial")
         warm_start(base, staging, items, config.round.system_prompt, steps)
         staging.rename(target)

@@ -28,6 +28,12 @@ def answer_sequences(processor, items: list[PromptItem], system_prompt: str) -> 
     return sequences
 
 
+def warm_start_items(steps: int, batch_size: int = 32) -> int:
+    """Items to generate for `steps` warm-start steps: each seen about 4 times (at least 512), so longer warm starts
+    teach the skill rather than memorising a small set."""
+    return max(512, steps * batch_size // 4)
+
+
 def warm_start(model_path: str | Path, output_path: str | Path, items: list[PromptItem], system_prompt: str,
                steps: int, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, progress=None) -> Path:
     """Train `steps` AdamW steps of answer-only cross-entropy and save the result to `output_path`.
