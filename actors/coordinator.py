@@ -29,7 +29,7 @@ from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig, load_config_tree, write_resolved
 from visiong1.data.pool import load_pool
 from visiong1.data.schema import content_hash
-from visiong1.eval.heldout import blank_images, split_held_out
+from visiong1.eval.heldout import blank_images, held_out_hashes, split_held_out, synthetic_held_out
 from visiong1.eval.report import write_report
 from visiong1.eval.trackers import Trackers
 from visiong1.data.synthetic import generate_pool
@@ -44,7 +44,6 @@ from visiong1.types import GroupScores, PromptItem, items_to_table
 TERMINAL_EVENTS = ("run_finished", "run_failed")
 ROUND_ORDER = (RoundState.PENDING, RoundState.SCORING, RoundState.SELECTING, RoundState.TRAINING,
                RoundState.EVALUATING, RoundState.CHECKPOINTING, RoundState.DONE)
-HELD_OUT_SEED_OFFSET = 1_000_003  # synthetic held-out items come from a seed no training pool uses
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
@@ -330,8 +329,9 @@ class Coordinator:
         return items
 
     def _held_out_items(self) -> list[PromptItem]:
-        """Evaluation items: fresh synthetic ones (another seed; training items with the same content are removed
-        from the pool), or `eval.items_per_domain` per domain carved out of a built pool."""
+        """Evaluation items: fresh synthetic ones of distinct content (another seed; training items with the same
+        content are removed from the pool, and the warm start never sees them), or `eval.items_per_domain` per
+        domain carved out of a built pool."""
         data, evaluation = self.config.data, self.config.eval
         if not evaluation.enabled:
             return []
@@ -339,9 +339,9 @@ class Coordinator:
             kept, held_out = split_held_out(list(self.items.values()), evaluation.items_per_domain, self.config.round.seed)
             self.items = {item.id: item for item in kept}
             return held_out
-        held_out = generate_pool(data.domains, evaluation.items_per_domain * len(data.domains), data.image_size,
-                                 data.seed + HELD_OUT_SEED_OFFSET, data.difficulty)
-        seen = {content_hash(i.question, i.answer, i.images) for i in held_out}
+        held_out = synthetic_held_out(data.domains, evaluation.items_per_domain, data.image_size, data.seed,
+                                      data.difficulty)
+        seen = held_out_hashes(held_out)
         self.items = {i.id: i for i in self.items.values() if content_hash(i.question, i.answer, i.images) not in seen}
         return held_out
 

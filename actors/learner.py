@@ -162,20 +162,19 @@ def prepare_model(config: RunConfig) -> str:
         return config.model.path
     size_torch_threads(1)
     quiet_transformers()
-    from visiong1.data.synthetic import generate_pool
     from visiong1.models.tiny import tiny_model_path
-    from visiong1.training.warm_start import WARM_START_VERSION, warm_start, warm_start_items
+    from visiong1.training.warm_start import WARM_START_VERSION, warm_start, warm_start_items, warm_start_pool
 
     base = tiny_model_path(config.model.cache_dir, config.model.tiny_seed)
     steps = config.model.warm_start_steps
     if steps == 0:
         return str(base)
-    data = config.data
+    data, held_out_count = config.data, config.eval.items_per_domain if config.eval.enabled else 0
     count = warm_start_items(steps)
     target = Path(f"{base}-warm{steps}v{WARM_START_VERSION}-{'+'.join(data.domains)}-d{data.difficulty}"
-                  f"-px{data.image_size}-s{data.seed}-n{count}")
+                  f"-px{data.image_size}-s{data.seed}-n{count}-xh{held_out_count}")
     if not (target / "config.json").exists():
-        items = generate_pool(data.domains, count, data.image_size, seed=data.seed + 10_000, difficulty=data.difficulty)
+        items = warm_start_pool(data, count, held_out_count)
         staging = target.with_name(target.name + ".partial")
         warm_start(base, staging, items, config.round.system_prompt, steps)
         staging.rename(target)

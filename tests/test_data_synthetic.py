@@ -4,6 +4,7 @@ determinism, corruption, and that question text alone cannot beat chance."""
 import dataclasses
 import io
 import math
+import random
 import re
 from collections import Counter, defaultdict
 
@@ -12,7 +13,10 @@ import pytest
 from PIL import Image
 
 from visiong1.config import SYNTHETIC_DOMAINS
-from visiong1.data.synthetic import GENERATORS, PATCH, generate_pool, synthetic_item
+from visiong1.config import load_config
+from visiong1.data.synthetic import GENERATORS, PATCH, Grid, generate_pool, synthetic_item
+from visiong1.eval.heldout import held_out_hashes, synthetic_held_out
+from visiong1.training.warm_start import warm_start_pool
 from visiong1.rewards import score
 
 EIGHT_DOMAINS = {"infographic", "mathematical", "spatial", "cross_image", "gui", "medical", "common_sense", "science"}
@@ -168,3 +172,28 @@ def test_the_leak_check_catches_a_question_that_hints_at_the_answer():
     items = generate_pool(["counting"], 900, seed=11)
     leaky = [dataclasses.replace(i, question=i.question + (" many" if int(i.answer) > 3 else " few")) for i in items]
     assert naive_bayes_accuracy(leaky[:600], leaky[600:]) > majority_per_template_accuracy(leaky[:600], leaky[600:]) + 0.06
+
+
+@pytest.mark.parametrize("domain", sorted(EIGHT_DOMAINS))
+def test_every_domain_has_200_distinct_held_out_items_at_56_px(domain):
+    """The demo's held-out set (200 per domain) is 200 distinct items; a domain with a few hundred layouts
+    (spatial, common_sense, science) gets answer-irrelevant texture so that a training pool can avoid them all."""
+    held_out = synthetic_held_out([domain], 200, image_size=56, seed=0, difficulty=1)
+    assert len(held_out) == 200 and len(held_out_hashes(held_out)) == 200
+    pool = generate_pool([domain], 400, image_size=56, seed=0)
+    assert len(held_out_hashes(pool) - held_out_hashes(held_out)) > 300
+
+
+def test_the_warm_start_never_sees_a_held_out_item():
+    data = load_config(None, [f"data.domains=[{','.join(sorted(EIGHT_DOMAINS))}]"]).data
+    held_out = held_out_hashes(synthetic_held_out(data.domains, 200, data.image_size, data.seed, data.difficulty))
+    unfiltered = held_out_hashes(warm_start_pool(data, 3200, held_out_per_domain=0))
+    assert unfiltered & held_out  # the generators do repeat held-out content, so the filter has work to do
+    assert not held_out_hashes(warm_start_pool(data, 3200, held_out_per_domain=200)) & held_out
+
+
+def test_texture_keeps_cells_flat_and_in_range():
+    grid = Grid(56)
+    grid.texture(random.Random(0), (250, 10, 128), 20)
+    pixels = np.asarray(grid.image).astype(int)
+    assert pixels.min() >= 0 and pixels.max() <= 255 and len(np.unique(cells(grid.png()).reshape(-1, 3), axis=0)) > 1

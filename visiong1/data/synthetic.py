@@ -51,6 +51,13 @@ class Grid:
     def cell(self, row: int, col: int) -> int:
         return row * self.side + col
 
+    def texture(self, rng: random.Random, base: tuple[int, int, int], spread: int) -> None:
+        """Shade every cell `base` plus one random grey offset in [-spread, spread]: answer-irrelevant variation, so
+        a domain with few layouts still has thousands of distinct images (held-out items unseen in training)."""
+        for cell in range(self.side**2):
+            offset = rng.randint(-spread, spread)
+            self.fill(cell, tuple(min(255, max(0, channel + offset)) for channel in base))
+
     def png(self) -> bytes:
         return encode_png(self.image)
 
@@ -118,8 +125,10 @@ SPATIAL_CHOICES = ["left of the blue square", "right of the blue square", "above
 
 
 def spatial(rng: random.Random, image_size: int, difficulty: int) -> Draft:
-    """A red and a blue square in one row or column (plus grey distractors); where is red? (`choice`)."""
+    """A red and a blue square in one row or column (plus grey distractors) on a dark textured floor; where is
+    red? (`choice`)."""
     grid = Grid(image_size)
+    grid.texture(rng, (24, 24, 24), 24)
     relation = rng.randrange(4)
     line, near, far = rng.randrange(grid.side), *sorted(rng.sample(range(grid.side), 2))
     first, second = (near, far) if relation in (0, 2) else (far, near)  # red's and blue's position along the line
@@ -191,11 +200,12 @@ def medical(rng: random.Random, image_size: int, difficulty: int) -> Draft:
 
 
 def common_sense(rng: random.Random, image_size: int, difficulty: int) -> Draft:
-    """An outdoor scene: sky with sun or moon, ground of grass or snow; day or night? snow or grass? (`choice`).
+    """An outdoor scene: textured sky with sun or moon, ground of grass or snow; day or night? snow or grass? (`choice`).
     From difficulty 2 the sky is grey either way (only sun vs moon tells); at 3, clouds are added."""
     night, snow = rng.random() < 0.5, rng.random() < 0.5
     sky = (128, 140, 150) if difficulty >= 2 else ((15, 20, 60) if night else (90, 160, 230))
-    grid = Grid(image_size, sky)
+    grid = Grid(image_size)
+    grid.texture(rng, sky, 12)
     ground_row = grid.side - 1
     for col in range(grid.side):
         grid.fill(grid.cell(ground_row, col), (245, 245, 250) if snow else (40, 160, 50))
@@ -215,8 +225,10 @@ THERMOMETER_STEP = {1: 10, 2: 5, 3: 2}
 
 
 def science(rng: random.Random, image_size: int, difficulty: int) -> Draft:
-    """A thermometer column filled up to some cell; read the temperature from the stated scale (`math`)."""
-    grid = Grid(image_size, (255, 255, 255))
+    """A thermometer column filled up to some cell on a textured pale wall; read the temperature from the stated
+    scale (`math`)."""
+    grid = Grid(image_size)
+    grid.texture(rng, (240, 240, 240), 15)
     column, level = rng.randrange(grid.side), rng.randint(1, grid.side)
     step = THERMOMETER_STEP[difficulty]  # fixed per difficulty: a step drawn per item would narrow the answers
     for row in range(grid.side):

@@ -16,7 +16,11 @@ from math import comb
 
 from PIL import Image
 
+from visiong1.data.schema import content_hash
+from visiong1.data.synthetic import generate_pool
 from visiong1.types import PromptItem
+
+HELD_OUT_SEED_OFFSET = 1_000_003  # synthetic held-out items come from a seed no training pool uses
 
 
 def pass_at_k(n: int, correct: int, k: int) -> float:
@@ -47,6 +51,26 @@ def split_held_out(items: list[PromptItem], per_domain_count: int, seed: int) ->
         members = by_domain[domain]
         held.update(rng.sample(members, min(per_domain_count, len(members) // 2)))
     return [i for i in items if i.id not in held], [i for i in items if i.id in held]
+
+
+def synthetic_held_out(domains: list[str], per_domain_count: int, image_size: int, seed: int,
+                       difficulty: int) -> list[PromptItem]:
+    """Up to `per_domain_count` held-out items per domain, all of distinct content, from the data seed plus
+    HELD_OUT_SEED_OFFSET. Training pools and warm starts drop items with the same content (`held_out_hashes`)."""
+    candidates = generate_pool(domains, 2 * per_domain_count * len(domains), image_size,
+                               seed + HELD_OUT_SEED_OFFSET, difficulty)
+    seen, taken, held_out = set(), defaultdict(int), []
+    for item in candidates:
+        key = content_hash(item.question, item.answer, item.images)
+        if key not in seen and taken[item.domain] < per_domain_count:
+            seen.add(key)
+            taken[item.domain] += 1
+            held_out.append(item)
+    return held_out
+
+
+def held_out_hashes(items: list[PromptItem]) -> set[str]:
+    return {content_hash(item.question, item.answer, item.images) for item in items}
 
 
 def blank_images(items: list[PromptItem]) -> list[PromptItem]:

@@ -12,10 +12,16 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+from visiong1.config import DataConfig
+from visiong1.data.schema import content_hash
+from visiong1.data.synthetic import generate_pool
+from visiong1.eval.heldout import held_out_hashes, synthetic_held_out
 from visiong1.training.batching import Sequence, collate, encode_prompt, token_logprobs
 from visiong1.types import PromptItem
 
-WARM_START_VERSION = 2  # in cached warm starts' names; bump when training changes (2: image tokens on M-RoPE)
+# In cached warm starts' names; bump when training or its data changes (2: image tokens on M-RoPE; 3: textured
+# spatial/common_sense/science images, held-out items excluded).
+WARM_START_VERSION = 3
 
 
 def answer_sequences(processor, items: list[PromptItem], system_prompt: str) -> list[Sequence]:
@@ -32,6 +38,17 @@ def warm_start_items(steps: int, batch_size: int = 32) -> int:
     """Items to generate for `steps` warm-start steps: each seen about 4 times (at least 512), so longer warm starts
     teach the skill rather than memorising a small set."""
     return max(512, steps * batch_size // 4)
+
+
+def warm_start_pool(data: DataConfig, count: int, held_out_per_domain: int) -> list[PromptItem]:
+    """`count` synthetic warm-start items (seed `data.seed + 10_000`) minus any with the same content as the run's
+    held-out items (`held_out_per_domain` per domain, the coordinator's own set), which must stay unseen."""
+    items = generate_pool(data.domains, count, data.image_size, seed=data.seed + 10_000, difficulty=data.difficulty)
+    if not held_out_per_domain:
+        return items
+    unseen = held_out_hashes(synthetic_held_out(data.domains, held_out_per_domain, data.image_size, data.seed,
+                                                data.difficulty))
+    return [item for item in items if content_hash(item.question, item.answer, item.images) not in unseen]
 
 
 def warm_start(model_path: str | Path, output_path: str | Path, items: list[PromptItem], system_prompt: str,
