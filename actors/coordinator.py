@@ -223,7 +223,8 @@ class Coordinator:
             self.lineage = {row["id"]: row for row in read_round_manifest(self.round_dir / "manifest.parquet")}
             first_step = self.global_step - cursor["round_start_step"]
         sampler = CurriculumSampler({i: self.items[i].domain for i in selected},
-                                    self.config.curriculum.domain_weights, self.config.round.seed + index)
+                                    self.config.curriculum.domain_weights, self.config.round.seed + index,
+                                    self.config.curriculum.domain_mix)
         if sampler_state:
             sampler.load_state_dict(sampler_state)
         self._train(sampler, selected, first_step)
@@ -303,9 +304,13 @@ class Coordinator:
         self.targets = (split_held_out(list(self.items.values()), cfg.selection.influence.target_per_domain,
                                        cfg.round.seed + 1)[1] if cfg.selection.influence.enabled else [])
         self.active = sorted(set(self.items) - {item.id for item in self.targets})
-        self._emit("phase", phase="prepare_model")
-        self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
-        self._emit("phase", phase="start_actors", model_path=self.model_path)
+        with self._phase("prepare_model"):  # builds the tiny model and its warm start unless cached
+            self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
+        with self._phase("start_actors"):
+            self._start_actors()
+
+    def _start_actors(self) -> None:
+        cfg = self.config
         self.rollout = RolloutGroup(self.model_path, cfg.rollout, cfg.round.system_prompt, cfg.round.seed,
                                     cache_root=str(Path(cfg.model.cache_dir).parent / "engines"))
         self.rewards = RewardPool(cfg.reward)

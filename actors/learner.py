@@ -155,6 +155,16 @@ class LearnerGroup:
         remove_placement_group(self.placement)
 
 
+def _log_warm_start(steps: int):
+    """Progress of a warm start for the driver's log (Ray forwards task output): a line every tenth of the run."""
+    every = max(1, steps // 10)
+
+    def report(step: int, loss: float) -> None:
+        if (step + 1) % every == 0 or step + 1 == steps:
+            print(f"warm start step {step + 1}/{steps}  loss {loss:.3f}", flush=True)
+    return report
+
+
 @ray.remote(num_cpus=1)
 def prepare_model(config: RunConfig) -> str:
     """Path of the starting policy: `model.path`, or the cached tiny model, warm-started when configured."""
@@ -176,6 +186,6 @@ def prepare_model(config: RunConfig) -> str:
     if not (target / "config.json").exists():
         items = warm_start_pool(data, count, held_out_count)
         staging = target.with_name(target.name + ".partial")
-        warm_start(base, staging, items, config.round.system_prompt, steps)
+        warm_start(base, staging, items, config.round.system_prompt, steps, progress=_log_warm_start(steps))
         staging.rename(target)
     return str(target)

@@ -123,7 +123,8 @@ def test_held_out_evaluation_before_and_after_every_round(finished_run):
         assert result["items"] == 8 and set(result["accuracy"]) == {"counting"}
         assert 0.0 <= result["accuracy"]["counting"] <= result["pass_at_k"]["counting"] + 0.5 and result["pass_k"] == 2
     assert summary["evaluations"] == evaluations
-    assert {"evaluate", "select", "train", "curriculum", "checkpoint"} <= set(summary["phase_seconds"])
+    assert {"prepare_model", "start_actors", "evaluate", "select", "train", "curriculum",
+            "checkpoint"} <= set(summary["phase_seconds"])
 
 
 def test_dynamic_sampling_fills_every_step(finished_run):

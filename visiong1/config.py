@@ -360,7 +360,11 @@ class CurriculumConfig(Section):
     """Items found too hard leave the pool for good (default: they wait and are re-scored next round)."""
     domain_weights: dict[str, float] = {}
     """Relative sampling weight per domain within a round (domains not listed: 1); each step draws prompts
-    domain by domain in proportion, so a small domain is not drowned by a large one."""
+    domain by domain in proportion (times the domain's selected items with `domain_mix: items`)."""
+    domain_mix: Literal["items", "equal"] = "items"
+    """A domain's share of a step's prompts: its weight times its items selected for the round (`items`: with
+    weights 1, uniform over items, so prompts go where selection found learning signal), or its weight alone
+    (`equal`: a domain with 3 selected items gets as many prompts per step as one with 300, and repeats them)."""
     rescore_influence: bool = True
     """Re-run influence scoring every round (False: round 0's influence verdicts carry over)."""
 

@@ -1,8 +1,10 @@
 """The curriculum: which items carry between rounds, and how a round's steps draw prompts from its pool.
 
->>> sampler = CurriculumSampler({"a1": "gui", "a2": "gui", "b1": "science"}, {"science": 2.0}, seed=0)
->>> sorted(sampler.next_batch(3))  # science weighs twice gui: 2 of 3 draws (b1 twice: its domain has one item)
-['a1', 'b1', 'b1']
+>>> pool = {"a1": "gui", "a2": "gui", "a3": "gui", "b1": "science"}
+>>> sorted(CurriculumSampler(pool, {}, seed=0).next_batch(4))  # mix by items: uniform over the pool
+['a1', 'a2', 'a3', 'b1']
+>>> sorted(CurriculumSampler(pool, {}, seed=0, mix="equal").next_batch(4))  # b1 twice: its domain has one item
+['a1', 'a3', 'b1', 'b1']
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ def carry_over(lineage: list[dict], pool: list[str], config: CurriculumConfig) -
 
 
 class CurriculumSampler:
-    """Draws a step's prompts: domains in proportion to their weights (default 1), items uniformly within a
-    domain without replacement until the domain is exhausted, then reshuffled. Follows the
+    """Draws a step's prompts: domains in proportion to their weights (default 1), times their item counts with
+    `mix="items"`; items uniformly within a domain without replacement until the domain is exhausted, then
+    reshuffled. Follows the
     `next_batch / observe / state_dict / load_state_dict / metrics` shape, so a resumed round continues exactly."""
 
-    def __init__(self, domains_by_id: dict[str, str], weights: dict[str, float], seed: int):
+    def __init__(self, domains_by_id: dict[str, str], weights: dict[str, float], seed: int,
+                 mix: str = "items"):
         self.domain_of = dict(domains_by_id)
         self.members: dict[str, list[str]] = {}
         for item_id in sorted(domains_by_id):
             self.members.setdefault(domains_by_id[item_id], []).append(item_id)
-        self.weights = {domain: weights.get(domain, 1.0) for domain in sorted(self.members)}
+        self.weights = {domain: weights.get(domain, 1.0) * (len(self.members[domain]) if mix == "items" else 1)
+                        for domain in sorted(self.members)}
         self.rng = random.Random(seed)
         self.queues: dict[str, list[str]] = {domain: [] for domain in self.members}
         self.drawn: Counter = Counter()
