@@ -156,7 +156,8 @@ class LearnerGroup:
 
 
 def _log_warm_start(steps: int):
-    """Progress of a warm start for the driver's log (Ray forwards task output): a line every tenth of the run."""
+    """Progress of a warm start, a line every tenth of the run, in the task's Ray worker log (the driver does not
+    forward worker output; its progress bar shows the `prepare_model` phase meanwhile)."""
     every = max(1, steps // 10)
 
     def report(step: int, loss: float) -> None:
