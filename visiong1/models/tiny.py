@@ -6,6 +6,7 @@ tokens the Qwen2.5-VL processor and vLLM expect, so demos and tests run the code
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,10 +32,19 @@ IMAGE_PIXELS = (56 * 56, 112 * 112)  # processor min/max pixels: 56-112 px image
 BUILDER_VERSION = 3  # bump when the builder changes what it writes, so caches rebuild
 
 
+@functools.cache
+def corpus_digest() -> str:
+    """Hash of the tokenizer's training text: the synthetic generators' questions and answers feed it, so a
+    generator change that alters them must not reuse a model whose vocabulary was learnt on the old text."""
+    from visiong1.data.synthetic import tokenizer_corpus
+
+    return hashlib.sha256("\n".join(tokenizer_corpus()).encode()).hexdigest()[:12]
+
+
 def cache_key(seed: int) -> str:
-    """Directory name of the tiny model for `seed`; changes whenever the shape or template changes."""
+    """Directory name of the tiny model for `seed`; changes whenever the shape, template or tokenizer text changes."""
     spec = json.dumps({"seed": seed, "shape": TINY_SHAPE, "template": CHAT_TEMPLATE, "pixels": IMAGE_PIXELS,
-                       "builder": BUILDER_VERSION})
+                       "builder": BUILDER_VERSION, "corpus": corpus_digest()})
     return f"tiny-qwen2_5_vl-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 
