@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiong1.config import SYNTHETIC_DOMAINS
-from visiong1.config import load_config
+from visiong1.config import SYNTHETIC_DOMAINS, load_config
 from visiong1.data.synthetic import GENERATORS, PATCH, Grid, generate_pool, synthetic_item
 from visiong1.eval.heldout import held_out_hashes, synthetic_held_out
 from visiong1.training.warm_start import warm_start_pool
