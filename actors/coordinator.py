@@ -28,8 +28,7 @@ from actors.selection import (SampledStep, dynamic_metrics, dynamic_sample, eval
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig, load_config_tree, write_resolved
 from visiong1.data.pool import load_pool
-from visiong1.data.schema import content_hash
-from visiong1.eval.heldout import blank_images, held_out_hashes, split_held_out, synthetic_held_out
+from visiong1.eval.heldout import blank_images, held_out_hashes, item_hash, split_held_out, synthetic_held_out
 from visiong1.eval.report import write_report
 from visiong1.eval.trackers import Trackers
 from visiong1.data.synthetic import generate_pool
@@ -347,7 +346,7 @@ class Coordinator:
         held_out = synthetic_held_out(data.domains, evaluation.items_per_domain, data.image_size, data.seed,
                                       data.difficulty)
         seen = held_out_hashes(held_out)
-        self.items = {i.id: i for i in self.items.values() if content_hash(i.question, i.answer, i.images) not in seen}
+        self.items = {i.id: i for i in self.items.values() if item_hash(i) not in seen}
         return held_out
 
     def _evaluate(self, label: str, items: list[PromptItem] | None = None, control: bool = False) -> None:

@@ -61,7 +61,7 @@ def synthetic_held_out(domains: list[str], per_domain_count: int, image_size: in
                                seed + HELD_OUT_SEED_OFFSET, difficulty)
     seen, taken, held_out = set(), defaultdict(int), []
     for item in candidates:
-        key = content_hash(item.question, item.answer, item.images)
+        key = item_hash(item)
         if key not in seen and taken[item.domain] < per_domain_count:
             seen.add(key)
             taken[item.domain] += 1
@@ -69,8 +69,13 @@ def synthetic_held_out(domains: list[str], per_domain_count: int, image_size: in
     return held_out
 
 
+def item_hash(item: PromptItem) -> str:
+    """The item's content hash (question, answer, images): equal for items a model cannot tell apart."""
+    return content_hash(item.question, item.answer, item.images)
+
+
 def held_out_hashes(items: list[PromptItem]) -> set[str]:
-    return {content_hash(item.question, item.answer, item.images) for item in items}
+    return {item_hash(item) for item in items}
 
 
 def blank_images(items: list[PromptItem]) -> list[PromptItem]:

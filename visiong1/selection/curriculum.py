@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import random
+from typing import Literal
 from collections import Counter
 
 from visiong1.config import CurriculumConfig
@@ -29,11 +30,11 @@ def carry_over(lineage: list[dict], pool: list[str], config: CurriculumConfig) -
 class CurriculumSampler:
     """Draws a step's prompts: domains in proportion to their weights (default 1), times their item counts with
     `mix="items"`; items uniformly within a domain without replacement until the domain is exhausted, then
-    reshuffled. Follows the
-    `next_batch / observe / state_dict / load_state_dict / metrics` shape, so a resumed round continues exactly."""
+    reshuffled. Follows the `next_batch / observe / state_dict / load_state_dict / metrics` shape, so a resumed
+    round continues exactly."""
 
     def __init__(self, domains_by_id: dict[str, str], weights: dict[str, float], seed: int,
-                 mix: str = "items"):
+                 mix: Literal["items", "equal"] = "items"):
         self.domain_of = dict(domains_by_id)
         self.members: dict[str, list[str]] = {}
         for item_id in sorted(domains_by_id):

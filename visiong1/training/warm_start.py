@@ -13,9 +13,8 @@ import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from visiong1.config import DataConfig
-from visiong1.data.schema import content_hash
 from visiong1.data.synthetic import generate_pool
-from visiong1.eval.heldout import held_out_hashes, synthetic_held_out
+from visiong1.eval.heldout import held_out_hashes, item_hash, synthetic_held_out
 from visiong1.training.batching import Sequence, collate, encode_prompt, token_logprobs
 from visiong1.types import PromptItem
 
@@ -48,7 +47,7 @@ def warm_start_pool(data: DataConfig, count: int, held_out_per_domain: int) -> l
         return items
     unseen = held_out_hashes(synthetic_held_out(data.domains, held_out_per_domain, data.image_size, data.seed,
                                                 data.difficulty))
-    return [item for item in items if content_hash(item.question, item.answer, item.images) not in unseen]
+    return [item for item in items if item_hash(item) not in unseen]
 
 
 def warm_start(model_path: str | Path, output_path: str | Path, items: list[PromptItem], system_prompt: str,
