@@ -28,7 +28,8 @@ from actors.selection import (SampledStep, dynamic_metrics, dynamic_sample, eval
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig, load_config_tree, write_resolved
 from visiong1.data.pool import load_pool
-from visiong1.eval.heldout import blank_images, held_out_hashes, item_hash, split_held_out, synthetic_held_out
+from visiong1.eval.heldout import (blank_images, held_out_hashes, item_hash, per_domain, split_held_out,
+                                   synthetic_held_out)
 from visiong1.eval.report import write_report
 from visiong1.eval.trackers import Trackers
 from visiong1.data.synthetic import generate_pool
@@ -454,6 +455,7 @@ class Coordinator:
             self.policy_version = min(versions)
         dynamic = dynamic_metrics(sampled) if cfg.selection.dynamic_sampling else {}
         metrics = {"step": step, "round": self.round_index, **_reward_metrics(trained), **dynamic, **train_metrics, **timings,
+                   **_domain_accuracy(sampled.scores, self.items),
                    **self.rollout.metrics(), "rollout/weight_version": self.policy_version,
                    "time/step_s": sum(timings.values())}
         return metrics
@@ -517,6 +519,12 @@ def _reward_metrics(scores: list[GroupScores]) -> dict[str, float]:
     for reason in sorted(set(reasons)):
         metrics[f"reward/reason_{reason}"] = reasons.count(reason) / len(reasons)
     return metrics
+
+
+def _domain_accuracy(scores: list[GroupScores], items: dict[str, PromptItem]) -> dict[str, float]:
+    """Sampled accuracy per domain over every group generated in the step (kept or not): which domains RL moves."""
+    by_domain = per_domain([(items[s.prompt_id].domain, float(np.mean(s.accuracies))) for s in scores])
+    return {f"reward/accuracy_{domain}": value for domain, value in by_domain.items()}
 
 
 def _with_overrides(config: RunConfig, overrides: dict) -> RunConfig:

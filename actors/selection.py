@@ -116,11 +116,16 @@ def dynamic_metrics(step: SampledStep) -> dict[str, float]:
 
 def evaluate(items: list[PromptItem], rollout, rewards, config: RunConfig) -> dict:
     """Held-out evaluation: greedy accuracy per domain, and pass@k from `eval.pass_k` samples at the rollout
-    temperature (when k > 1); means are over domains (each domain counts once)."""
+    temperature (when k > 1); means are over domains (each domain counts once). Items whose metadata names a
+    `template` (the synthetic generators do) also get greedy accuracy per `domain/template`: a domain's mean can
+    hide one template stuck at zero (the tiny model cannot localize)."""
     timings: dict = {}
     _, greedy = generate_and_score(rollout, rewards, items, config, greedy=True, timings=timings)
     accuracy = per_domain([(item.domain, score.accuracies[0]) for item, score in zip(items, greedy)])
-    result = {"accuracy": accuracy, "accuracy_mean": sum(accuracy.values()) / len(accuracy), "items": len(items)}
+    result = {"accuracy": accuracy, "accuracy_mean": sum(accuracy.values()) / len(accuracy), "items": len(items),
+              "accuracy_by_template": per_domain([(f"{item.domain}/{item.metadata['template']}", score.accuracies[0])
+                                                  for item, score in zip(items, greedy)
+                                                  if "template" in item.metadata])}
     k = config.eval.pass_k
     if k > 1:
         _, sampled = generate_and_score(rollout, rewards, items, config, samples=k, timings=timings)

@@ -57,6 +57,7 @@ def test_run_directory_holds_config_metrics_and_checkpoint(finished_run):
     assert resolved.round.rounds == 2 and resolved.model.warm_start_steps == 60
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(row["round"], row["step"]) for row in rows] == [(0, 0), (0, 1), (1, 2), (1, 3)]
+    assert all(0 <= row["reward/accuracy_counting"] <= 1 for row in rows)  # sampled accuracy per domain
     assert summary["checkpoint"] == str(run_dir / "checkpoint")
     Qwen2_5_VLForConditionalGeneration.from_pretrained(summary["checkpoint"])
 
@@ -169,6 +170,14 @@ def test_the_run_writes_an_html_report_with_its_plots(finished_run):
     again = subprocess.run([sys.executable, "-m", "visiong1.cli", "report", str(run_dir)], capture_output=True,
                            text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.strip() == str(report)
+
+
+def test_evaluations_break_accuracy_down_by_template(finished_run):
+    _, summary, _, run_dir = finished_run
+    assert len(summary["evaluations"]) == 3  # before round 0 and after each of the 2 rounds
+    for evaluation in summary["evaluations"]:
+        assert evaluation["accuracy_by_template"] == {"counting/count": evaluation["accuracy"]["counting"]}
+    assert "<td>counting/count</td>" in (run_dir / "report" / "report.html").read_text()
 
 
 def test_step_and_evaluation_scalars_reach_tensorboard(finished_run):

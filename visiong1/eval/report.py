@@ -104,13 +104,14 @@ def plot_step_time(rows: list[dict], path: Path) -> Path:
     return _save(figure, path)
 
 
-def _evaluation_table(evaluations: list[dict]) -> str:
+def _evaluation_table(evaluations: list[dict], key: str = "accuracy", with_mean: bool = True) -> str:
+    """HTML table of `evaluation[key]` (name -> accuracy) with one column per evaluation."""
     head = "".join(f"<th>{html.escape(e['label'])}</th>" for e in evaluations)
-    body = "".join(f"<tr><td>{html.escape(domain)}</td>" + "".join(f"<td>{e['accuracy'][domain]:.3f}</td>"
-                                                                   for e in evaluations) + "</tr>"
-                   for domain in evaluations[0]["accuracy"])
+    body = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{e[key][name]:.3f}</td>" for e in evaluations)
+                   + "</tr>" for name in evaluations[0][key])
     mean = "".join(f"<td><b>{e['accuracy_mean']:.3f}</b></td>" for e in evaluations)
-    return f"<table><tr><th>domain</th>{head}</tr>{body}<tr><td><b>mean</b></td>{mean}</tr></table>"
+    mean_row = f"<tr><td><b>mean</b></td>{mean}</tr>" if with_mean else ""
+    return f"<table><tr><th>{'domain' if with_mean else 'domain/template'}</th>{head}</tr>{body}{mean_row}</table>"
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -131,6 +132,9 @@ def write_report(run_dir: str | Path) -> Path:
     sections = "".join(f"<h2>{html.escape(title)}</h2><img src='{path.name}' alt='{html.escape(title)}'>"
                        for title, path in figures)
     table = _evaluation_table(evaluations) if evaluations else "<p>No held-out evaluation in this run.</p>"
+    if evaluations and all(e.get("accuracy_by_template") for e in evaluations):
+        table += "<h2>Held-out accuracy per template</h2>" + _evaluation_table(evaluations, "accuracy_by_template",
+                                                                              with_mean=False)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>visiong1 run {html.escape(run_dir.name)}</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
             "td,th{padding:2px 10px;text-align:right}</style></head>"
