@@ -182,7 +182,8 @@ def prepare_model(config: RunConfig) -> str:
         return str(base)
     data, held_out_count = config.data, config.eval.items_per_domain if config.eval.enabled else 0
     count = warm_start_items(steps)
-    target = Path(f"{base}-warm{steps}v{WARM_START_VERSION}-{'+'.join(data.domains)}-d{data.difficulty}"
+    difficulty = "-".join(map(str, data.difficulty)) if isinstance(data.difficulty, list) else data.difficulty
+    target = Path(f"{base}-warm{steps}v{WARM_START_VERSION}-{'+'.join(data.domains)}-d{difficulty}"
                   f"-px{data.image_size}-s{data.seed}-n{count}-xh{held_out_count}")
     if not (target / "config.json").exists():
         items = warm_start_pool(data, count, held_out_count)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiong1.config import SYNTHETIC_DOMAINS, load_config
+from visiong1.config import SYNTHETIC_DOMAINS, ConfigError, load_config
 from visiong1.data.synthetic import GENERATORS, PATCH, Grid, generate_pool, synthetic_item
 from visiong1.eval.heldout import held_out_hashes, synthetic_held_out
 from visiong1.training.warm_start import warm_start_pool
@@ -196,3 +196,18 @@ def test_texture_keeps_cells_flat_and_in_range():
     grid.texture(random.Random(0), (250, 10, 128), 20)
     pixels = np.asarray(grid.image).astype(int)
     assert pixels.min() >= 0 and pixels.max() <= 255 and len(np.unique(cells(grid.png()).reshape(-1, 3), axis=0)) > 1
+
+
+def test_a_difficulty_list_cycles_over_each_domains_items():
+    items = generate_pool(["mathematical", "science"], 60, seed=3, difficulty=[1, 3])
+    for domain in ("mathematical", "science"):
+        mine = [item for item in items if item.domain == domain]
+        assert [item.metadata["difficulty"] for item in mine[:4]] == [1, 3, 1, 3]
+    assert {item.metadata["template"] for item in items if item.domain == "mathematical"} == {"plus", "times"}
+    assert synthetic_item("science", 4, seed=3, difficulty=[1, 3]) == synthetic_item("science", 4, seed=3, difficulty=1)
+
+
+@pytest.mark.parametrize("value, message", [("[]", "at least 1 item"), ("[1,4]", "less than or equal to 3")])
+def test_a_bad_difficulty_list_is_a_config_error(value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"data.difficulty={value}"])

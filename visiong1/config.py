@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -82,6 +82,9 @@ class ImagePolicyConfig(Section):
         return self
 
 
+Difficulty = Annotated[int, Field(ge=1, le=3)]
+
+
 class DataConfig(Section):
     pool: str | None = None
     """Directory of a pool built by `visiong1 data build`. None generates synthetic items from `domains`."""
@@ -91,8 +94,9 @@ class DataConfig(Section):
     """Synthetic items to generate (on top of `sources` when building a pool)."""
     image_size: int = Field(56, ge=28, multiple_of=28)
     """Side of the square synthetic images in pixels (multiple of 28 = patch 14 x merge 2)."""
-    difficulty: int = Field(1, ge=1, le=3)
-    """Synthetic difficulty knob: more distractors, larger ranges, harder question forms."""
+    difficulty: Difficulty | Annotated[list[Difficulty], Field(min_length=1)] = 1
+    """Synthetic difficulty knob: more distractors, larger ranges, harder question forms. A list (`[1, 2, 3]`)
+    cycles over each domain's items, so the pool, warm start and held-out set mix easy and hard items."""
     corrupt_fraction: float = Field(0.0, ge=0, le=1)
     """Share of synthetic items deliberately corrupted (wrong answer or swapped image), flagged in
     `metadata.corrupted`, so selection can be measured on data where the truth is known."""

@@ -3,7 +3,8 @@
 Every image is a grid of 14-px cells and every object fills whole cells ("patch-aligned"), so the answer is
 visible at the resolution a tiny VLM sees (FIELD_NOTES: free-placed objects stay at chance at 56 px). Items are
 deterministic in (seed, domain, index), so any worker can generate any slice of a pool. `difficulty` (1-3) adds
-distractors, widens ranges or picks a harder question form; each domain's question text depends only on its
+distractors, widens ranges or picks a harder question form; a list of difficulties cycles over each domain's items,
+so one pool spans easy and hard items (what pass-rate filtering sorts); each domain's question text depends only on its
 template and on variables drawn independently of the answer, so the text alone cannot beat chance.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from PIL import Image
@@ -254,9 +255,19 @@ def corrupt(draft: Draft, rng: random.Random, donor_for: Callable[[int], Draft])
     return draft  # a template with a single possible answer cannot be corrupted
 
 
-def synthetic_item(domain: str, index: int, seed: int = 0, image_size: int = 56, difficulty: int = 1,
-                   corrupt_fraction: float = 0.0) -> PromptItem:
+def item_difficulty(difficulty: int | Sequence[int], index: int) -> int:
+    """Difficulty of a domain's item `index`: the knob itself, or `difficulty[index % len(difficulty)]`.
+
+    >>> item_difficulty(2, 7), [item_difficulty([1, 3], i) for i in range(3)]
+    (2, [1, 3, 1])
+    """
+    return difficulty if isinstance(difficulty, int) else difficulty[index % len(difficulty)]
+
+
+def synthetic_item(domain: str, index: int, seed: int = 0, image_size: int = 56,
+                   difficulty: int | Sequence[int] = 1, corrupt_fraction: float = 0.0) -> PromptItem:
     """Item `index` of `domain`: the same arguments give the same item in any process."""
+    difficulty = item_difficulty(difficulty, index)
     generator = GENERATORS[domain]
     rng = random.Random(f"{seed}:{domain}:{index}")
     draft = generator(rng, image_size, difficulty)
@@ -269,8 +280,8 @@ def synthetic_item(domain: str, index: int, seed: int = 0, image_size: int = 56,
                       answer_type=draft.answer_type, choices=draft.choices, metadata=metadata)
 
 
-def generate_pool(domains: list[str], num_items: int, image_size: int = 56, seed: int = 0, difficulty: int = 1,
-                  corrupt_fraction: float = 0.0) -> list[PromptItem]:
+def generate_pool(domains: list[str], num_items: int, image_size: int = 56, seed: int = 0,
+                  difficulty: int | Sequence[int] = 1, corrupt_fraction: float = 0.0) -> list[PromptItem]:
     """`num_items` items spread round-robin over `domains`, reproducible from `seed`."""
     unknown = sorted(set(domains) - set(GENERATORS))
     if unknown:

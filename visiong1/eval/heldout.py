@@ -54,7 +54,7 @@ def split_held_out(items: list[PromptItem], per_domain_count: int, seed: int) ->
 
 
 def synthetic_held_out(domains: list[str], per_domain_count: int, image_size: int, seed: int,
-                       difficulty: int) -> list[PromptItem]:
+                       difficulty: int | list[int]) -> list[PromptItem]:
     """Up to `per_domain_count` held-out items per domain, all of distinct content, from the data seed plus
     HELD_OUT_SEED_OFFSET. Training pools and warm starts drop items with the same content (`held_out_hashes`)."""
     candidates = generate_pool(domains, 2 * per_domain_count * len(domains), image_size,
