@@ -305,7 +305,8 @@ class Coordinator:
                                        cfg.round.seed + 1)[1] if cfg.selection.influence.enabled else [])
         self.active = sorted(set(self.items) - {item.id for item in self.targets})
         with self._phase("prepare_model"):  # builds the tiny model and its warm start unless cached
-            self.model_path = get_within(prepare_model.remote(cfg), cfg.round.step_timeout_s, "model preparation task")
+            task = prepare_model.options(num_cpus=cfg.model.warm_start_cpus).remote(cfg)
+            self.model_path = get_within(task, cfg.round.step_timeout_s, "model preparation task")
         with self._phase("start_actors"):
             self._start_actors()
 

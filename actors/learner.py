@@ -171,7 +171,7 @@ def prepare_model(config: RunConfig) -> str:
     """Path of the starting policy: `model.path`, or the cached tiny model, warm-started when configured."""
     if config.model.path is not None:
         return config.model.path
-    size_torch_threads(1)
+    size_torch_threads(config.model.warm_start_cpus)
     quiet_transformers()
     from visiong1.models.tiny import tiny_model_path
     from visiong1.training.warm_start import WARM_START_VERSION, warm_start, warm_start_items, warm_start_pool

@@ -49,6 +49,7 @@ def test_dotted_overrides_apply_and_parse_yaml_values():
     ("selection.pass_rate_low=0.9", r"pass_rate_low \(0\.9\) must be below pass_rate_high"),
     ("learner", r"not of the form dotted\.key=value"),
     ("learner.lr.x=1", r"'lr' is a value, not a section"),
+    ("model.warm_start_cpus=8", r"warm_start_cpus \(8\) exceeds ray\.num_cpus \(4\)"),
 ])
 def test_bad_overrides_are_rejected(override, message):
     with pytest.raises(ConfigError, match=message):

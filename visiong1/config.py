@@ -32,6 +32,9 @@ class ModelConfig(Section):
     warm_start_steps: int = Field(300, ge=0)
     """Supervised answer-only steps on the synthetic data before RL, so the random-init policy learns the answer
     format and RL gets groups with mixed rewards (0 = no warm start)."""
+    warm_start_cpus: int = Field(1, ge=1)
+    """Ray CPUs and torch threads of the warm-start task. It runs before any other role starts, so a demo on one
+    machine can give it every core (at most `ray.num_cpus` on a local cluster)."""
 
 
 SYNTHETIC_DOMAINS = ("counting", "infographic", "mathematical", "spatial", "cross_image", "gui", "medical",
@@ -453,6 +456,13 @@ class RunConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
     api: ApiConfig = ApiConfig()
     ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _warm_start_fits_the_local_cluster(self) -> "RunConfig":
+        if self.ray.address is None and self.model.warm_start_cpus > self.ray.num_cpus:
+            raise ValueError(f"model.warm_start_cpus ({self.model.warm_start_cpus}) exceeds ray.num_cpus "
+                             f"({self.ray.num_cpus}) of the local cluster: the warm start could never be scheduled")
+        return self
 
 
 class ConfigError(ValueError):
