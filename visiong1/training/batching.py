@@ -40,8 +40,9 @@ def encode_prompt(processor, item: PromptItem, system_prompt: str) -> tuple[list
     """Prompt token ids with image pads expanded, exactly as the rollout engines tokenize them."""
     text = processor.apply_chat_template(chat_messages(item, system_prompt), tokenize=False, add_generation_prompt=True)
     images = decode_images(item) or None
-    encoded = processor(text=[text], images=images, return_tensors="pt")
-    return encoded["input_ids"][0].tolist(), image_inputs(processor, item)
+    encoded = processor(text=[text], images=images, return_tensors="pt")  # one image pass serves ids and pixels
+    pixels = ImageInputs(encoded["pixel_values"], encoded["image_grid_thw"]) if images else ImageInputs(None, None)
+    return encoded["input_ids"][0].tolist(), pixels
 
 
 def collate(sequences: list[Sequence], pad_id: int) -> dict[str, torch.Tensor | None]:
