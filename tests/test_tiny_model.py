@@ -2,11 +2,14 @@
 
 import pytest
 import torch
+from transformers import AutoProcessor
 
 from visiong1.data.synthetic import generate_pool
 from visiong1.engines.hf import HFEngine, SamplingParams
 from visiong1.models.tiny import tiny_model_path
+from visiong1.rewards import score
 from visiong1.training.batching import Sequence, collate, image_inputs, token_logprobs
+from visiong1.training.warm_start import answer_sequences
 
 SYSTEM = "Answer the question. Put the final answer in \\boxed{}."
 
@@ -58,3 +61,15 @@ def test_weight_update_changes_policy_and_version(tiny_model):
     after = engine.generate(items, greedy)
     assert [s.logprobs[0] for g in after for s in g.samples] != pytest.approx(before, abs=1e-3)
     assert {s.weight_version for g in after for s in g.samples} == {7}
+
+
+def test_warm_start_targets_are_what_the_reward_accepts(tiny_model):
+    """Supervised targets decode to the boxed reference answer, which the item's scorer marks correct (a `point`
+    item's target is the box centre, not its ground-truth box)."""
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    items = [item for item in generate_pool(["gui"], 12, seed=4) if item.answer_type == "point"][:3]
+    assert items
+    for item, sequence in zip(items, answer_sequences(processor, items, SYSTEM)):
+        text = processor.tokenizer.decode(sequence.response_ids, skip_special_tokens=True)
+        assert text == f"\\boxed{{{item.reference_answer()}}}" and text.startswith("\\boxed{(")
+        assert score(text, item.answer, item.answer_type, **item.scorer_meta()).accuracy == 1.0

@@ -47,6 +47,15 @@ class PromptItem:
         """Keyword arguments the item's scorer takes: its metadata plus the choices, when there are any."""
         return {**self.metadata, "choices": self.choices} if self.choices else dict(self.metadata)
 
+    def reference_answer(self) -> str:
+        """What a correct response puts in `\\boxed{}`: the answer itself, except for `point` items, whose answer
+        is the target's box `[x1, y1, x2, y2]` and whose reference point is its centre `(x, y)`."""
+        if self.answer_type != "point":
+            return self.answer
+        from visiong1.rewards.grounding import box_centre  # lazily: this module stays free of the scorers
+
+        return box_centre(self.answer)
+
 
 def items_to_table(items: list[PromptItem]) -> pa.Table:
     """Pack prompt items into an Arrow table (the form prompts travel in through the object store)."""

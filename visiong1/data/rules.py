@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 from visiong1.config import DataConfig
 from visiong1.data.schema import Candidate, Rejected
-from visiong1.rewards import ANSWER_TYPES, GroundTruthError, score
+from visiong1.rewards import ANSWER_TYPES, AnswerParseError, GroundTruthError, score
 from visiong1.rewards.choice import letter_of
+from visiong1.rewards.grounding import box_centre
 
 _OPTION_PREFIX = re.compile(r"^\s*\(?([A-Za-z])\)?[.:)]\s+")
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
@@ -77,10 +78,11 @@ def reference_response(candidate: Candidate) -> str:
     """What a perfect model would box: the answer itself, or the centre of the box for `point` items."""
     if candidate.answer_type != "point":
         return candidate.answer
-    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", candidate.answer)]
-    if len(numbers) != 4:
-        raise Rejected("answer_unverifiable", f"point ground truth {candidate.answer!r} is not a box [x1, y1, x2, y2]")
-    return f"({(numbers[0] + numbers[2]) / 2:g}, {(numbers[1] + numbers[3]) / 2:g})"
+    try:
+        return box_centre(candidate.answer)
+    except AnswerParseError:
+        raise Rejected("answer_unverifiable",
+                       f"point ground truth {candidate.answer!r} is not a box [x1, y1, x2, y2]") from None
 
 
 def check_verifiable(candidate: Candidate, max_text_words: int) -> Candidate:

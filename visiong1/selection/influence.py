@@ -67,7 +67,7 @@ def flat_gradient(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch
 
 
 def nll_loss(model, processor, item: PromptItem, system_prompt: str) -> torch.Tensor:
-    """Mean negative log-likelihood of `\\boxed{answer}<|im_end|>` given the item's prompt."""
+    """Mean negative log-likelihood of `\\boxed{reference answer}<|im_end|>` given the item's prompt."""
     batch = collate(answer_sequences(processor, [item], system_prompt), processor.tokenizer.pad_token_id)
     logprobs = token_logprobs(model, batch)
     return -(logprobs * batch["response_mask"]).sum() / batch["response_mask"].sum()

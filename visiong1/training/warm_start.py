@@ -19,16 +19,17 @@ from visiong1.training.batching import Sequence, collate, encode_prompt, token_l
 from visiong1.types import PromptItem
 
 # In cached warm starts' names; bump when training or its data changes (2: image tokens on M-RoPE; 3: textured
-# spatial/common_sense/science images, held-out items excluded).
-WARM_START_VERSION = 3
+# spatial/common_sense/science images, held-out items excluded; 4: `point` items answer with the box centre).
+WARM_START_VERSION = 4
 
 
 def answer_sequences(processor, items: list[PromptItem], system_prompt: str) -> list[Sequence]:
-    """Prompt + `\\boxed{answer}<|im_end|>` for each item; the loss covers the answer tokens only."""
+    """Prompt + `\\boxed{reference answer}<|im_end|>` for each item; the loss covers the answer tokens only."""
     sequences = []
     for item in items:
         prompt_ids, images = encode_prompt(processor, item, system_prompt)
-        target = processor.tokenizer.encode(f"\\boxed{{{item.answer}}}<|im_end|>", add_special_tokens=False)
+        answer = f"\\boxed{{{item.reference_answer()}}}<|im_end|>"
+        target = processor.tokenizer.encode(answer, add_special_tokens=False)
         sequences.append(Sequence(prompt_ids, target, [0.0] * len(target), 1.0, images))
     return sequences
 
