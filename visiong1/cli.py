@@ -10,29 +10,52 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 
 from visiong1.config import ConfigError, load_config
 
+# `visiong1 demo` and `visiong1 ablate` without -c run the method demo: 3 rounds of selection and GRPO over the 8
+# synthetic domains (configs/demo.yaml, the built-in defaults, is the 2-minute one-round counting demo).
+METHOD_DEMO_CONFIG = "demo_8domains.yaml"
 RUNNERS = {"demo": "actors.demo:main", "ablate": "actors.demo:ablate", "serve": "services.api.server:main",
            "reward serve": "services.reward.server:main"}
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", help="YAML run config (default: built-in defaults, the CPU demo)")
+def bundled_config(name: str) -> Path:
+    """A config that ships with visiong1: the checkout's `configs/`, or the copy a wheel carries in the package."""
+    here = Path(__file__).resolve()
+    for directory in (here.parents[1] / "configs", here.parent / "configs"):
+        if (directory / name).is_file():
+            return directory / name
+    raise ConfigError(f"config {name} is not installed with visiong1; pass one with -c")
+
+
+def config_path(args: argparse.Namespace) -> str | Path | None:
+    """The YAML a command loads: `-c`, else the method demo for `demo`/`ablate`, else none (built-in defaults)."""
+    if args.config or args.command not in ("demo", "ablate"):
+        return args.config
+    return bundled_config(METHOD_DEMO_CONFIG)
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, default: str = "built-in defaults") -> None:
+    parser.add_argument("-c", "--config", help=f"YAML run config (default: {default})")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. learner.lr=1e-6")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visiong1", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run one GRPO round of the tiny Qwen2.5-VL on a local Ray cluster",
-                               description="Build or reuse the tiny model, start a local Ray cluster and run one "
-                                           "round; writes runs/<id>/ (config.json, metrics.jsonl, checkpoint/).")
-    _add_config_arguments(demo)
+    demo = commands.add_parser("demo", help="run the method on the tiny Qwen2.5-VL on a local Ray cluster",
+                               description="Build or reuse the tiny model and its warm start, start a local Ray "
+                                           "cluster and run the config's rounds (by default 3 rounds of selection "
+                                           "and GRPO over the 8 synthetic domains, about 9 minutes on 2 cores; "
+                                           "-c configs/demo.yaml: one 2-minute counting round); writes runs/<id>/ "
+                                           "(config.json, metrics.jsonl, summary.json, report/, checkpoint/).")
+    _add_config_arguments(demo, f"configs/{METHOD_DEMO_CONFIG}")
     ablate = commands.add_parser("ablate", help="run the config and its ablations; print held-out accuracy side by side",
                                  description="The config as given, then without influence, without the difficulty "
                                              "filters, and with one round; writes <output_dir>/ablation.json.")
-    _add_config_arguments(ablate)
+    _add_config_arguments(ablate, f"configs/{METHOD_DEMO_CONFIG}")
     serve = commands.add_parser("serve", help="start the REST control plane (FastAPI + uvicorn)",
                                 description="Serve POST /v1/runs and GET /v1/runs/{id}/events on api.host:api.port; "
                                             "connects to ray.address or starts a local Ray cluster.")
@@ -191,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(tiny_model_path(args.cache_dir, args.seed))
         return 0
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(config_path(args), args.overrides)
     except (ConfigError, OSError) as error:
         print(f"visiong1 {args.command}: {error}", file=sys.stderr)
         return 2
