@@ -108,7 +108,9 @@ def test_round_lineage_records_every_item_and_the_funnel(finished_run):
     assert all(row["difficulty"] == "in_band" and row["influence"] == "kept" for row in rows if row["selected"])
     funnel = json.loads((run_dir / "rounds" / "000" / "funnel.json").read_text())
     counts = funnel["counting"]
-    assert counts["pool"] == len(rows) >= counts["band"] >= counts["influence"] >= counts["trained"] > 0
+    assert counts["targets"] == 8 and counts["pool"] == len(rows) - 8  # targets are not training candidates
+    assert counts["pool"] >= counts["band"] >= counts["influence"] >= counts["trained"] > 0
+    assert counts["band"] == sum(row["difficulty"] == "in_band" for row in rows)
     assert next(event for event in events if event["type"] == "round_manifest")["funnel"] == funnel
     assert (run_dir / "rounds" / "001" / "manifest.parquet").exists()
 

@@ -1,11 +1,12 @@
 """The round manifest: every pool item's fate in a round (pass rate, influence score, kept or dropped and why,
 trained or not), as Parquet, and the per-domain funnel pool -> band -> influence -> trained.
 
->>> rows = [new_lineage(0, "a", "s", "gui"), new_lineage(0, "b", "s", "gui")]
+>>> rows = [new_lineage(0, i, "s", "gui") for i in "abc"]
 >>> rows[0].update(difficulty="in_band", influence="kept", selected=True, trained=True)
 >>> rows[1].update(difficulty="too_easy")
+>>> rows[2].update(influence="target")  # held out as an influence target: never a training candidate
 >>> funnel(rows)
-{'gui': {'pool': 2, 'band': 1, 'influence': 1, 'trained': 1}}
+{'gui': {'pool': 2, 'band': 1, 'influence': 1, 'trained': 1, 'targets': 1}}
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ def new_lineage(round_index: int, item_id: str, source: str, domain: str) -> dic
 
 
 def funnel(rows: list[dict]) -> dict[str, dict[str, int]]:
-    """Per domain: items in the pool, after the difficulty band, after influence, and trained on."""
+    """Per domain: candidate items in the pool, after the difficulty band, after influence, and trained on; the
+    influence targets (held out of training, never scored for difficulty) are counted apart as `targets`."""
     stages: dict[str, dict[str, int]] = {}
     for row in rows:
-        counts = stages.setdefault(row["domain"], {"pool": 0, "band": 0, "influence": 0, "trained": 0})
+        counts = stages.setdefault(row["domain"], {"pool": 0, "band": 0, "influence": 0, "trained": 0, "targets": 0})
+        if row["influence"] == "target":
+            counts["targets"] += 1
+            continue
         counts["pool"] += 1
         if row["difficulty"] in PASSED_DIFFICULTY:
             counts["band"] += 1
