@@ -15,19 +15,18 @@ from pathlib import Path
 from visiong1.config import ConfigError, load_config
 
 # `visiong1 demo` and `visiong1 ablate` without -c run the method demo: 3 rounds of selection and GRPO over the 8
-# synthetic domains (configs/demo.yaml, the built-in defaults, is the 2-minute one-round counting demo).
+# synthetic domains (configs/demo.yaml, the built-in defaults, is the 75-s one-round counting demo).
 METHOD_DEMO_CONFIG = "demo_8domains.yaml"
 RUNNERS = {"demo": "actors.demo:main", "ablate": "actors.demo:ablate", "serve": "services.api.server:main",
            "reward serve": "services.reward.server:main"}
 
 
 def bundled_config(name: str) -> Path:
-    """A config that ships with visiong1: the checkout's `configs/`, or the copy a wheel carries in the package."""
-    here = Path(__file__).resolve()
-    for directory in (here.parents[1] / "configs", here.parent / "configs"):
-        if (directory / name).is_file():
-            return directory / name
-    raise ConfigError(f"config {name} is not installed with visiong1; pass one with -c")
+    """A config from the checkout's `configs/` (installs are editable checkouts or images built from one)."""
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    if not path.is_file():
+        raise ConfigError(f"{path} not found (visiong1 installed without its configs/); pass a config with -c")
+    return path
 
 
 def config_path(args: argparse.Namespace) -> str | Path | None:
@@ -49,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Build or reuse the tiny model and its warm start, start a local Ray "
                                            "cluster and run the config's rounds (by default 3 rounds of selection "
                                            "and GRPO over the 8 synthetic domains, about 9 minutes on 2 cores; "
-                                           "-c configs/demo.yaml: one 2-minute counting round); writes runs/<id>/ "
+                                           "-c configs/demo.yaml: one 75-s counting round); writes runs/<id>/ "
                                            "(config.json, metrics.jsonl, summary.json, report/, checkpoint/).")
     _add_config_arguments(demo, f"configs/{METHOD_DEMO_CONFIG}")
     ablate = commands.add_parser("ablate", help="run the config and its ablations; print held-out accuracy side by side",
