@@ -48,13 +48,10 @@ class PromptItem:
         return {**self.metadata, "choices": self.choices} if self.choices else dict(self.metadata)
 
     def reference_answer(self) -> str:
-        """What a correct response puts in `\\boxed{}`: the answer itself, except for `point` items, whose answer
-        is the target's box `[x1, y1, x2, y2]` and whose reference point is its centre `(x, y)`."""
-        if self.answer_type != "point":
-            return self.answer
-        from visiong1.rewards.grounding import box_centre  # lazily: this module stays free of the scorers
+        """What a correct response puts in `\\boxed{}` (the box centre for `point` items)."""
+        from visiong1.rewards.grounding import reference_answer  # lazily: this module stays free of the scorers
 
-        return box_centre(self.answer)
+        return reference_answer(self.answer, self.answer_type)
 
 
 def items_to_table(items: list[PromptItem]) -> pa.Table:

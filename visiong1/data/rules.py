@@ -15,7 +15,7 @@ from visiong1.config import DataConfig
 from visiong1.data.schema import Candidate, Rejected
 from visiong1.rewards import ANSWER_TYPES, AnswerParseError, GroundTruthError, score
 from visiong1.rewards.choice import letter_of
-from visiong1.rewards.grounding import box_centre
+from visiong1.rewards.grounding import reference_answer
 
 _OPTION_PREFIX = re.compile(r"^\s*\(?([A-Za-z])\)?[.:)]\s+")
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
@@ -76,10 +76,8 @@ def choice_to_free_form(candidate: Candidate) -> Candidate:
 
 def reference_response(candidate: Candidate) -> str:
     """What a perfect model would box: the answer itself, or the centre of the box for `point` items."""
-    if candidate.answer_type != "point":
-        return candidate.answer
     try:
-        return box_centre(candidate.answer)
+        return reference_answer(candidate.answer, candidate.answer_type)
     except AnswerParseError:
         raise Rejected("answer_unverifiable",
                        f"point ground truth {candidate.answer!r} is not a box [x1, y1, x2, y2]") from None

@@ -26,13 +26,16 @@ def parse_numbers(text: str, count: int) -> list[float]:
     return values
 
 
-def box_centre(box: str) -> str:
-    """The centre `(x, y)` of a `[x1, y1, x2, y2]` box: what a perfect answer to a `point` item boxes.
+def reference_answer(answer: str, answer_type: str) -> str:
+    """What a perfect response boxes: the answer itself, or for a `point` item (whose answer is the target's box
+    `[x1, y1, x2, y2]`) the box centre `(x, y)`; AnswerParseError when a point item's answer is not a box.
 
-    >>> box_centre("[14, 28, 28, 42]")
-    '(21, 35)'
+    >>> reference_answer("[14, 28, 28, 42]", "point"), reference_answer("B", "choice")
+    ('(21, 35)', 'B')
     """
-    x1, y1, x2, y2 = parse_numbers(box, 4)
+    if answer_type != "point":
+        return answer
+    x1, y1, x2, y2 = parse_numbers(answer, 4)
     return f"({(x1 + x2) / 2:g}, {(y1 + y2) / 2:g})"
 
 
