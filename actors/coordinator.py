@@ -218,6 +218,8 @@ class Coordinator:
                 selected = self._select()
             self._write_lineage(final=False)  # a resumed round reads the selection back from it
             first_step, sampler_state = 0, None
+            if index and self.config.learner.kl_coef and self.config.learner.kl_reference == "round":
+                self.learner.reset_reference(self.config.round.step_timeout_s)
         else:
             selected, sampler_state = cursor["selected"], cursor["sampler"]
             self.lineage = {row["id"]: row for row in read_round_manifest(self.round_dir / "manifest.parquet")}

@@ -62,6 +62,9 @@ class LearnerWorker:
         names = None if set(tensors) == set(self.trainer.full_state_dict_names) else tuple(sorted(tensors))
         return WeightUpdate(version=self.trainer.version, tensors=ray.put(tensors), names=names)
 
+    def reset_reference(self) -> None:
+        self.trainer.reset_reference()
+
     def save_checkpoint(self, location: str, step: int, extra: dict, metric: float | None) -> str | None:
         """Collective; rank 0 writes (the one writer) and returns the checkpoint path."""
         files = self.trainer.checkpoint_files(extra)
@@ -140,6 +143,10 @@ class LearnerGroup:
                         metric: float | None = None) -> str:
         refs = [rank.save_checkpoint.remote(location, step, extra, metric) for rank in self.ranks]
         return get_within(refs, timeout_s, f"learner checkpoint at step {step}")[0]
+
+    def reset_reference(self, timeout_s: float) -> None:
+        """Make the KL reference the current policy on every rank."""
+        get_within([rank.reset_reference.remote() for rank in self.ranks], timeout_s, "learner reference reset")
 
     def restore(self, location: str, path: str, timeout_s: float) -> dict:
         refs = [rank.restore.remote(location, path) for rank in self.ranks]

@@ -68,6 +68,25 @@ def test_gradient_checkpointing_and_recomputed_old_logprobs(tiny_model, batches)
     assert recomputed["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # on-policy: ratio exactly 1
 
 
+def test_reference_reset_moves_the_kl_anchor_to_the_current_policy_and_resumes(tiny_model, batches):
+    trainer = PolicyTrainer(tiny_model, config(kl_coef=0.5, kl_reference="round"))
+    for batch in batches[:3]:
+        trainer.train_step(batch)
+    assert trainer.train_step(batches[3])["train/kl_ref"] > 1e-4  # the policy has moved off its start
+    trainer.reset_reference()
+    policy = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    assert all(torch.equal(tensor, policy[name]) for name, tensor in trainer.reference.state_dict().items())
+    files = trainer.checkpoint_files({"steps_done": 4})
+    # On-policy step right after the reset: the KL to the reference starts from exactly zero.
+    assert trainer.train_step(batches[4])["train/kl_ref"] == pytest.approx(0.0, abs=1e-7)
+
+    resumed = PolicyTrainer(tiny_model, config(kl_coef=0.5, kl_reference="round"))
+    resumed.restore(files)  # the reference comes back with the checkpoint, not from the starting weights
+    assert all(torch.equal(tensor, policy[name]) for name, tensor in resumed.reference.state_dict().items())
+    with pytest.raises(ValueError, match="kl_coef"):
+        PolicyTrainer(tiny_model, config()).reset_reference()
+
+
 @pytest.mark.slow
 def test_fsdp2_ranks_shard_and_match_one_rank(ray_cluster, tiny_model, batches):
     single = PolicyTrainer(tiny_model, config())

@@ -323,7 +323,10 @@ class LearnerConfig(Section):
     advantage_std_scale: bool = True
     """GRPO divides by the group's reward std; False is the std-free variant."""
     kl_coef: float = Field(0.0, ge=0)
-    """Weight of the low-variance KL to the frozen starting policy (0 = off, as in the paper)."""
+    """Weight of the low-variance KL to the reference policy (0 = off, as in the paper)."""
+    kl_reference: Literal["initial", "round"] = "initial"
+    """The KL's reference: the starting policy for the whole run, or the policy as each round starts (ProRL's
+    reference reset, Liu et al. 2025): the anchor then holds what earlier rounds learnt instead of pulling back."""
     entropy_coef: float = Field(0.0, ge=0)
     """Weight of the entropy bonus (0 = off, as in the paper)."""
     old_logprobs: Literal["rollout", "recompute"] = "recompute"

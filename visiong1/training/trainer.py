@@ -79,6 +79,16 @@ class PolicyTrainer:
         reference = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32).eval()
         return reference.to(self.device).requires_grad_(False)
 
+    def reset_reference(self) -> None:
+        """Copy the current policy into the KL reference (all ranks keep a full, unsharded reference); a
+        collective call when world_size > 1."""
+        if self.reference is None:
+            raise ValueError("reset_reference needs a reference model (learner.kl_coef > 0)")
+        state = [self.full_state_dict()]  # rank 0 holds it; the others get it by broadcast
+        if self.world_size > 1:
+            dist.broadcast_object_list(state, src=0)
+        self.reference.load_state_dict(state[0])
+
     def _shard(self) -> None:
         """FSDP2: one unit per decoder layer and per vision block, then the root (embeddings, head, the rest).
         On GPU, bf16 compute with fp32 gradient reduction (not exercised on the CPU machines tests run on)."""
@@ -263,6 +273,9 @@ class PolicyTrainer:
         if self.rank != 0:
             return None
         files = {"model.safetensors": save_safetensors(model), "extra.json": json.dumps(extra).encode()}
+        if self.config.kl_reference == "round" and self.reference is not None:  # not rebuilt from model_path
+            reference = {name: tensor.clone() for name, tensor in self.reference.state_dict().items()}  # untie
+            files["reference.safetensors"] = save_safetensors(reference)
         if optimizer is not None:
             files["optimizer.pt"] = _torch_bytes(optimizer)
         for part in parts:
@@ -284,6 +297,8 @@ class PolicyTrainer:
         else:
             optimizer = torch.load(io.BytesIO(files["optimizer.pt"]), weights_only=False)
             self.load_state(load_safetensors(files["model.safetensors"]), optimizer, training)
+        if "reference.safetensors" in files and self.reference is not None:
+            self.reference.load_state_dict(load_safetensors(files["reference.safetensors"]))
         return json.loads(files["extra.json"])
 
     def _deepspeed_files(self) -> dict[str, bytes]:
