@@ -48,7 +48,8 @@ def small_run_overrides_module(model_cache, tmp_path_factory):
     return [f"model.cache_dir={model_cache}", "model.warm_start_steps=60", f"output_dir={runs}",
             f"data.pool={pool}", "round.rounds=2", "round.steps=2", "eval.items_per_domain=8", "eval.pass_k=2",
             *SELECTION, "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
-            "rollout.max_new_tokens=8", "learner.lr=1e-3", "reward.num_cpus=0.1"]
+            "rollout.max_new_tokens=8", "learner.lr=1e-3", "learner.kl_coef=0.1", "learner.kl_reference=round",
+            "reward.num_cpus=0.1"]
 
 
 def test_run_directory_holds_config_metrics_and_checkpoint(finished_run):
@@ -76,6 +77,15 @@ def test_each_step_samples_trains_and_syncs_on_policy(finished_run):
         assert all(row[f"time/{phase}_s"] > 0 for phase in ("generate", "reward", "train"))
         assert ("time/weight_sync_s" in row) == trained  # weights move only when a step changed them
     assert version >= 1, "no step had a group with mixed rewards"
+
+
+def test_each_round_anchors_the_kl_to_the_policy_it_starts_from(finished_run):
+    _, _, _, run_dir = finished_run
+    rows = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    kl = {row["step"]: row["train/kl_ref"] for row in rows}
+    assert kl[1] > 0 and kl[3] > 0  # the update before moved the policy off its reference
+    # A round's first step samples and trains the very weights its reference was reset to: KL exactly zero.
+    assert kl[0] == pytest.approx(0.0, abs=1e-7) and kl[2] == pytest.approx(0.0, abs=1e-7)
 
 
 def test_events_cover_the_round_and_its_selection(finished_run):
