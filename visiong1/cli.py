@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the method on the tiny Qwen2.5-VL on a local Ray cluster",
                                description="Build or reuse the tiny model and its warm start, start a local Ray "
                                            "cluster and run the config's rounds (by default 3 rounds of selection "
-                                           "and GRPO over the 8 synthetic domains, about 9 minutes on 2 cores; "
+                                           "and GRPO over the 8 synthetic domains, about 8 minutes on 2 cores; "
                                            "-c configs/demo.yaml: one 75-s counting round); writes runs/<id>/ "
                                            "(config.json, metrics.jsonl, summary.json, report/, checkpoint/).")
     _add_config_arguments(demo, f"configs/{METHOD_DEMO_CONFIG}")
