@@ -28,8 +28,8 @@ from actors.selection import (SampledStep, dynamic_metrics, dynamic_sample, eval
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig, load_config_tree, write_resolved
 from visiong1.data.pool import load_pool
-from visiong1.eval.heldout import (blank_images, held_out_hashes, item_hash, per_domain, split_held_out,
-                                   synthetic_held_out)
+from visiong1.eval.heldout import (TARGET_SEED_OFFSET, blank_images, distinct_synthetic, held_out_hashes, item_hash,
+                                   per_domain, sample_per_domain, split_held_out, synthetic_held_out)
 from visiong1.eval.report import write_report
 from visiong1.eval.trackers import Trackers
 from visiong1.data.synthetic import generate_pool
@@ -302,9 +302,7 @@ class Coordinator:
         cfg = self.config
         self.items = {item.id: item for item in self._pool_items()}
         self.held_out = self._held_out_items()
-        # Influence targets: `target_per_domain` items per domain, held out for the whole run (never trained on).
-        self.targets = (split_held_out(list(self.items.values()), cfg.selection.influence.target_per_domain,
-                                       cfg.round.seed + 1)[1] if cfg.selection.influence.enabled else [])
+        self.targets = self._influence_targets() if cfg.selection.influence.enabled else []
         self.active = sorted(set(self.items) - {item.id for item in self.targets})
         with self._phase("prepare_model"):  # builds the tiny model and its warm start unless cached
             task = prepare_model.options(num_cpus=cfg.model.warm_start_cpus).remote(cfg)
@@ -335,6 +333,24 @@ class Coordinator:
             raise ValueError(f"data.pool={data.pool!r}: {error}") from error
         self._emit("pool", path=data.pool, items=len(items))
         return items
+
+    def _influence_targets(self) -> list[PromptItem]:
+        """`target_per_domain` items per domain, fixed for the whole run and never trained on: carved out of the
+        pool, fresh synthetic items, or drawn from a built target pool (`selection.influence.targets`)."""
+        cfg = self.config
+        source, count = cfg.selection.influence.targets, cfg.selection.influence.target_per_domain
+        if source == "pool":
+            return split_held_out(list(self.items.values()), count, cfg.round.seed + 1)[1]
+        if source == "synthetic":
+            data = cfg.data
+            return distinct_synthetic(data.domains, count, data.image_size, data.seed + TARGET_SEED_OFFSET,
+                                      data.difficulty, frozenset(held_out_hashes(self.held_out)))
+        try:
+            targets = sample_per_domain(load_pool(source), count, cfg.round.seed + 1)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"selection.influence.targets={source!r}: {error}") from error
+        self._emit("influence_targets", path=source, items=len(targets))
+        return targets
 
     def _held_out_items(self) -> list[PromptItem]:
         """Evaluation items: fresh synthetic ones of distinct content (another seed; training items with the same
@@ -379,9 +395,9 @@ class Coordinator:
         """The round's training items from the active pool: the difficulty band (when scored offline), then
         influence against the held-out targets; every item's fate goes into the round's lineage."""
         selection, timings, index = self.config.selection, {}, self.round_index
-        self.lineage = {i: new_lineage(index, i, self.items[i].source, self.items[i].domain)
-                        for i in [*self.active, *(t.id for t in self.targets)]}
+        self.lineage = {i: new_lineage(index, i, self.items[i].source, self.items[i].domain) for i in self.active}
         for target in self.targets:
+            self.lineage[target.id] = new_lineage(index, target.id, target.source, target.domain)
             self.lineage[target.id]["influence"] = "target"
         candidates = [self.items[i] for i in self.active]
         difficulty = {}

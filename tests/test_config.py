@@ -50,10 +50,11 @@ def test_dotted_overrides_apply_and_parse_yaml_values():
     ("learner", r"not of the form dotted\.key=value"),
     ("learner.lr.x=1", r"'lr' is a value, not a section"),
     ("model.warm_start_cpus=8", r"warm_start_cpus \(8\) exceeds ray\.num_cpus \(4\)"),
+    ("data.pool=/pools/real selection.influence.targets=synthetic", r"targets=synthetic makes targets of the synthetic"),
 ])
 def test_bad_overrides_are_rejected(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(CONFIG_DIR / "demo.yaml", [override])
+        load_config(CONFIG_DIR / "demo.yaml", override.split(" "))
 
 
 def test_resolved_config_round_trips(tmp_path):

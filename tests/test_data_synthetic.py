@@ -14,7 +14,7 @@ from PIL import Image
 
 from visiong1.config import SYNTHETIC_DOMAINS, ConfigError, load_config
 from visiong1.data.synthetic import GENERATORS, PATCH, Grid, generate_pool, synthetic_item
-from visiong1.eval.heldout import held_out_hashes, synthetic_held_out
+from visiong1.eval.heldout import distinct_synthetic, held_out_hashes, sample_per_domain, synthetic_held_out
 from visiong1.training.warm_start import warm_start_pool
 from visiong1.rewards import score
 
@@ -186,6 +186,23 @@ def test_the_warm_start_never_sees_a_held_out_item():
     unfiltered = held_out_hashes(warm_start_pool(data, 3200, held_out_per_domain=0))
     assert unfiltered & held_out  # the generators do repeat held-out content, so the filter has work to do
     assert not held_out_hashes(warm_start_pool(data, 3200, held_out_per_domain=200)) & held_out
+
+
+def test_synthetic_influence_targets_are_clean_distinct_and_avoid_the_excluded_content():
+    held_out = held_out_hashes(synthetic_held_out(["counting", "gui"], 32, 56, seed=0, difficulty=1))
+    targets = distinct_synthetic(["counting", "gui"], 32, 56, seed=7, difficulty=1, exclude=frozenset(held_out))
+    assert Counter(item.domain for item in targets) == {"counting": 32, "gui": 32}
+    assert len(held_out_hashes(targets)) == 64 and not held_out_hashes(targets) & held_out
+    assert not any(item.metadata.get("corrupted") for item in targets)
+
+
+def test_sample_per_domain_takes_at_most_the_count_of_each_domain_reproducibly():
+    items = generate_pool(["counting", "gui"], 20, seed=0)[:13]  # 7 counting, 6 gui
+    chosen = sample_per_domain(items, 5, seed=1)
+    assert Counter(item.domain for item in chosen) == {"counting": 5, "gui": 5}
+    assert chosen == sample_per_domain(items, 5, seed=1) != sample_per_domain(items, 5, seed=2)
+    assert [item.id for item in chosen] == [item.id for item in items if item in chosen]  # input order kept
+    assert len(sample_per_domain(items, 50, seed=1)) == 13
 
 
 def test_texture_keeps_cells_flat_and_in_range():

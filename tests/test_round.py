@@ -12,6 +12,9 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from actors.coordinator import start_run
 from visiong1.config import RunConfig, load_config
 from visiong1.data.pool import build_pool
+from visiong1.data.synthetic import generate_pool
+from visiong1.eval.heldout import (TARGET_SEED_OFFSET, distinct_synthetic, held_out_hashes, item_hash,
+                                   synthetic_held_out)
 from visiong1.store import RoundState, RunStore
 
 pytestmark = pytest.mark.slow
@@ -206,3 +209,36 @@ def test_step_and_evaluation_scalars_reach_tensorboard(finished_run):
             tags.update(value.tag for value in event.summary.value)
             offset += 12 + length + 4
     assert {"reward/accuracy", "train/loss", "eval/accuracy_mean", "eval/accuracy_counting"} <= tags
+
+
+def test_synthetic_influence_targets_come_clean_from_outside_a_noisy_pool(ray_cluster, small_run_overrides_module,
+                                                                          tmp_path):
+    """`selection.influence.targets=synthetic` on a half-corrupted synthetic pool: the targets are fresh clean items
+    (none of the pool, none with held-out content), and the whole pool stays a training candidate."""
+    overrides = [o for o in small_run_overrides_module if not o.startswith(("data.pool=", "output_dir="))]
+    config = load_config(None, overrides + [
+        "data.num_items=48", "data.corrupt_fraction=0.5", "selection.influence.targets=synthetic",
+        "round.rounds=1", "round.steps=1", f"output_dir={tmp_path}"])
+    run_id, coordinator, done = start_run(config)
+    ray_cluster.get(done, timeout=600)
+    data = config.data
+    held_out = held_out_hashes(synthetic_held_out(data.domains, 8, data.image_size, data.seed, data.difficulty))
+    expected = distinct_synthetic(data.domains, 8, data.image_size, data.seed + TARGET_SEED_OFFSET, data.difficulty,
+                                  frozenset(held_out))
+    pool = [item for item in generate_pool(data.domains, 48, data.image_size, data.seed, data.difficulty, 0.5)
+            if item_hash(item) not in held_out]
+    rows = pq.read_table(tmp_path / run_id / "rounds" / "000" / "manifest.parquet").to_pylist()
+    assert sorted(row["id"] for row in rows if row["influence"] == "target") == sorted(i.id for i in expected)
+    assert sorted(row["id"] for row in rows if row["influence"] != "target") == sorted(i.id for i in pool)
+    assert not any(item.metadata.get("corrupted") for item in expected)
+    events = ray_cluster.get(coordinator.events.remote(0))
+    assert next(e for e in events if e["type"] == "influence")["influence/targets"] == 8
+
+
+def test_a_missing_target_pool_fails_the_run_naming_the_setting(ray_cluster, small_run_overrides_module):
+    config = load_config(None, small_run_overrides_module + ["selection.influence.targets=/nonexistent"])
+    _, coordinator, done = start_run(config)
+    with pytest.raises(Exception, match="no manifest.json"):
+        ray_cluster.get(done, timeout=300)
+    last = ray_cluster.get(coordinator.events.remote(0))[-1]
+    assert last["type"] == "run_failed" and "selection.influence.targets='/nonexistent'" in last["error"]

@@ -235,10 +235,15 @@ class InfluenceConfig(Section):
     """Ray CPUs per influence actor."""
     node_resource: str | None = None
     """Custom Ray resource that only the nodes meant for influence scoring offer; None places anywhere."""
+    targets: str = "pool"
+    """Where the target set comes from: `pool` (carved out of the run's pool; a noisy pool gives noisy targets),
+    `synthetic` (fresh uncorrupted synthetic items of `data.domains`, content distinct from the held-out set: the
+    curated set a team would write; synthetic pools only), or the directory of a pool built by `visiong1 data build`
+    holding the team's own targets. Targets are never trained on."""
     target_per_domain: int = Field(32, ge=1)
-    """Held-out items per domain in the target set (taken from the pool and never trained on; at most half a
-    domain). 32, not 16: the max aggregate needs targets that cover the pool (benchmarks/influence.py, seed 0: AUROC
-    0.976 with 32 targets vs 0.80-0.96 with 16 of them, 0.825 vs 0.68-0.80 at the weak 100-step policy)."""
+    """Items per domain in the target set (from the pool: at most half a domain). 32, not 16: the max aggregate
+    needs targets that cover the pool (benchmarks/influence.py, seed 0: AUROC 0.976 with 32 targets vs 0.80-0.96 with
+    16 of them, 0.825 vs 0.68-0.80 at the weak 100-step policy)."""
     keep: Literal["threshold", "top_fraction"] = "top_fraction"
     """Drop items scoring below `threshold`, or keep the best `top_fraction` of each domain (with `aggregate: max`
     nearly every score is positive, so a threshold of 0 would keep nearly everything)."""
@@ -465,6 +470,14 @@ class RunConfig(Section):
         if self.ray.address is None and self.model.warm_start_cpus > self.ray.num_cpus:
             raise ValueError(f"model.warm_start_cpus ({self.model.warm_start_cpus}) exceeds ray.num_cpus "
                              f"({self.ray.num_cpus}) of the local cluster: the warm start could never be scheduled")
+        return self
+
+    @model_validator(mode="after")
+    def _synthetic_targets_need_synthetic_data(self) -> "RunConfig":
+        if self.selection.influence.targets == "synthetic" and self.data.pool is not None:
+            raise ValueError("selection.influence.targets=synthetic makes targets of the synthetic domains, but "
+                             f"data.pool={self.data.pool!r} is a built pool: give `pool` or a built target pool's "
+                             "directory")
         return self
 
 

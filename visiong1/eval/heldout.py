@@ -21,6 +21,7 @@ from visiong1.data.synthetic import generate_pool
 from visiong1.types import PromptItem
 
 HELD_OUT_SEED_OFFSET = 1_000_003  # synthetic held-out items come from a seed no training pool uses
+TARGET_SEED_OFFSET = 2_000_003  # synthetic influence targets: neither a training pool's nor the held-out seed
 
 
 def pass_at_k(n: int, correct: int, k: int) -> float:
@@ -57,16 +58,32 @@ def synthetic_held_out(domains: list[str], per_domain_count: int, image_size: in
                        difficulty: int | list[int]) -> list[PromptItem]:
     """Up to `per_domain_count` held-out items per domain, all of distinct content, from the data seed plus
     HELD_OUT_SEED_OFFSET. Training pools and warm starts drop items with the same content (`held_out_hashes`)."""
-    candidates = generate_pool(domains, 2 * per_domain_count * len(domains), image_size,
-                               seed + HELD_OUT_SEED_OFFSET, difficulty)
-    seen, taken, held_out = set(), defaultdict(int), []
+    return distinct_synthetic(domains, per_domain_count, image_size, seed + HELD_OUT_SEED_OFFSET, difficulty)
+
+
+def distinct_synthetic(domains: list[str], per_domain_count: int, image_size: int, seed: int,
+                       difficulty: int | list[int], exclude: frozenset[str] = frozenset()) -> list[PromptItem]:
+    """Up to `per_domain_count` uncorrupted synthetic items per domain from `seed`, all of distinct content and none
+    whose content hash is in `exclude`."""
+    candidates = generate_pool(domains, 2 * per_domain_count * len(domains), image_size, seed, difficulty)
+    seen, taken, chosen = set(exclude), defaultdict(int), []
     for item in candidates:
         key = item_hash(item)
         if key not in seen and taken[item.domain] < per_domain_count:
             seen.add(key)
             taken[item.domain] += 1
-            held_out.append(item)
-    return held_out
+            chosen.append(item)
+    return chosen
+
+
+def sample_per_domain(items: list[PromptItem], per_domain_count: int, seed: int) -> list[PromptItem]:
+    """Up to `per_domain_count` items of each domain of `items`, chosen by `seed`, in input order."""
+    rng, by_domain = random.Random(seed), defaultdict(list)
+    for item in items:
+        by_domain[item.domain].append(item.id)
+    chosen = {i for domain in sorted(by_domain)
+              for i in rng.sample(by_domain[domain], min(per_domain_count, len(by_domain[domain])))}
+    return [item for item in items if item.id in chosen]
 
 
 def item_hash(item: PromptItem) -> str:
