@@ -49,7 +49,7 @@ def _show(event: dict, progress: Progress, task, console: Console) -> None:
         console.print(f"held-out accuracy ({event['label']}): mean {event['accuracy_mean']:.3f}  " +
                       "  ".join(f"{domain} {value:.2f}" for domain, value in event["accuracy"].items()))
     elif kind == "selection":
-        console.print(f"selection: {event['kept']} of {event['pool']} items kept ({event['targets']} held out as "
+        console.print(f"selection: {event['kept']} of {event['pool']} items kept ({event['targets']} "
                       f"influence targets, {event['in_band']} in the pass-rate band)")
     elif kind == "step":
         progress.update(task, advance=1, description="training")
