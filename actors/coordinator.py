@@ -395,11 +395,10 @@ class Coordinator:
         """The round's training items from the active pool: the difficulty band (when scored offline), then
         influence against the held-out targets; every item's fate goes into the round's lineage."""
         selection, timings, index = self.config.selection, {}, self.round_index
-        self.lineage = {i: new_lineage(index, i, self.items[i].source, self.items[i].domain) for i in self.active}
-        for target in self.targets:
-            self.lineage[target.id] = new_lineage(index, target.id, target.source, target.domain)
-            self.lineage[target.id]["influence"] = "target"
         candidates = [self.items[i] for i in self.active]
+        self.lineage = {item.id: new_lineage(index, item) for item in [*candidates, *self.targets]}
+        for target in self.targets:
+            self.lineage[target.id]["influence"] = "target"
         difficulty = {}
         if selection.offline_difficulty:
             with self._timed(timings, "difficulty"):

@@ -20,6 +20,7 @@ from visiong1.cluster import connect
 from actors.coordinator import TERMINAL_EVENTS, start_run
 from visiong1.config import RunConfig, load_config_tree
 from visiong1.eval.plots import plot_metrics
+from visiong1.selection.lineage import corrupted_shares
 
 STEP_COLUMNS = {"reward/mean": "reward", "reward/accuracy": "acc", "reward/mixed_group_fraction": "mixed",
                 "train/loss": "loss", "time/generate_s": "gen_s", "time/reward_s": "rew_s", "time/train_s": "train_s",
@@ -51,6 +52,9 @@ def _show(event: dict, progress: Progress, task, console: Console) -> None:
     elif kind == "selection":
         console.print(f"selection: {event['kept']} of {event['pool']} items kept ({event['targets']} "
                       f"influence targets, {event['in_band']} in the pass-rate band)")
+    elif kind == "round_manifest" and any(c["corrupted_pool"] for c in event["funnel"].values()):
+        console.print(f"round {event['round']} known-corrupted items: " + ", ".join(
+            f"{stage} {share:.1%}" for stage, share in corrupted_shares(event["funnel"]).items()))
     elif kind == "step":
         progress.update(task, advance=1, description="training")
         console.print(f"step {event['step']:>3}  " + "  ".join(

@@ -209,6 +209,8 @@ def test_created_run_inherits_the_server_config_and_shares_its_store(api, store_
     ({"overrides": ["learner.lr=-1"]}, "learner.lr: Input should be greater than 0"),
     ({"overrides": ["round.steps=1000000000"]}, "round.steps: 1000000000 is beyond"),
     ({"overrides": ["data.pool=/etc"]}, "data.pool: '/etc' is outside the allowed data roots"),
+    ({"overrides": ["selection.influence.targets=/etc"]},
+     "selection.influence.targets: '/etc' is outside the allowed data roots"),
     ({"config": {"data": {"sources": [{"name": "s", "format": "jsonl", "path": "DATA/../../secret.jsonl"}]}}},
      "data.sources[0].path"),
     ({"overrides": ["output_dir=/tmp/elsewhere"]}, "output_dir: is set by the server"),
@@ -236,9 +238,11 @@ def test_non_finite_numbers_are_refused(api):
 
 def test_data_inside_the_allowed_roots_is_accepted(api):
     pool = api.data_root / "pool"
-    response = post(api, "/v1/runs", {"overrides": [f"data.pool={pool}"]})
+    targets = api.data_root / "targets"
+    response = post(api, "/v1/runs", {"overrides": [f"data.pool={pool}", f"selection.influence.targets={targets}"]})
     assert response.status_code == 201, response.text
-    assert response.json()["config"]["data"]["pool"] == str(pool)
+    config = response.json()["config"]
+    assert (config["data"]["pool"], config["selection"]["influence"]["targets"]) == (str(pool), str(targets))
 
 
 def test_idempotency_key_replays_the_first_response(api):

@@ -231,6 +231,10 @@ def test_synthetic_influence_targets_come_clean_from_outside_a_noisy_pool(ray_cl
     assert sorted(row["id"] for row in rows if row["influence"] == "target") == sorted(i.id for i in expected)
     assert sorted(row["id"] for row in rows if row["influence"] != "target") == sorted(i.id for i in pool)
     assert not any(item.metadata.get("corrupted") for item in expected)
+    corrupted = {item.id for item in pool if item.metadata.get("corrupted")}
+    assert {row["id"] for row in rows if row["corrupted"]} == corrupted
+    funnel = json.loads((tmp_path / run_id / "rounds" / "000" / "funnel.json").read_text())["counting"]
+    assert funnel["corrupted_pool"] == len(corrupted) > 0 and funnel["corrupted_trained"] <= funnel["trained"]
     events = ray_cluster.get(coordinator.events.remote(0))
     assert next(e for e in events if e["type"] == "influence")["influence/targets"] == 8
 

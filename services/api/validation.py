@@ -113,6 +113,9 @@ def _beyond_the_model(config: RunConfig) -> list[str]:
 def _data_paths(tree: dict[str, Any]) -> list[tuple[str, str]]:
     paths = [("model.path", tree["model"]["path"]), ("model.cache_dir", tree["model"]["cache_dir"]),
              ("data.pool", tree["data"]["pool"])]
+    targets = tree["selection"]["influence"]["targets"]
+    if targets not in ("pool", "synthetic"):  # the others name a built target pool's directory
+        paths.append(("selection.influence.targets", targets))
     for index, source in enumerate(tree["data"]["sources"]):
         paths += [(f"data.sources[{index}].path", source["path"]),
                   (f"data.sources[{index}].image_root", source["image_root"])]

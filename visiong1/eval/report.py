@@ -76,15 +76,19 @@ def plot_group_histograms(rows: list[dict], path: Path) -> Path:
 
 
 def plot_funnels(funnels: dict[str, dict], path: Path) -> Path:
-    """One panel per round: items per domain at each selection stage."""
+    """One panel per round: items per domain at each selection stage, the known-corrupted ones hatched."""
     figure, axes = plt.subplots(1, len(funnels), figsize=(5 * len(funnels), 4), squeeze=False)
     stages = ("pool", "band", "influence", "trained")
     for axis, (name, stages_by_domain) in zip(axes[0], funnels.items()):
         domains = list(stages_by_domain)
         width = 0.8 / len(stages)
         for offset, stage in enumerate(stages):
-            axis.bar([i + offset * width for i in range(len(domains))],
-                     [stages_by_domain[d][stage] for d in domains], width=width, label=stage)
+            positions = [i + offset * width for i in range(len(domains))]
+            axis.bar(positions, [stages_by_domain[d][stage] for d in domains], width=width, label=stage)
+            corrupted = [stages_by_domain[d].get(f"corrupted_{stage}", 0) for d in domains]
+            if any(corrupted):
+                axis.bar(positions, corrupted, width=width, fill=False, hatch="///", edgecolor="black",
+                         label="corrupted" if offset == 0 else None)
         axis.set_xticks([i + 0.4 - width / 2 for i in range(len(domains))], domains, rotation=30, fontsize=7)
         axis.set(title=f"Selection funnel, round {name}", ylabel="items")
         axis.legend(fontsize=7)
