@@ -150,13 +150,14 @@ def test_dynamic_sampling_fills_every_step(finished_run):
         assert row["dynamic/groups_generated"] >= 4
 
 
-def test_failed_run_reports_the_cause(ray_cluster, small_run_overrides_module):
-    config = load_config(None, small_run_overrides_module + ["data.pool=/nonexistent"])
+@pytest.mark.parametrize("setting", ["data.pool", "selection.influence.targets"])
+def test_failed_run_reports_the_cause(ray_cluster, small_run_overrides_module, setting):
+    config = load_config(None, small_run_overrides_module + [f"{setting}=/nonexistent"])
     _, coordinator, done = start_run(config)
     with pytest.raises(Exception, match="no manifest.json"):
         ray_cluster.get(done, timeout=300)
     last = ray_cluster.get(coordinator.events.remote(0))[-1]
-    assert last["type"] == "run_failed" and "data.pool" in last["error"]
+    assert last["type"] == "run_failed" and f"{setting}='/nonexistent'" in last["error"]
 
 
 def test_rounds_steps_and_events_are_committed_to_the_run_store(finished_run):
@@ -238,11 +239,3 @@ def test_synthetic_influence_targets_come_clean_from_outside_a_noisy_pool(ray_cl
     events = ray_cluster.get(coordinator.events.remote(0))
     assert next(e for e in events if e["type"] == "influence")["influence/targets"] == 8
 
-
-def test_a_missing_target_pool_fails_the_run_naming_the_setting(ray_cluster, small_run_overrides_module):
-    config = load_config(None, small_run_overrides_module + ["selection.influence.targets=/nonexistent"])
-    _, coordinator, done = start_run(config)
-    with pytest.raises(Exception, match="no manifest.json"):
-        ray_cluster.get(done, timeout=300)
-    last = ray_cluster.get(coordinator.events.remote(0))[-1]
-    assert last["type"] == "run_failed" and "selection.influence.targets='/nonexistent'" in last["error"]
