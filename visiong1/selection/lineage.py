@@ -6,8 +6,9 @@ pool -> band -> influence -> trained, with the known-corrupted items counted at 
 >>> rows[0].update(difficulty="in_band", influence="kept", selected=True, trained=True)
 >>> rows[1].update(difficulty="too_easy", corrupted="wrong_answer")
 >>> rows[2].update(influence="target")  # held out as an influence target: never a training candidate
->>> funnel(rows)["gui"]
-{'pool': 2, 'band': 1, 'influence': 1, 'trained': 1, 'targets': 1, 'corrupted_pool': 1, 'corrupted_band': 0, 'corrupted_influence': 0, 'corrupted_trained': 0}
+>>> funnel(rows)["gui"]  # doctest: +NORMALIZE_WHITESPACE
+{'pool': 2, 'band': 1, 'influence': 1, 'trained': 1, 'targets': 1, 'corrupted_pool': 1, 'corrupted_band': 0,
+ 'corrupted_influence': 0, 'corrupted_trained': 0}
 """
 
 from __future__ import annotations
