@@ -33,24 +33,25 @@ from visiong1.engines.hf import HFEngine, SamplingParams
 from visiong1.eval.heldout import (TARGET_SEED_OFFSET, distinct_synthetic, held_out_hashes, item_hash,
                                    split_held_out, synthetic_held_out)
 from visiong1.rewards import score
+from visiong1.selection.difficulty import in_band
 from visiong1.selection.influence import GradientFeaturizer, nll_loss
 from visiong1.selection.scoring import keep_decisions
 
 CORRUPT_FRACTION = 0.2
 
 
-def in_band(policy: str, items: list, config) -> list:
-    """The items whose pass rate over `difficulty_samples` samples lies strictly inside the demo's band."""
+def band_items(policy: str, items: list, config) -> list:
+    """The items whose pass rate over `difficulty_samples` samples lies inside their band (`selection.band`)."""
     engine = HFEngine(policy, config.round.system_prompt, seed=config.round.seed)
     params = SamplingParams(n=config.selection.difficulty_samples, max_new_tokens=config.rollout.max_new_tokens,
                             temperature=config.rollout.temperature)
     kept = []
     for start in track(range(0, len(items), 64), description="difficulty"):
         for group in engine.generate(items[start:start + 64], params):
-            rate = np.mean([score(s.text, group.prompt.answer, group.prompt.answer_type).accuracy
-                            for s in group.samples])
-            if config.selection.pass_rate_low < rate < config.selection.pass_rate_high:
-                kept.append(group.prompt)
+            item = group.prompt
+            accuracies = [score(s.text, item.answer, item.answer_type).accuracy for s in group.samples]
+            if in_band(accuracies, config.selection.band(item.source, item.domain)):
+                kept.append(item)
     return kept
 
 
@@ -65,7 +66,7 @@ def one_seed(seed: int) -> dict:
     candidates, pool_targets = split_held_out(pool, per_domain, config.round.seed + 1)
     clean_targets = distinct_synthetic(data.domains, per_domain, data.image_size, data.seed + TARGET_SEED_OFFSET,
                                        data.difficulty, frozenset(held_out))
-    band = in_band(policy, candidates, config)
+    band = band_items(policy, candidates, config)
     corrupted = np.array([bool(item.metadata.get("corrupted")) for item in band])
     featurizer = GradientFeaturizer(policy, config.selection.influence, config.round.system_prompt)
     with torch.no_grad():
