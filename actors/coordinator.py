@@ -167,7 +167,7 @@ class Coordinator:
         """Learner state and the data cursor from `path`; the rollout replicas get the restored weights, and the
         coordinator's history comes back from the store. Returns the cursor."""
         cursor = self.learner.restore(str(self.run_dir / "checkpoints"), path, self.config.round.step_timeout_s)
-        self.global_step, self.active = cursor["steps_done"], cursor["active"]
+        self.global_step, self.active, self.retired = cursor["steps_done"], cursor["active"], cursor.get("retired", [])
         self.policy_version = min(self.rollout.update_weights(self.learner.async_export_weights(),
                                                               self.config.round.step_timeout_s))
         self.store_round = cursor["round"]
@@ -224,16 +224,18 @@ class Coordinator:
             selected, sampler_state = cursor["selected"], cursor["sampler"]
             self.lineage = {row["id"]: row for row in read_round_manifest(self.round_dir / "manifest.parquet")}
             first_step = self.global_step - cursor["round_start_step"]
-        sampler = CurriculumSampler({i: self.items[i].domain for i in selected},
-                                    self.config.curriculum.domain_weights, self.config.round.seed + index,
-                                    self.config.curriculum.domain_mix)
+        curriculum = self.config.curriculum
+        sampler = CurriculumSampler({i: self.items[i].domain for i in selected}, curriculum.domain_weights,
+                                    self.config.round.seed + index, curriculum.domain_mix,
+                                    {i: self.items[i].domain for i in self.retired}, curriculum.replay_share)
         if sampler_state:
             sampler.load_state_dict(sampler_state)
         self._train(sampler, selected, first_step)
         self._transition(RoundState.EVALUATING)
         with self._phase("curriculum"):
             self._write_lineage()
-            self.active, retired = carry_over(list(self.lineage.values()), self.active, self.config.curriculum)
+            self.active, retired_easy, retired = carry_over(list(self.lineage.values()), self.active, curriculum)
+            self.retired += retired_easy
             self._emit("curriculum", round=index, next_pool=len(self.active), **retired, **sampler.metrics())
         with self._phase("evaluate"):
             self._evaluate(f"round_{index}")
@@ -304,6 +306,7 @@ class Coordinator:
         self.held_out = self._held_out_items()
         self.targets = self._influence_targets() if cfg.selection.influence.enabled else []
         self.active = sorted(set(self.items) - {item.id for item in self.targets})
+        self.retired: list[str] = []  # retired as too easy in earlier rounds: replayed with curriculum.replay_share
         with self._phase("prepare_model"):  # builds the tiny model and its warm start unless cached
             task = prepare_model.options(num_cpus=cfg.model.warm_start_cpus).remote(cfg)
             self.model_path = get_within(task, cfg.round.step_timeout_s, "model preparation task")
@@ -399,6 +402,8 @@ class Coordinator:
         self.lineage = {item.id: new_lineage(index, item) for item in [*candidates, *self.targets]}
         for target in self.targets:
             self.lineage[target.id]["influence"] = "target"
+        if self.config.curriculum.replay_share:  # replayed items can train: their rows record it
+            self.lineage.update({i: {**new_lineage(index, self.items[i]), "difficulty": "retired"} for i in self.retired})
         difficulty = {}
         if selection.offline_difficulty:
             with self._timed(timings, "difficulty"):
@@ -513,7 +518,7 @@ class Coordinator:
         """Learner state plus this coordinator's data cursor (round, pool, selection, sampler, the step's metrics),
         so a restarted coordinator continues with the same prompts."""
         cursor = {"steps_done": self.global_step, "round": self.round_index, "round_start_step": round_start,
-                  "policy_version": self.policy_version, "active": self.active, "selected": selected,
+                  "policy_version": self.policy_version, "active": self.active, "retired": self.retired, "selected": selected,
                   "sampler": sampler.state_dict(), "last_metrics": last_metrics}
         path = self.learner.save_checkpoint(str(self.run_dir / "checkpoints"), self.global_step, cursor,
                                             self.config.round.step_timeout_s)

@@ -55,6 +55,11 @@ def _show(event: dict, progress: Progress, task, console: Console) -> None:
     elif kind == "round_manifest" and any(c["corrupted_pool"] for c in event["funnel"].values()):
         console.print(f"round {event['round']} known-corrupted items: " + ", ".join(
             f"{stage} {share:.1%}" for stage, share in corrupted_shares(event["funnel"]).items()))
+    elif kind == "curriculum":
+        replay = (f"; {event['curriculum/replay_trained']} of {event['curriculum/replay_drawn']} replayed retired "
+                  f"items trained" if "curriculum/replay_drawn" in event else "")
+        console.print(f"curriculum: {event.get('curriculum/retired_too_easy', 0)} items retired as too easy, "
+                      f"next pool {event['next_pool']}{replay}")
     elif kind == "step":
         progress.update(task, advance=1, description="training")
         console.print(f"step {event['step']:>3}  " + "  ".join(

@@ -382,6 +382,10 @@ class CurriculumConfig(Section):
     (`equal`: a domain with 3 selected items gets as many prompts per step as one with 300, and repeats them)."""
     rescore_influence: bool = True
     """Re-run influence scoring every round (False: round 0's influence verdicts carry over)."""
+    replay_share: float = Field(0.0, ge=0, lt=1)
+    """Share of each generation batch drawn from the items retired as too easy in earlier rounds. With dynamic
+    sampling only the ones the policy now fails on some samples train: what remains in the pool can be skewed (a
+    domain's easy answers retired, its hard ones left), and training on it alone can unlearn the retired ones."""
 
     @model_validator(mode="after")
     def _weights_are_positive(self) -> "CurriculumConfig":

@@ -76,11 +76,13 @@ def plot_group_histograms(rows: list[dict], path: Path) -> Path:
 
 
 def plot_funnels(funnels: dict[str, dict], path: Path) -> Path:
-    """One panel per round: items per domain at each selection stage, the known-corrupted ones hatched."""
+    """One panel per round: items per domain at each selection stage, the known-corrupted ones hatched, and the
+    retired items that trained again when the curriculum replays them."""
     figure, axes = plt.subplots(1, len(funnels), figsize=(5 * len(funnels), 4), squeeze=False)
-    stages = ("pool", "band", "influence", "trained")
     for axis, (name, stages_by_domain) in zip(axes[0], funnels.items()):
         domains = list(stages_by_domain)
+        replayed = any(counts.get("replayed") for counts in stages_by_domain.values())
+        stages = ("pool", "band", "influence", "trained", *(("replayed",) if replayed else ()))
         width = 0.8 / len(stages)
         for offset, stage in enumerate(stages):
             positions = [i + offset * width for i in range(len(domains))]

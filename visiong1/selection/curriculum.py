@@ -16,35 +16,45 @@ from collections import Counter
 from visiong1.config import CurriculumConfig
 
 
-def carry_over(lineage: list[dict], pool: list[str], config: CurriculumConfig) -> tuple[list[str], dict[str, int]]:
+def carry_over(lineage: list[dict], pool: list[str],
+               config: CurriculumConfig) -> tuple[list[str], list[str], dict[str, int]]:
     """The next round's pool from this round's lineage: too-easy items retire (`retire_easy`), too-hard ones wait
-    for a later round unless `drop_hard`; influence targets stay targets. Returns (pool, counts by outcome)."""
+    for a later round unless `drop_hard`; influence targets stay targets. Returns (pool, the items retired as too
+    easy, counts by outcome)."""
     fate = {row["id"]: row["difficulty"] for row in lineage}
     leaving = {"too_easy"} if config.retire_easy else set()
     leaving |= {"too_hard"} if config.drop_hard else set()
     kept = [item_id for item_id in pool if fate.get(item_id) not in leaving]
+    retired_easy = [item_id for item_id in pool if "too_easy" in leaving and fate.get(item_id) == "too_easy"]
     counts = Counter(fate.get(item_id, "not_scored") for item_id in pool if fate.get(item_id) in leaving)
-    return kept, {f"curriculum/retired_{reason}": n for reason, n in sorted(counts.items())}
+    return kept, retired_easy, {f"curriculum/retired_{reason}": n for reason, n in sorted(counts.items())}
 
 
 class CurriculumSampler:
     """Draws a step's prompts: domains in proportion to their weights (default 1), times their item counts with
     `mix="items"`; items uniformly within a domain without replacement until the domain is exhausted, then
-    reshuffled. Follows the `next_batch / observe / state_dict / load_state_dict / metrics` shape, so a resumed
-    round continues exactly."""
+    reshuffled. With `replay` items (retired in earlier rounds) and a `replay_share`, that share of each batch's
+    prompts (rounded stochastically) comes from them, uniformly. Follows the `next_batch / observe / state_dict /
+    load_state_dict / metrics` shape, so a resumed round continues exactly."""
 
     def __init__(self, domains_by_id: dict[str, str], weights: dict[str, float], seed: int,
-                 mix: Literal["items", "equal"] = "items"):
-        self.domain_of = dict(domains_by_id)
+                 mix: Literal["items", "equal"] = "items", replay: dict[str, str] | None = None,
+                 replay_share: float = 0.0):
+        self.domain_of = {**(replay or {}), **domains_by_id}
         self.members: dict[str, list[str]] = {}
         for item_id in sorted(domains_by_id):
             self.members.setdefault(domains_by_id[item_id], []).append(item_id)
         self.weights = {domain: weights.get(domain, 1.0) * (len(self.members[domain]) if mix == "items" else 1)
                         for domain in sorted(self.members)}
+        self.replay_items = sorted(set(replay or {}) - set(domains_by_id))
+        self.is_replay = frozenset(self.replay_items).__contains__
+        self.replay_share = replay_share if self.replay_items else 0.0
         self.rng = random.Random(seed)
         self.queues: dict[str, list[str]] = {domain: [] for domain in self.members}
+        self.replay_queue: list[str] = []
         self.drawn: Counter = Counter()
         self.observed: Counter = Counter()
+        self.replayed: Counter = Counter({"drawn": 0, "trained": 0})
 
     def _domain_counts(self, size: int) -> Counter:
         """Largest-remainder split of `size` over the domains by weight."""
@@ -60,29 +70,48 @@ class CurriculumSampler:
             self.queues[domain] = self.rng.sample(self.members[domain], len(self.members[domain]))
         return self.queues[domain].pop()
 
+    def _take_replay(self) -> str:
+        if not self.replay_queue:
+            self.replay_queue = self.rng.sample(self.replay_items, len(self.replay_items))
+        return self.replay_queue.pop()
+
+    def _replay_count(self, size: int) -> int:
+        exact = size * self.replay_share
+        return min(size, int(exact) + (self.rng.random() < exact - int(exact)))
+
     def next_batch(self, size: int) -> list[str]:
         """`size` item ids for one generation batch."""
         if not self.members:
             raise ValueError("the round's pool is empty: nothing to sample")
-        batch = [self._take(domain) for domain, count in sorted(self._domain_counts(size).items()) for _ in range(count)]
-        self.drawn.update(self.domain_of[item_id] for item_id in batch)
+        replays = self._replay_count(size) if self.replay_share else 0
+        fresh = [self._take(domain) for domain, count in sorted(self._domain_counts(size - replays).items())
+                 for _ in range(count)]
+        batch = fresh + [self._take_replay() for _ in range(replays)]
+        self.drawn.update(self.domain_of[item_id] for item_id in fresh)
+        self.replayed["drawn"] += replays
         return batch
 
     def observe(self, trained_ids: list[str]) -> None:
         """Items that a step trained on (after dynamic sampling)."""
         self.observed.update(self.domain_of[item_id] for item_id in trained_ids)
+        self.replayed["trained"] += sum(map(self.is_replay, trained_ids))
 
     def state_dict(self) -> dict:
         version, internal, gauss = self.rng.getstate()
         return {"rng": [version, list(internal), gauss], "queues": {d: list(q) for d, q in self.queues.items()},
-                "drawn": dict(self.drawn), "observed": dict(self.observed)}
+                "replay_queue": list(self.replay_queue), "drawn": dict(self.drawn), "observed": dict(self.observed),
+                "replayed": dict(self.replayed)}
 
     def load_state_dict(self, state: dict) -> None:
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.queues = {domain: list(queue) for domain, queue in state["queues"].items()}
+        self.replay_queue = list(state.get("replay_queue", []))
         self.drawn, self.observed = Counter(state["drawn"]), Counter(state["observed"])
+        self.replayed = Counter(state.get("replayed", {"drawn": 0, "trained": 0}))
 
     def metrics(self) -> dict[str, float]:
+        replay = ({f"curriculum/replay_{key}": n for key, n in sorted(self.replayed.items())}
+                  if self.replay_share else {})
         return {**{f"curriculum/drawn_{d}": n for d, n in sorted(self.drawn.items())},
-                **{f"curriculum/trained_{d}": n for d, n in sorted(self.observed.items())}}
+                **{f"curriculum/trained_{d}": n for d, n in sorted(self.observed.items())}, **replay}

@@ -1,14 +1,17 @@
 """The round manifest: every pool item's fate in a round (pass rate, influence score, kept or dropped and why,
 trained or not, and the corruption kind where the data knows it), as Parquet, and the per-domain funnel
-pool -> band -> influence -> trained, with the known-corrupted items counted at every stage.
+pool -> band -> influence -> trained, with the known-corrupted items counted at every stage. Items retired in an
+earlier round appear (difficulty `retired`) only when the curriculum replays them; the funnel counts those that
+trained as `replayed`, outside the stages.
 
->>> rows = [new_lineage(0, PromptItem(i, "s", "gui", "q", [], "A", "choice")) for i in "abc"]
+>>> rows = [new_lineage(1, PromptItem(i, "s", "gui", "q", [], "A", "choice")) for i in "abcd"]
 >>> rows[0].update(difficulty="in_band", influence="kept", selected=True, trained=True)
 >>> rows[1].update(difficulty="too_easy", corrupted="wrong_answer")
 >>> rows[2].update(influence="target")  # held out as an influence target: never a training candidate
+>>> rows[3].update(difficulty="retired", trained=True)  # retired in round 0, replayed and trained in round 1
 >>> funnel(rows)["gui"]  # doctest: +NORMALIZE_WHITESPACE
-{'pool': 2, 'band': 1, 'influence': 1, 'trained': 1, 'targets': 1, 'corrupted_pool': 1, 'corrupted_band': 0,
- 'corrupted_influence': 0, 'corrupted_trained': 0}
+{'pool': 2, 'band': 1, 'influence': 1, 'trained': 1, 'targets': 1, 'replayed': 1, 'corrupted_pool': 1,
+ 'corrupted_band': 0, 'corrupted_influence': 0, 'corrupted_trained': 0}
 """
 
 from __future__ import annotations
@@ -43,13 +46,16 @@ def new_lineage(round_index: int, item: PromptItem) -> dict:
 def funnel(rows: list[dict]) -> dict[str, dict[str, int]]:
     """Per domain: candidate items in the pool, after the difficulty band, after influence, and trained on, and
     `corrupted_<stage>`, the known-corrupted ones among them; the influence targets (held out of training, never
-    scored for difficulty) are counted apart as `targets`."""
+    scored for difficulty) are counted apart as `targets`, and retired items that trained again as `replayed`."""
     stages: dict[str, dict[str, int]] = {}
     for row in rows:
         counts = stages.setdefault(row["domain"], dict.fromkeys(
-            [*STAGES, "targets", *(f"corrupted_{stage}" for stage in STAGES)], 0))
+            [*STAGES, "targets", "replayed", *(f"corrupted_{stage}" for stage in STAGES)], 0))
         if row["influence"] == "target":
             counts["targets"] += 1
+            continue
+        if row["difficulty"] == "retired":
+            counts["replayed"] += bool(row["trained"])
             continue
         passed = {"pool": True, "band": row["difficulty"] in PASSED_DIFFICULTY,
                   "trained": bool(row["trained"])}
