@@ -239,3 +239,23 @@ def test_synthetic_influence_targets_come_clean_from_outside_a_noisy_pool(ray_cl
     events = ray_cluster.get(coordinator.events.remote(0))
     assert next(e for e in events if e["type"] == "influence")["influence/targets"] == 8
 
+
+
+def test_items_retired_as_too_easy_are_replayed_in_the_next_round(ray_cluster, small_run_overrides_module, tmp_path):
+    """`curriculum.replay_share`: items retired in round 0 come back as a share of round 1's generation batches and
+    are recorded in its lineage (band top 0.3: the barely warm-started model passes at most 2 of 6 samples)."""
+    overrides = [o for o in small_run_overrides_module if not o.startswith("output_dir=")]
+    config = load_config(None, overrides + ["selection.pass_rate_high=0.3", "curriculum.replay_share=0.5",
+                                            "eval.enabled=false", f"output_dir={tmp_path}"])
+    run_id, coordinator, done = start_run(config)
+    ray_cluster.get(done, timeout=600)
+    events = ray_cluster.get(coordinator.events.remote(0))
+    first, second = [event for event in events if event["type"] == "curriculum"]
+    assert "curriculum/replay_drawn" not in first  # round 0 has nothing retired to replay
+    rows = pq.read_table(tmp_path / run_id / "rounds" / "001" / "manifest.parquet").to_pylist()
+    replayable = [row for row in rows if row["difficulty"] == "retired"]
+    assert len(replayable) == first["curriculum/retired_too_easy"] > 0
+    assert second["curriculum/replay_drawn"] >= 4  # 2 of every 4-prompt generation batch, 2 steps
+    funnel = json.loads((tmp_path / run_id / "rounds" / "001" / "funnel.json").read_text())["counting"]
+    assert funnel["replayed"] == sum(row["trained"] for row in replayable) <= second["curriculum/replay_trained"]
+    assert funnel["pool"] == second["next_pool"] + second.get("curriculum/retired_too_easy", 0)  # retired rows apart
