@@ -403,7 +403,8 @@ class Coordinator:
         for target in self.targets:
             self.lineage[target.id]["influence"] = "target"
         if self.config.curriculum.replay_share:  # replayed items can train: their rows record it
-            self.lineage.update({i: {**new_lineage(index, self.items[i]), "difficulty": "retired"} for i in self.retired})
+            self.lineage.update({item_id: {**new_lineage(index, self.items[item_id]), "difficulty": "retired"}
+                                 for item_id in self.retired})
         difficulty = {}
         if selection.offline_difficulty:
             with self._timed(timings, "difficulty"):
@@ -518,8 +519,8 @@ class Coordinator:
         """Learner state plus this coordinator's data cursor (round, pool, selection, sampler, the step's metrics),
         so a restarted coordinator continues with the same prompts."""
         cursor = {"steps_done": self.global_step, "round": self.round_index, "round_start_step": round_start,
-                  "policy_version": self.policy_version, "active": self.active, "retired": self.retired, "selected": selected,
-                  "sampler": sampler.state_dict(), "last_metrics": last_metrics}
+                  "policy_version": self.policy_version, "active": self.active, "retired": self.retired,
+                  "selected": selected, "sampler": sampler.state_dict(), "last_metrics": last_metrics}
         path = self.learner.save_checkpoint(str(self.run_dir / "checkpoints"), self.global_step, cursor,
                                             self.config.round.step_timeout_s)
         self._emit("checkpoint", path=path, steps_done=self.global_step, round=self.round_index)
