@@ -76,8 +76,9 @@ class CurriculumSampler:
         return self.replay_queue.pop()
 
     def _replay_count(self, size: int) -> int:
+        """`size * replay_share` rounded up with probability equal to its fraction (never above `size`: share < 1)."""
         exact = size * self.replay_share
-        return min(size, int(exact) + (self.rng.random() < exact - int(exact)))
+        return int(exact) + (self.rng.random() < exact - int(exact))
 
     def next_batch(self, size: int) -> list[str]:
         """`size` item ids for one generation batch."""
