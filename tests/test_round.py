@@ -240,7 +240,6 @@ def test_synthetic_influence_targets_come_clean_from_outside_a_noisy_pool(ray_cl
     assert next(e for e in events if e["type"] == "influence")["influence/targets"] == 8
 
 
-
 def test_items_retired_as_too_easy_are_replayed_in_the_next_round(ray_cluster, small_run_overrides_module, tmp_path):
     """`curriculum.replay_share`: items retired in round 0 come back as a share of round 1's generation batches and
     are recorded in its lineage (band top 0.3: the barely warm-started model passes at most 2 of 6 samples)."""
