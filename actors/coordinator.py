@@ -37,7 +37,7 @@ from visiong1.selection.difficulty import DifficultyStore
 from visiong1.selection.scoring import keep_decisions
 from visiong1.store import DEFAULT_FILENAME, Round, RoundState, Run, RunCancelled, RunNotFound, RunStore
 from visiong1.training.checkpoint import CheckpointStore
-from visiong1.selection.curriculum import CurriculumSampler, carry_over
+from visiong1.selection.curriculum import CurriculumSampler, answer_strata, carry_over
 from visiong1.selection.lineage import funnel, new_lineage, read_round_manifest, write_round_manifest
 from visiong1.types import GroupScores, PromptItem, items_to_table
 
@@ -225,9 +225,10 @@ class Coordinator:
             self.lineage = {row["id"]: row for row in read_round_manifest(self.round_dir / "manifest.parquet")}
             first_step = self.global_step - cursor["round_start_step"]
         curriculum = self.config.curriculum
+        strata = answer_strata(self.items[i] for i in selected) if curriculum.answer_balance else None
         sampler = CurriculumSampler({i: self.items[i].domain for i in selected}, curriculum.domain_weights,
                                     self.config.round.seed + index, curriculum.domain_mix,
-                                    {i: self.items[i].domain for i in self.retired}, curriculum.replay_share)
+                                    {i: self.items[i].domain for i in self.retired}, curriculum.replay_share, strata)
         if sampler_state:
             sampler.load_state_dict(sampler_state)
         self._train(sampler, selected, first_step)

@@ -1,12 +1,19 @@
 """The curriculum between rounds (carry-over, retired-item replay) and the step sampler's resumable state."""
 
+from collections import Counter
+
 import pytest
 
 from visiong1.config import CurriculumConfig
-from visiong1.selection.curriculum import CurriculumSampler, carry_over
+from visiong1.data.synthetic import generate_pool
+from visiong1.selection.curriculum import CurriculumSampler, answer_strata, carry_over
+from visiong1.types import PromptItem
 
 POOL = {**{f"g{i}": "gui" for i in range(6)}, **{f"s{i}": "science" for i in range(10)}}
 RETIRED = {f"r{i}": "science" for i in range(5)}
+# Skewed answers: science reads 30 on 7 of 10 thermometers; gui items are all distinct points.
+STRATA = {**{f"g{i}": ("click", f"({i}, {i})") for i in range(6)},
+          **{f"s{i}": ("thermometer", "30" if i < 7 else ("20" if i < 9 else "40")) for i in range(10)}}
 
 
 def lineage(fates: dict[str, str]) -> list[dict]:
@@ -45,12 +52,33 @@ def test_no_replay_without_retired_items_or_share():
         assert not any(key.startswith("curriculum/replay") for key in sampler.metrics())
 
 
-@pytest.mark.parametrize("replay_share", [0.0, 0.3])
-def test_sampler_state_round_trip_continues_the_same_draws(replay_share):
-    original = CurriculumSampler(POOL, {"gui": 2.0}, seed=3, replay=RETIRED, replay_share=replay_share)
+def test_answer_balance_draws_a_templates_answers_in_turn_and_keeps_the_domain_mix():
+    balanced = CurriculumSampler(POOL, {}, seed=0, strata=STRATA)
+    drawn = [item for _ in range(60) for item in balanced.next_batch(16)]
+    science = Counter(STRATA[item][1] for item in drawn if POOL[item] == "science")
+    assert sum(science.values()) == 600 and set(science.values()) == {200}  # 20, 30, 40 alike
+    twenties = Counter(item for item in drawn if POOL[item] == "science" and STRATA[item][1] == "20")
+    assert twenties == {"s7": 100, "s8": 100}
+    assert set(Counter(item for item in drawn if POOL[item] == "gui").values()) == {60}  # singletons: uniform
+    unbalanced = [item for _ in range(60) for item in CurriculumSampler(POOL, {}, seed=0).next_batch(16)]
+    assert Counter(STRATA[item][1] for item in unbalanced if POOL[item] == "science")["30"] == 420
+
+
+def test_answer_strata_are_template_and_answer_else_answer_type_and_answer():
+    thermometer, scan = generate_pool(["science", "medical"], 2, seed=0)
+    imported = PromptItem("x", "jsonl", "science", "Which?", [], "B", "choice", ["A", "B"])
+    assert answer_strata([thermometer, scan, imported]) == {
+        thermometer.id: ("thermometer", thermometer.answer), scan.id: (scan.metadata["template"], scan.answer),
+        "x": ("choice", "B")}
+
+
+@pytest.mark.parametrize("replay_share, strata", [(0.0, None), (0.3, None), (0.3, STRATA)])
+def test_sampler_state_round_trip_continues_the_same_draws(replay_share, strata):
+    original = CurriculumSampler(POOL, {"gui": 2.0}, seed=3, replay=RETIRED, replay_share=replay_share, strata=strata)
     for _ in range(3):
         original.observe(original.next_batch(7))
-    resumed = CurriculumSampler(POOL, {"gui": 2.0}, seed=99, replay=RETIRED, replay_share=replay_share)
+    resumed = CurriculumSampler(POOL, {"gui": 2.0}, seed=99, replay=RETIRED, replay_share=replay_share,
+                                strata=strata)
     resumed.load_state_dict(original.state_dict())
     assert [resumed.next_batch(7) for _ in range(5)] == [original.next_batch(7) for _ in range(5)]
     assert resumed.metrics() == original.metrics()

@@ -382,6 +382,9 @@ class CurriculumConfig(Section):
     (`equal`: a domain with 3 selected items gets as many prompts per step as one with 300, and repeats them)."""
     rescore_influence: bool = True
     """Re-run influence scoring every round (False: round 0's influence verdicts carry over)."""
+    answer_balance: bool = False
+    """Within a domain, draw each template's answers in turn (items of one answer without replacement), so an
+    answer the policy is worst at is not outnumbered in training by the ones it half-knows."""
     replay_share: float = Field(0.0, ge=0, lt=1)
     """Share of each generation batch drawn from the items retired as too easy in earlier rounds. With dynamic
     sampling only the ones the policy now fails on some samples train: what remains in the pool can be skewed (a

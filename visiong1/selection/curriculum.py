@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import random
-from typing import Literal
 from collections import Counter
+from collections.abc import Iterable
+from typing import Literal
 
 from visiong1.config import CurriculumConfig
+from visiong1.types import PromptItem
 
 
 def carry_over(lineage: list[dict], pool: list[str],
@@ -30,17 +32,37 @@ def carry_over(lineage: list[dict], pool: list[str],
     return kept, retired_easy, {f"curriculum/retired_{reason}": n for reason, n in sorted(counts.items())}
 
 
+def answer_strata(items: Iterable[PromptItem]) -> dict[str, tuple[str, str]]:
+    """(family, answer) per item id for `CurriculumSampler(strata=...)`: the family is the synthetic template where
+    the item has one, else its answer type."""
+    return {item.id: (item.metadata.get("template", item.answer_type), item.answer) for item in items}
+
+
+def _key(*parts: str) -> str:
+    return "\x1f".join(parts)  # the unit separator: not part of domain, template or answer strings
+
+
 class CurriculumSampler:
     """Draws a step's prompts: domains in proportion to their weights (default 1), times their item counts with
     `mix="items"`; items uniformly within a domain without replacement until the domain is exhausted, then
     reshuffled. With `replay` items (retired in earlier rounds) and a `replay_share`, that share of each batch's
-    prompts (rounded stochastically) comes from them, uniformly. Follows the `next_batch / observe / state_dict /
-    load_state_dict / metrics` shape, so a resumed round continues exactly."""
+    prompts (rounded stochastically) comes from them, uniformly. With `strata` (item id -> (family, answer), the
+    family being the template or answer type), a draw keeps the family of the domain's next item and takes that
+    family's answers in turn, so each answer is drawn as often as any other. Follows the `next_batch / observe /
+    state_dict / load_state_dict / metrics` shape, so a resumed round continues exactly."""
 
     def __init__(self, domains_by_id: dict[str, str], weights: dict[str, float], seed: int,
                  mix: Literal["items", "equal"] = "items", replay: dict[str, str] | None = None,
-                 replay_share: float = 0.0):
+                 replay_share: float = 0.0, strata: dict[str, tuple[str, str]] | None = None):
         self.domain_of = {**(replay or {}), **domains_by_id}
+        # Queue keys: domain -> items; domain+family -> that family's answers; domain+family+answer -> items.
+        self.stratum_members: dict[str, list[str]] = {}
+        for item_id, (family, answer) in sorted((strata or {}).items()):
+            stratum = self.stratum_members.setdefault(_key(domains_by_id[item_id], family, answer), [])
+            if not stratum:
+                self.stratum_members.setdefault(_key(domains_by_id[item_id], family), []).append(answer)
+            stratum.append(item_id)
+        self.family_of = {item_id: family for item_id, (family, _) in (strata or {}).items()}
         self.members: dict[str, list[str]] = {}
         for item_id in sorted(domains_by_id):
             self.members.setdefault(domains_by_id[item_id], []).append(item_id)
@@ -65,10 +87,20 @@ class CurriculumSampler:
             counts[domain] += 1
         return counts
 
+    def _pop(self, key: str, members: list[str]) -> str:
+        """The next of `members` from queue `key`, reshuffled when it runs out."""
+        if not self.queues.get(key):
+            self.queues[key] = self.rng.sample(members, len(members))
+        return self.queues[key].pop()
+
     def _take(self, domain: str) -> str:
-        if not self.queues[domain]:
-            self.queues[domain] = self.rng.sample(self.members[domain], len(self.members[domain]))
-        return self.queues[domain].pop()
+        item_id = self._pop(domain, self.members[domain])
+        if not self.family_of:
+            return item_id
+        # Balanced answers: keep the drawn item's family (template), then take its answers in turn.
+        family = self.family_of[item_id]
+        answer = self._pop(_key(domain, family), self.stratum_members[_key(domain, family)])
+        return self._pop(_key(domain, family, answer), self.stratum_members[_key(domain, family, answer)])
 
     def _take_replay(self) -> str:
         if not self.replay_queue:
