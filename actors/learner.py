@@ -11,7 +11,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.common import get_within, quiet_transformers, size_torch_threads
+from actors.common import get_within, node_resources, quiet_transformers, size_torch_threads
 from visiong1.config import LearnerConfig, RunConfig
 from visiong1.training.checkpoint import CheckpointStore
 from visiong1.types import SampleGroup, TrainBatch, WeightUpdate
@@ -118,12 +118,12 @@ class LearnerGroup:
             raise ValueError(f"backend 'torch' trains one rank, got learner.ranks={config.ranks}; use fsdp2")
         self.config = config
         bundle = {"CPU": config.num_cpus, **({"GPU": config.num_gpus} if config.num_gpus else {}),
-                  **({config.node_resource: 0.001} if config.node_resource else {})}
+                  **node_resources(config.node_resource)}
         self.placement = placement_group([bundle] * config.ranks, strategy="PACK")
         get_within(self.placement.ready(), timeout_s, f"placement group of {config.ranks} learner ranks")
         self.ranks = [
             LearnerWorker.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus,
-                                  resources={config.node_resource: 0.001} if config.node_resource else None,
+                                  resources=node_resources(config.node_resource),
                                   scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, i))
             .remote(i, config.ranks, config)
             for i in range(config.ranks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ray
 
+from actors.common import node_resources, shard_bounds
 from visiong1.config import RewardConfig
 from visiong1.rewards.judge import RewardJudge
 from visiong1.types import GroupScores, SampleGroup
@@ -69,8 +70,8 @@ class RewardPool:
         if workers < 1:
             raise ValueError(f"a reward pool needs at least one worker, got {workers}")
         while len(self.workers) < workers:
-            resources = {self.config.node_resource: 0.001} if self.config.node_resource else None
-            actor = RewardWorker.options(num_cpus=self.config.num_cpus, resources=resources)
+            actor = RewardWorker.options(num_cpus=self.config.num_cpus,
+                                         resources=node_resources(self.config.node_resource))
             self.workers.append(actor.remote(self.config, len(self.workers)))
         while len(self.workers) > workers:
             ray.kill(self.workers.pop())
@@ -82,6 +83,5 @@ class RewardPool:
 
     def async_score_texts(self, requests: list[dict]) -> list[ray.ObjectRef]:
         """Split raw requests evenly over the workers; one ObjectRef of results per worker, in request order."""
-        share = -(-len(requests) // len(self.workers))
-        return [worker.score_texts.remote(requests[i * share:(i + 1) * share])
-                for i, worker in enumerate(self.workers) if i * share < len(requests)]
+        return [worker.score_texts.remote(requests[start:stop])
+                for worker, (start, stop) in zip(self.workers, shard_bounds(len(requests), len(self.workers)))]

@@ -15,7 +15,7 @@ import pyarrow as pa
 import ray
 from ray.exceptions import RayActorError
 
-from actors.common import get_within, quiet_transformers, size_torch_threads
+from actors.common import get_within, node_resources, quiet_transformers, shard_bounds, size_torch_threads
 from visiong1.config import RolloutConfig
 from visiong1.types import WeightUpdate, table_to_items
 
@@ -116,9 +116,8 @@ class RolloutGroup:
 
     # --- membership ----------------------------------------------------------------------------------------------
     def _start_replica(self) -> Replica:
-        options = {"num_cpus": self.config.num_cpus, "num_gpus": self.config.num_gpus}
-        if self.config.node_resource:
-            options["resources"] = {self.config.node_resource: 0.001}
+        options = {"num_cpus": self.config.num_cpus, "num_gpus": self.config.num_gpus,
+                   "resources": node_resources(self.config.node_resource)}
         if self.engine == "vllm":
             from actors.vllm_engine import engine_environment
 
@@ -180,8 +179,8 @@ class RolloutGroup:
         the call fails only when `timeout_s` passes or the restart budget is spent."""
         # One unit per serving replica keeps vLLM's batches large; prompts_per_request bounds how small a unit
         # gets, which bounds the work a dead replica takes with it.
-        per = max(self.config.prompts_per_request, -(-prompts.num_rows // max(1, self.size())))
-        units = [prompts.slice(start, per) for start in range(0, prompts.num_rows, per)]
+        units = [prompts.slice(start, stop - start)
+                 for start, stop in shard_bounds(prompts.num_rows, self.size(), self.config.prompts_per_request)]
         results: list = [None] * len(units)
         queue = deque(range(len(units)))
         in_flight: dict = {}  # receipt ref -> (unit index, replica, groups ref, dispatched at)

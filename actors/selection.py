@@ -4,9 +4,11 @@ sampling of a training step. The statistics live in visiong1.selection; this mod
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import ray
 from tqdm import tqdm
 
@@ -14,6 +16,7 @@ from actors.common import get_within
 from visiong1.config import RunConfig
 from visiong1.eval.heldout import pass_at_k, per_domain
 from visiong1.selection.difficulty import DifficultyStore, difficulty_record, in_band, pass_rate
+from visiong1.data.pool_index import ItemRow, read_items
 from visiong1.types import GroupScores, PromptItem, items_to_table
 
 ACCURACY_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -21,6 +24,15 @@ ACCURACY_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 class DynamicSamplingExhausted(RuntimeError):
     """Dynamic sampling used its generation batches without filling the step with in-band groups."""
+
+
+@contextmanager
+def timed(timings: dict, name: str) -> Iterator[None]:
+    """Add the block's wall time to `timings[f"time/{name}_s"]` (a step's or a selection's metrics)."""
+    started = time.perf_counter()
+    yield
+    key = f"time/{name}_s"
+    timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
 
 
 def generate_and_score(rollout, rewards, items: list[PromptItem], config: RunConfig, samples: int | None = None,
@@ -38,17 +50,19 @@ def generate_and_score(rollout, rewards, items: list[PromptItem], config: RunCon
     return shard_refs, [score for shard in shards for score in shard]
 
 
-def score_difficulty(items: list[PromptItem], rollout, rewards, config: RunConfig, store: DifficultyStore,
+def score_difficulty(items: list[ItemRow], rollout, rewards, config: RunConfig, store: DifficultyStore,
                      round_index: int, progress: bool = False) -> list[dict]:
-    """Pass rates of every item not yet in `store`, chunk by chunk (each chunk persisted before the next), then
-    the store's full contents as rows. Rerunning after an interruption scores only what is missing."""
+    """Pass rates of every item not yet in `store`, chunk by chunk (each chunk read from storage, then persisted
+    before the next), then the store's full contents as rows. Rerunning after an interruption scores only what is
+    missing."""
     selection = config.selection
     done = store.scored_ids()
     todo = [item for item in items if item.id not in done]
     chunk = selection.difficulty_chunk
     for start in tqdm(range(0, len(todo), chunk), desc="difficulty", disable=not progress):
         batch = todo[start:start + chunk]
-        shard_refs, scores = generate_and_score(rollout, rewards, batch, config, samples=selection.difficulty_samples)
+        shard_refs, scores = generate_and_score(rollout, rewards, read_items(batch), config,
+                                                samples=selection.difficulty_samples)
         groups = [group for shard in ray.get(shard_refs) for group in shard]
         store.append([difficulty_record(round_index, item, score.rewards, score.accuracies,
                                         selection.band(item.source, item.domain),
@@ -106,6 +120,25 @@ def dynamic_sample(draw: Callable[[int], list[PromptItem]], rollout, rewards, co
     return step
 
 
+def sample_step(draw: Callable[[int], list[PromptItem]], rollout, rewards, config: RunConfig,
+                timings: dict) -> SampledStep:
+    """Generate and score one step's groups from `draw(n)`: `round.prompts_per_step` prompts plainly, or by dynamic
+    sampling (`selection.dynamic_sampling`; then some groups do not train)."""
+    if config.selection.dynamic_sampling:
+        return dynamic_sample(draw, rollout, rewards, config, timings)
+    shard_refs, scores = generate_and_score(rollout, rewards, draw(config.round.prompts_per_step), config,
+                                            timings=timings)
+    return SampledStep(shard_refs, scores, [True] * len(scores), 1)
+
+
+def check_staleness(scores: list[GroupScores], policy_version: int, max_staleness: int) -> None:
+    """Refuse to train on samples more than `max_staleness` versions behind `policy_version` (0: on-policy)."""
+    staleness = policy_version - min(s.weight_version for s in scores)
+    if staleness > max_staleness:
+        raise RuntimeError(f"samples are {staleness} weight versions behind the learner (version {policy_version}); "
+                           f"rollout.max_staleness={max_staleness}")
+
+
 def dynamic_metrics(step: SampledStep) -> dict[str, float]:
     kept = [score for score, keep in zip(step.scores, step.keep) if keep]
     return {"dynamic/generation_batches": step.batches, "dynamic/groups_generated": len(step.scores),
@@ -133,3 +166,24 @@ def evaluate(items: list[PromptItem], rollout, rewards, config: RunConfig) -> di
                              for item, score in zip(items, sampled)])
         result |= {"pass_at_k": passed, "pass_at_k_mean": sum(passed.values()) / len(passed), "pass_k": k}
     return result | {"seconds": round(sum(timings.values()), 2)}
+
+
+def reward_metrics(scores: list[GroupScores]) -> dict[str, float]:
+    """A step's reward, accuracy and reason shares over the groups that train, and their oldest weight version."""
+    rewards = np.array([s.rewards for s in scores])
+    accuracies = np.array([s.accuracies for s in scores])
+    reasons = [r for s in scores for r in s.reasons]
+    mixed = [0 < row.mean() < 1 for row in accuracies]
+    metrics = {"reward/mean": float(rewards.mean()), "reward/accuracy": float(accuracies.mean()),
+               "reward/excluded": sum(sum(s.excluded) for s in scores),
+               "reward/mixed_group_fraction": float(np.mean(mixed)), "rollout/samples": len(reasons),
+               "rollout/sample_version": min(s.weight_version for s in scores)}
+    for reason in sorted(set(reasons)):
+        metrics[f"reward/reason_{reason}"] = reasons.count(reason) / len(reasons)
+    return metrics
+
+
+def domain_accuracy(scores: list[GroupScores], domain: Callable[[str], str]) -> dict[str, float]:
+    """Sampled accuracy per domain over every group generated in the step (kept or not): which domains RL moves."""
+    by_domain = per_domain([(domain(s.prompt_id), float(np.mean(s.accuracies))) for s in scores])
+    return {f"reward/accuracy_{name}": value for name, value in by_domain.items()}

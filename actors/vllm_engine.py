@@ -20,7 +20,8 @@ EXTENSION = "actors.vllm_engine.WeightSyncExtension"
 
 def engine_environment(cache_root: str) -> dict[str, str]:
     """Environment a vLLM actor needs: caches the run owns, no hub, and on CPU the engine in-process (load 3 s
-    instead of 20-25 s, direct weight reloads) without torch.compile of the sampler (FIELD_NOTES)."""
+    instead of 20-25 s, direct weight reloads) without torch.compile of the sampler (15-20 s on the first generate,
+    and it needs a C++ compiler)."""
     return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TORCHDYNAMO_DISABLE": "1", "HF_HUB_OFFLINE": "1",
             "VLLM_CACHE_ROOT": f"{cache_root}/vllm", "TORCHINDUCTOR_CACHE_DIR": f"{cache_root}/inductor",
             "XDG_CACHE_HOME": f"{cache_root}/xdg", "VLLM_USAGE_STATS_SERVER": "", "VLLM_NO_USAGE_STATS": "1",

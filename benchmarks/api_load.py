@@ -11,7 +11,7 @@ process's event loop:
   not earlier ones have answered, so queueing shows in the latency) and records each latency.
 
 Both the clients and the server share this machine's cores, so the figures include the clients' own CPU use.
-Targets (issue 10): p99 status latency < 100 ms, p99 delivery lag < 1 s, every client every event in order.
+Targets: p99 status latency < 100 ms, p99 delivery lag < 1 s, every client every event in order.
 
 Run: python -m benchmarks.api_load [--duration 60] [--clients 200] [--rate 20] [--status-rate 50]
      (smoke: python -m benchmarks.api_load --duration 5 --clients 20)

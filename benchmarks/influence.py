@@ -38,6 +38,7 @@ from rich.table import Table  # noqa: E402
 
 from benchmarks.common import RESULTS, PeakMemory, write_result  # noqa: E402
 from visiong1.config import InfluenceConfig  # noqa: E402
+from visiong1.data.pool_index import PoolIndex, write_items  # noqa: E402
 from visiong1.data.synthetic import SYSTEM_PROMPT, generate_pool  # noqa: E402
 from visiong1.engines.hf import HFEngine, SamplingParams  # noqa: E402
 from visiong1.models.tiny import tiny_model_path  # noqa: E402
@@ -125,8 +126,11 @@ def throughput(policy: str, workers: int) -> dict:
 
     from actors.influence import InfluencePool
 
-    candidates = generate_pool(["counting", "spatial"], 200, seed=7)
-    targets = generate_pool(["counting", "spatial"], 32, seed=8)
+    work = Path(tempfile.mkdtemp(prefix="vg1-influence-"))  # roles read items from storage by their index rows
+    write_items(generate_pool(["counting", "spatial"], 200, seed=7), work / "candidates.parquet")
+    write_items(generate_pool(["counting", "spatial"], 32, seed=8), work / "targets.parquet")
+    candidates = PoolIndex.open([work / "candidates.parquet"]).values()
+    targets = PoolIndex.open([work / "targets.parquet"]).values()
     pool = InfluencePool(policy, InfluenceConfig(workers=workers, num_cpus=1), SYSTEM_PROMPT, 1.0)
     pool.score(candidates[:4], targets[:4], timeout_s=600)  # warm-up: model load, first backward
     with PeakMemory(with_ray=True) as memory:

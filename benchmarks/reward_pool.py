@@ -1,7 +1,7 @@
 """Reward pool throughput and latency on this machine, clean and with 1% adversarial inputs.
 
-Drives a RewardPool of real Ray actors with ordinary answers of every type, then the same stream with 1% of the
-issue's adversarial inputs mixed in (code payloads, power towers, huge factorials, 10^4 nested fractions, 1 MB of
+Drives a RewardPool of real Ray actors with ordinary answers of every type, then the same stream with 1% of
+adversarial inputs mixed in (code payloads, power towers, huge factorials, 10^4 nested fractions, 1 MB of
 parentheses, 100 KB responses, invalid UTF-8 and NUL bytes). Latency of a sample: from the actor receiving its
 batch to its verdict. Optional `--timeouts F` adds a fraction F of answers that run into the sandbox deadline.
 

@@ -64,7 +64,7 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 def test_paper_config_resolves_to_the_released_single_node_recipe():
-    """The table in shared/VISION_G1.md, values outside parentheses."""
+    """The Vision-G1 paper's released single-node recipe (arXiv 2508.12680), values outside parentheses."""
     paper = load_config(CONFIG_DIR / "vision_g1_7b.yaml")
     assert paper.model.path == "Qwen/Qwen2.5-VL-7B-Instruct" and paper.learner.freeze_vision
     assert paper.learner.advantage_std_scale  # GRPO: (r - mean) / (std + 1e-6)

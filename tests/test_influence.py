@@ -10,12 +10,19 @@ from actors.reward import RewardPool
 from actors.rollout import RolloutGroup
 from actors.selection import score_difficulty
 from visiong1.config import InfluenceConfig, load_config
+from visiong1.data.pool_index import PoolIndex, write_items
 from visiong1.data.synthetic import generate_pool
 from visiong1.selection.difficulty import DifficultyStore
 from visiong1.selection.influence import PRECONDITIONER_DAMPING, CountSketch, GradientFeaturizer, normalise
 from visiong1.selection.scoring import domain_targets, influence_scores
 
 SYSTEM = "Answer the question. Put the final answer in \\boxed{}."
+
+
+def rows_of(items: list, path) -> list:
+    """The items written to a Parquet file, as the index rows that roles read them by."""
+    write_items(items, path)
+    return PoolIndex.open([path]).values()
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -78,13 +85,14 @@ def test_policy_gradient_loss_is_zero_for_uniform_rewards(featurizer):
 
 
 @pytest.mark.slow
-def test_influence_pool_scores_match_one_process_and_shard_across_actors(ray_cluster, tiny_model, featurizer):
+def test_influence_pool_scores_match_one_process_and_shard_across_actors(ray_cluster, tiny_model, featurizer, tmp_path):
     config = InfluenceConfig(projection_dim=1024, workers=2, num_cpus=0.5)
     pool = InfluencePool(tiny_model, config, SYSTEM, temperature=1.0)
     try:
         candidates = generate_pool(["counting", "gui"], 10, seed=4)
         targets = generate_pool(["counting", "gui"], 6, seed=5)
-        scores, metrics = pool.score(candidates, targets, timeout_s=300)
+        scores, metrics = pool.score(rows_of(candidates, tmp_path / "c.parquet"), rows_of(targets, tmp_path / "t.parquet"),
+                                     timeout_s=300)
     finally:
         pool.shutdown()
     np.testing.assert_allclose(scores, featurizer.scores(candidates, targets), atol=1e-5)
@@ -99,7 +107,7 @@ def test_interrupted_difficulty_scoring_resumes_after_the_last_whole_chunk(ray_c
     rollout = RolloutGroup(tiny_model, config.rollout, SYSTEM, seed=0, cache_root=str(tmp_path / "c"))
     rewards = RewardPool(config.reward)
     try:
-        items = generate_pool(["counting"], 7, seed=2)
+        items = rows_of(generate_pool(["counting"], 7, seed=2), tmp_path / "items.parquet")
         store = DifficultyStore(tmp_path / "difficulty")
         score_difficulty(items[:4], rollout, rewards, config, store, round_index=0)  # then "interrupted"
         first_chunks = {path.name: path.read_bytes() for path in store.chunks()}

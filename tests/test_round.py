@@ -16,6 +16,7 @@ from visiong1.data.synthetic import generate_pool
 from visiong1.eval.heldout import (TARGET_SEED_OFFSET, distinct_synthetic, held_out_hashes, item_hash,
                                    synthetic_held_out)
 from visiong1.store import RoundState, RunStore
+from visiong1.store.events import missing_keys
 
 pytestmark = pytest.mark.slow
 # Every selection stage on: offline difficulty, influence (top 75% per domain), dynamic sampling. The band is
@@ -173,6 +174,9 @@ def test_rounds_steps_and_events_are_committed_to_the_run_store(finished_run):
     assert [e.id for e in stored] == sorted(e.id for e in stored)
     published = [e["type"] for e in events]
     assert [e.kind for e in stored if e.kind != "round_state"] == published
+    assert {e.kind: missing for e in stored if (missing := missing_keys(e.kind, e.payload))} == {}
+    checkpoints = [e.payload["round"] for e in stored if e.kind == "phase" and e.payload["phase"] == "checkpoint"]
+    assert checkpoints == [0, 1, 1]  # each round's, then the final export: one event each
 
 
 def test_the_run_writes_an_html_report_with_its_plots(finished_run):

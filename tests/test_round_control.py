@@ -1,12 +1,16 @@
 """Runs driven through the run store while they train, as the REST control plane drives them: a round started
 from outside, the rollout replica target, and cancellation at a step boundary."""
 
+import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from rich.console import Console
 
-from actors.coordinator import start_run
-from visiong1.config import load_config
+from actors.coordinator import Coordinator, start_run
+from actors.demo import follow
+from visiong1.config import absolute_paths, load_config
 from visiong1.store import RoundState, RunStatus, RunStore
 
 pytestmark = pytest.mark.slow
@@ -89,3 +93,22 @@ def test_a_killed_coordinator_resumes_at_the_last_committed_step(ray_cluster, co
         assert kinds.count("run_resumed") == 1 and store.get_round(run_id, 0).state is RoundState.DONE
     resumed = next(e for e in ray_cluster.get(coordinator.events.remote(0)) if e["type"] == "run_resumed")
     assert 2 <= resumed["steps_done"] <= 6
+
+
+def test_a_report_that_cannot_be_written_fails_the_run_and_ends_the_demos_wait(ray_cluster, control_config, tmp_path):
+    """The fault is in the report's output: a file stands where its directory goes, so writing the report (after
+    the last checkpoint, with the summary) raises. The run must end `run_failed`, and `visiong1 demo`'s wait with it."""
+    config = absolute_paths(control_config("round.rounds=1", "round.steps=1"))
+    run_dir = tmp_path / "report-fails"
+    run_dir.mkdir()
+    (run_dir / "report").write_text("not a directory")
+    coordinator = Coordinator.remote("report-fails", config, str(run_dir))
+    done = coordinator.run.remote()
+    with ThreadPoolExecutor(1) as pool:
+        ended = pool.submit(follow, coordinator, 1, Console(file=io.StringIO()), 0.2).result(timeout=300)
+    assert ended["type"] == "run_failed" and "FileExistsError" in ended["error"]
+    with pytest.raises(ray_cluster.exceptions.RayTaskError, match="FileExistsError"):
+        ray_cluster.get(done, timeout=60)
+    assert (run_dir / "summary.json").exists() and (run_dir / "checkpoint").is_dir()
+    kinds = [event["type"] for event in ray_cluster.get(coordinator.events.remote(0))]
+    assert kinds.count("run_failed") == 1 and "run_finished" not in kinds

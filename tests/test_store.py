@@ -21,8 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from visiong1.store import (
-    EVENT_ROUND_STATE,
-    EVENT_STEP,
+    EventKind,
     MIGRATIONS,
     ActiveRoundExists,
     Conflict,
@@ -136,7 +135,7 @@ def test_round_lifecycle_and_run_status(store):
     assert second.index == 1 and store.active_round("r1") == second
     assert [r.index for r in store.list_rounds("r1")] == [0, 1]
     changes = [(e.payload["previous"], e.payload["state"])
-               for e in store.events_after("r1") if e.kind == EVENT_ROUND_STATE]
+               for e in store.events_after("r1") if e.kind == EventKind.ROUND_STATE]
     states = ["pending"] + [s.value for s in ALL_PHASES]
     assert changes == list(zip([None] + states[:-1], states)) + [(None, "pending")]
 
@@ -364,13 +363,13 @@ def test_metrics_are_committed_before_record_returns(store, location):
     assert store.last_committed_step("r1", 0) is None
     for step in range(3):
         event = store.record_metrics("r1", 0, step, {"reward/mean": step / 10, "loss": float("nan")})
-        assert (event.kind, event.payload["step"], event.round_index) == (EVENT_STEP, step, 0)
+        assert (event.kind, event.payload["step"], event.round_index) == (EventKind.STEP, step, 0)
     with RunStore.open(location) as other:  # its own connections, as another process's: already there
         rows = other.metrics_for("r1", round_index=0)
         assert [(r.step, r.metrics["reward/mean"]) for r in rows] == [(0, 0.0), (1, 0.1), (2, 0.2)]
         assert math.isnan(rows[0].metrics["loss"])  # NaN survives (a diverged loss is information)
         assert other.last_committed_step("r1", 0) == 2
-        assert [e.payload["step"] for e in other.events_after("r1") if e.kind == EVENT_STEP] == [0, 1, 2]
+        assert [e.payload["step"] for e in other.events_after("r1") if e.kind == EventKind.STEP] == [0, 1, 2]
     with pytest.raises(StepAlreadyRecorded):
         store.record_metrics("r1", 0, 1, {"reward/mean": 1.0})
     assert store.metrics_for("r1")[1].metrics["reward/mean"] == 0.1
@@ -384,7 +383,7 @@ def test_metrics_that_json_cannot_encode_are_refused_and_nothing_is_written(stor
     store.start_round("r1")
     with pytest.raises(TypeError):
         store.record_metrics("r1", 0, 0, {"value": object()})
-    assert store.metrics_for("r1") == [] and store.events_after("r1")[-1].kind == EVENT_ROUND_STATE
+    assert store.metrics_for("r1") == [] and store.events_after("r1")[-1].kind == EventKind.ROUND_STATE
 
 
 # Idempotency keys --------------------------------------------------------------------------------------------------

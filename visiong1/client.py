@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 
+from visiong1.store.events import TERMINAL_EVENTS
+
 URL_ENV = "VISIONG1_API_URL"
 TOKEN_ENV = "VISIONG1_API_TOKEN"
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL_EVENTS = ("run_finished", "run_failed")
 
 
 class ApiError(RuntimeError):

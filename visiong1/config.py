@@ -241,9 +241,8 @@ class InfluenceConfig(Section):
     curated set a team would write; synthetic pools only), or the directory of a pool built by `visiong1 data build`
     holding the team's own targets. Targets are never trained on."""
     target_per_domain: int = Field(32, ge=1)
-    """Items per domain in the target set (from the pool: at most half a domain). 32, not 16: the max aggregate
-    needs targets that cover the pool (benchmarks/influence.py, seed 0: AUROC 0.976 with 32 targets vs 0.80-0.96 with
-    16 of them, 0.825 vs 0.68-0.80 at the weak 100-step policy)."""
+    """Items per domain in the target set (from the pool: at most half a domain). The max aggregate needs targets
+    that cover the pool's variety: with too few, good items far from every target score low."""
     keep: Literal["threshold", "top_fraction"] = "top_fraction"
     """Drop items scoring below `threshold`, or keep the best `top_fraction` of each domain (with `aggregate: max`
     nearly every score is positive, so a threshold of 0 would keep nearly everything)."""
@@ -536,3 +535,19 @@ def write_resolved(config: RunConfig, run_dir: Path) -> Path:
     target = run_dir / "config.json"
     target.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
     return target
+
+
+def with_overrides(config: RunConfig, overrides: dict) -> RunConfig:
+    """The config with a round's dotted overrides applied (values as JSON, which YAML reads)."""
+    if not overrides:
+        return config
+    return load_config_tree(config.model_dump(mode="json"), [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
+def absolute_paths(config: RunConfig) -> RunConfig:
+    """Pin relative paths to the caller's working directory: Ray workers run elsewhere."""
+    update = {"output_dir": str(Path(config.output_dir).resolve())}
+    if config.store is not None and "://" not in config.store:  # an SQLite file path, not a URL
+        update["store"] = str(Path(config.store).resolve())
+    model = config.model.model_copy(update={"cache_dir": str(Path(config.model.cache_dir).resolve())})
+    return config.model_copy(update={**update, "model": model})

@@ -1,4 +1,4 @@
-"""Records that cross actor boundaries. Later issues extend these; they do not invent parallel ones.
+"""Records that cross actor boundaries. New roles extend these rather than invent parallel ones.
 
 Kept free of torch so the control plane can import them: token ids and logprobs are plain lists, weight tensors
 travel by ObjectRef.
@@ -6,6 +6,7 @@ travel by ObjectRef.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -134,3 +135,33 @@ class WeightUpdate:
     @property
     def is_full(self) -> bool:
         return self.names is None
+
+
+@dataclass(frozen=True)
+class RoundCursor:
+    """Where a run stands at a resumable checkpoint, saved beside the learner's state: with it a restarted
+    coordinator continues with the same prompts. Stored as JSON (`to_json`/`from_json`)."""
+
+    steps_done: int
+    round: int
+    round_start_step: int
+    """The run's step count when this round's training began."""
+    policy_version: int
+    active: list[str]
+    """Item ids of the pool still in the curriculum."""
+    retired: list[str]
+    """Item ids retired as too easy in earlier rounds (replayed with `curriculum.replay_share`)."""
+    selected: list[str]
+    """The round's selection."""
+    sampler: dict
+    """The curriculum sampler's state dict."""
+    last_metrics: dict | None = None
+    """The checkpointed step's metrics, committed on resume if the coordinator died before committing them."""
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> RoundCursor:
+        """Also reads cursors written before retired items were kept (no `retired`)."""
+        return cls(**{"retired": [], **data})

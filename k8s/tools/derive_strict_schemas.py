@@ -1,7 +1,7 @@
 """Derive the strict JSON schemas of RayCluster and RayJob that tests/test_k8s.py validates the manifests against.
 
-Source: the KubeRay CRDs (ray-project/kuberay, ray-operator/config/crd/bases/ray.io_*.yaml; the copy this
-project was built against sits in ../shared/kuberay-crds). For each CRD the served storage version's
+Source: the KubeRay CRDs (ray-project/kuberay, ray-operator/config/crd/bases/ray.io_*.yaml, of a release whose
+RayCluster has `authOptions.secretName`). For each CRD the served storage version's
 `openAPIV3Schema` is taken and made strict:
 
 - every object schema that lists `properties` gets `additionalProperties: false`, unless it carries
@@ -12,7 +12,7 @@ Structural CRD schemas never combine `properties` with `additionalProperties`, s
 server prunes unknown fields silently instead of rejecting them; the strict schema turns such a typo into an
 error. Run from the repository root:
 
-    python k8s/tools/derive_strict_schemas.py ../shared/kuberay-crds
+    python k8s/tools/derive_strict_schemas.py PATH/TO/kuberay/ray-operator/config/crd/bases
 """
 
 from __future__ import annotations

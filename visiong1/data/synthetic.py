@@ -1,7 +1,7 @@
 """Synthetic RL-ready items for the paper's eight domains (plus `counting`), with exactly known answers.
 
 Every image is a grid of 14-px cells and every object fills whole cells ("patch-aligned"), so the answer is
-visible at the resolution a tiny VLM sees (FIELD_NOTES: free-placed objects stay at chance at 56 px). Items are
+visible at the resolution a tiny VLM sees (free-placed objects stayed at chance at 56 px). Items are
 deterministic in (seed, domain, index), so any worker can generate any slice of a pool. `difficulty` (1-3) adds
 distractors, widens ranges or picks a harder question form; a list of difficulties cycles over each domain's items,
 so one pool spans easy and hard items (what pass-rate filtering sorts); each domain's question text depends only on its
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from PIL import Image
@@ -283,11 +283,18 @@ def synthetic_item(domain: str, index: int, seed: int = 0, image_size: int = 56,
 def generate_pool(domains: list[str], num_items: int, image_size: int = 56, seed: int = 0,
                   difficulty: int | Sequence[int] = 1, corrupt_fraction: float = 0.0) -> list[PromptItem]:
     """`num_items` items spread round-robin over `domains`, reproducible from `seed`."""
+    return list(iter_pool(domains, num_items, image_size, seed, difficulty, corrupt_fraction))
+
+
+def iter_pool(domains: list[str], num_items: int, image_size: int = 56, seed: int = 0,
+              difficulty: int | Sequence[int] = 1, corrupt_fraction: float = 0.0) -> Iterator[PromptItem]:
+    """The items of `generate_pool`, one at a time (a pool written to storage never exists whole in memory)."""
     unknown = sorted(set(domains) - set(GENERATORS))
     if unknown:
         raise ValueError(f"unknown synthetic domains {unknown}; known: {sorted(GENERATORS)}")
-    return [synthetic_item(domains[i % len(domains)], i // len(domains), seed, image_size, difficulty,
-                           corrupt_fraction) for i in range(num_items)]
+    for i in range(num_items):
+        yield synthetic_item(domains[i % len(domains)], i // len(domains), seed, image_size, difficulty,
+                             corrupt_fraction)
 
 
 def tokenizer_corpus() -> list[str]:

@@ -1,3 +1,3 @@
 """Rollout engines behind one interface: `generate(items, params) -> list[SampleGroup]` and
-`load_weights(tensors, version)`. The transformers engine runs anywhere; the vLLM engine comes with the rollout
-issue (it lives in actors/, since this library must import without vllm)."""
+`load_weights(tensors, version)`. The transformers engine runs anywhere; the vLLM engine lives in
+actors/vllm_engine.py, since this library must import without vllm."""

@@ -1,7 +1,7 @@
 """Killable worker processes with a wall deadline per call and a memory cap: the only place model text meets sympy.
 
 math-verify's own timeouts use SIGALRM, which fails in any non-main thread, and with them off `9^{9^{9^9}}` hangs
-forever (FIELD_NOTES). A child process that the parent kills at the deadline is a real bound in every context:
+forever. A child process that the parent kills at the deadline is a real bound in every context:
 threads, async handlers, Ray actors.
 """
 

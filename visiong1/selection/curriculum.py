@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from visiong1.config import CurriculumConfig
+from visiong1.selection.verdicts import Difficulty
 from visiong1.types import PromptItem
 
 
@@ -24,11 +25,12 @@ def carry_over(lineage: list[dict], pool: list[str],
     for a later round unless `drop_hard`; influence targets stay targets. Returns (pool, the items retired as too
     easy, counts by outcome)."""
     fate = {row["id"]: row["difficulty"] for row in lineage}
-    leaving = {"too_easy"} if config.retire_easy else set()
-    leaving |= {"too_hard"} if config.drop_hard else set()
+    leaving = {Difficulty.TOO_EASY} if config.retire_easy else set()
+    leaving |= {Difficulty.TOO_HARD} if config.drop_hard else set()
     kept = [item_id for item_id in pool if fate.get(item_id) not in leaving]
-    retired_easy = [item_id for item_id in pool if "too_easy" in leaving and fate.get(item_id) == "too_easy"]
-    counts = Counter(fate.get(item_id, "not_scored") for item_id in pool if fate.get(item_id) in leaving)
+    retired_easy = [item_id for item_id in pool
+                    if Difficulty.TOO_EASY in leaving and fate.get(item_id) == Difficulty.TOO_EASY]
+    counts = Counter(fate[item_id] for item_id in pool if fate.get(item_id) in leaving)
     return kept, retired_easy, {f"curriculum/retired_{reason}": n for reason, n in sorted(counts.items())}
 
 

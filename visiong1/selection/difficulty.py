@@ -5,9 +5,9 @@ of 0.4 is not "40% passed").
 
 >>> from visiong1.config import SelectionConfig
 >>> decide(pass_rate([1.0, 0.0, 1.0, 0.0, 0.0]), SelectionConfig().band("any", "any"))
-(True, 'in_band')
+(True, <Difficulty.IN_BAND: 'in_band'>)
 >>> decide(0.8, SelectionConfig().band("any", "any"))  # boundaries are exclusive
-(False, 'too_easy')
+(False, <Difficulty.TOO_EASY: 'too_easy'>)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from visiong1.config import PassRateBand
+from visiong1.selection.verdicts import Difficulty
 
 DIFFICULTY_SCHEMA = pa.schema([
     ("round", pa.int32()), ("id", pa.string()), ("source", pa.string()), ("domain", pa.string()),
@@ -35,13 +36,13 @@ def pass_rate(accuracies: list[float]) -> float:
     return sum(1 for value in accuracies if value == 1.0) / len(accuracies)
 
 
-def decide(rate: float, band: PassRateBand) -> tuple[bool, str]:
+def decide(rate: float, band: PassRateBand) -> tuple[bool, Difficulty]:
     """Keep strictly inside (low, high): `too_hard` at or below low, `too_easy` at or above high."""
     if rate <= band.low:
-        return False, "too_hard"
+        return False, Difficulty.TOO_HARD
     if rate >= band.high:
-        return False, "too_easy"
-    return True, "in_band"
+        return False, Difficulty.TOO_EASY
+    return True, Difficulty.IN_BAND
 
 
 def in_band(accuracies: list[float], band: PassRateBand) -> bool:

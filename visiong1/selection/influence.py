@@ -1,6 +1,6 @@
 """Influence scoring: per-item gradient features, sketched and normalised, compared with a held-out target set.
 
-The method (documented in README "Selection"; first-order influence as in TracIn, features as in LESS):
+The method (documented in docs/components.md; first-order influence as in TracIn, features as in LESS):
 
 - For an item z, g(z) = d loss(z; theta) / d theta_S over the parameter subset S (the last N decoder layers of the
   language model). The loss is the negative log-likelihood of the item's answer `\\boxed{answer}` given its prompt

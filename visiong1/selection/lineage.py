@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from visiong1.selection.verdicts import Difficulty, Influence
 from visiong1.types import PromptItem
 
 ROUND_MANIFEST_SCHEMA = pa.schema([
@@ -29,8 +30,8 @@ ROUND_MANIFEST_SCHEMA = pa.schema([
     ("pass_rate", pa.float32()), ("difficulty", pa.string()), ("influence_score", pa.float32()),
     ("influence", pa.string()), ("selected", pa.bool_()), ("trained", pa.bool_()), ("corrupted", pa.string()),
 ])
-PASSED_DIFFICULTY = ("in_band", "not_scored")
-PASSED_INFLUENCE = ("kept", "not_scored")
+PASSED_DIFFICULTY = (Difficulty.IN_BAND, Difficulty.NOT_SCORED)
+PASSED_INFLUENCE = (Influence.KEPT, Influence.NOT_SCORED)
 STAGES = ("pool", "band", "influence", "trained")
 
 
@@ -39,7 +40,7 @@ def new_lineage(round_index: int, item: PromptItem) -> dict:
     `metadata.corrupted` (synthetic pools), else None."""
     corrupted = (item.metadata or {}).get("corrupted")
     return {"round": round_index, "id": item.id, "source": item.source, "domain": item.domain, "pass_rate": None,
-            "difficulty": "not_scored", "influence_score": None, "influence": "not_scored", "selected": False,
+            "difficulty": Difficulty.NOT_SCORED, "influence_score": None, "influence": Influence.NOT_SCORED, "selected": False,
             "trained": False, "corrupted": str(corrupted) if corrupted else None}
 
 
@@ -51,10 +52,10 @@ def funnel(rows: list[dict]) -> dict[str, dict[str, int]]:
     for row in rows:
         counts = stages.setdefault(row["domain"], dict.fromkeys(
             [*STAGES, "targets", "replayed", *(f"corrupted_{stage}" for stage in STAGES)], 0))
-        if row["influence"] == "target":
+        if row["influence"] == Influence.TARGET:
             counts["targets"] += 1
             continue
-        if row["difficulty"] == "retired":
+        if row["difficulty"] == Difficulty.RETIRED:
             counts["replayed"] += bool(row["trained"])
             continue
         passed = {"pool": True, "band": row["difficulty"] in PASSED_DIFFICULTY,

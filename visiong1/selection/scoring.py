@@ -7,12 +7,14 @@
 >>> influence_scores(np.array([[1.0, 0.0], [-1.0, 0.0]]), ["gui", "gui"], targets, "max").tolist()
 [1.0, 0.0]
 >>> keep_decisions(np.array([0.5, -0.5]), ["gui", "gui"], "threshold", 0.0, 0.5)
-[(True, 'kept'), (False, 'below_threshold')]
+[(True, <Influence.KEPT: 'kept'>), (False, <Influence.BELOW_THRESHOLD: 'below_threshold'>)]
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from visiong1.selection.verdicts import Influence
 
 
 def domain_targets(target_features: np.ndarray, target_domains: list[str]) -> dict[str, np.ndarray]:
@@ -39,14 +41,15 @@ def influence_scores(features: np.ndarray, domains: list[str], targets: dict[str
 
 
 def keep_decisions(scores: np.ndarray, domains: list[str], keep: str, threshold: float,
-                   top_fraction: float) -> list[tuple[bool, str]]:
+                   top_fraction: float) -> list[tuple[bool, Influence]]:
     """(kept, reason) per item: `below_threshold`, or `below_top_fraction` of its domain; kept ones `kept`."""
     if keep == "threshold":
-        return [(True, "kept") if score >= threshold else (False, "below_threshold") for score in scores]
-    decisions: list[tuple[bool, str]] = [(False, "below_top_fraction")] * len(scores)
+        return [(True, Influence.KEPT) if score >= threshold else (False, Influence.BELOW_THRESHOLD)
+                for score in scores]
+    decisions: list[tuple[bool, Influence]] = [(False, Influence.BELOW_TOP_FRACTION)] * len(scores)
     for domain in set(domains):
         members = [i for i, d in enumerate(domains) if d == domain]
         quota = max(1, round(top_fraction * len(members)))
         for i in sorted(members, key=lambda i: -scores[i])[:quota]:
-            decisions[i] = (True, "kept")
+            decisions[i] = (True, Influence.KEPT)
     return decisions

@@ -17,9 +17,8 @@ ValueError -> 422.
 
 from visiong1.store.migrations import MIGRATIONS, Migration
 from visiong1.store.records import (
-    EVENT_ROUND_STATE,
-    EVENT_STEP,
     INACTIVE_STATES,
+    PHASE_ORDER,
     ActiveRoundExists,
     Conflict,
     Event,
@@ -42,12 +41,13 @@ from visiong1.store.records import (
     StoreError,
     allowed_transitions,
 )
+from visiong1.store.events import TERMINAL_EVENTS, EventKind
 from visiong1.store.store import DEFAULT_FILENAME, RunStore
 
 __all__ = [
-    "DEFAULT_FILENAME", "EVENT_ROUND_STATE", "EVENT_STEP", "INACTIVE_STATES", "MIGRATIONS", "ActiveRoundExists",
-    "Conflict", "Event", "IdempotencyInProgress", "IdempotencyKeyReused", "IllegalTransition", "MetricsRow",
+    "DEFAULT_FILENAME", "INACTIVE_STATES", "MIGRATIONS", "PHASE_ORDER", "ActiveRoundExists",
+    "Conflict", "Event", "EventKind", "IdempotencyInProgress", "IdempotencyKeyReused", "IllegalTransition", "MetricsRow",
     "Migration", "NotFound", "Round", "RoundNotFound", "RoundState", "Run", "RunCancelled", "RunExists",
     "RunNotFound", "RunStatus", "RunStore", "SchemaVersionError", "StepAlreadyRecorded", "StoreError",
-    "StoredResponse", "allowed_transitions",
+    "StoredResponse", "TERMINAL_EVENTS", "allowed_transitions",
 ]

@@ -114,12 +114,6 @@ class Event:
     created_at: float
 
 
-EVENT_ROUND_STATE = "round_state"
-"""Written with every round start and transition; payload: round, state, previous (None at start), error."""
-EVENT_STEP = "step"
-"""Written with every metrics row; payload: round, step, metrics."""
-
-
 @dataclass(frozen=True)
 class MetricsRow:
     run_id: str

@@ -32,10 +32,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
 from visiong1.store import schema
+from visiong1.store.events import EventKind
 from visiong1.store.migrations import MIGRATIONS, Migration, current_version, migrate
 from visiong1.store.records import (
-    EVENT_ROUND_STATE,
-    EVENT_STEP,
     INACTIVE_STATES,
     WORKING_PHASES,
     ActiveRoundExists,
@@ -183,7 +182,7 @@ class RunStore:
                 run_id=run_id, round_index=index, state=RoundState.PENDING.value,
                 overrides=_to_json(dict(overrides or {})), cancel_requested=False, error=None, created_at=now,
                 started_at=None, updated_at=now, finished_at=None))
-            _append_event(conn, run_id, EVENT_ROUND_STATE, index, now,
+            _append_event(conn, run_id, EventKind.ROUND_STATE.value, index, now,
                           {"round": index, "state": RoundState.PENDING.value, "previous": None, "error": None})
             _refresh_run_status(conn, run_id, now)
             return _round(_select_round(conn, run_id, index))
@@ -219,7 +218,7 @@ class RunStore:
                          .values(state=new_state.value, error=error, updated_at=now,
                                  started_at=now if starts else current.started_at,
                                  finished_at=now if ends else None))
-            _append_event(conn, run_id, EVENT_ROUND_STATE, index, now,
+            _append_event(conn, run_id, EventKind.ROUND_STATE.value, index, now,
                           {"round": index, "state": new_state.value, "previous": current.state.value,
                            "error": error})
             _refresh_run_status(conn, run_id, now)
@@ -301,7 +300,7 @@ class RunStore:
                                           "recorded")
             conn.execute(schema.metrics.insert().values(run_id=run_id, round_index=round_index, step=step,
                                                         metrics=_to_json(metrics), created_at=now))
-            return _append_event(conn, run_id, EVENT_STEP, round_index, now,
+            return _append_event(conn, run_id, EventKind.STEP.value, round_index, now,
                                  {"round": round_index, "step": step, "metrics": metrics})
 
     def metrics_for(self, run_id: str, round_index: int | None = None) -> list[MetricsRow]:

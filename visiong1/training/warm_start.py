@@ -1,7 +1,8 @@
 """Supervised answer-only warm start of the random-init tiny model, so RL starts with groups of mixed rewards.
 
 A random policy never writes `\\boxed{}`; GRPO then sees only zero-advantage groups and learns nothing
-(FIELD_NOTES: the format is learnt in ~25 SFT steps; 250 steps reach ~60% on the synthetic tasks).
+(on the tiny model the answer format is learnt in about 25 supervised steps; 250 steps reached about 60% on
+three synthetic tasks: counting, colour, left/right).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from sse_starlette import EventSourceResponse
 
 from services.api.context import RunFeeds, Store
 from services.api.feeds import PAGE, Encoded, Feeds, RunFeed, encode, gone_message
-from services.api.routers.rounds import TERMINAL_EVENTS
 from visiong1.store import RunStore
+from visiong1.store.events import TERMINAL_EVENTS
 
 router = APIRouter(prefix="/v1/runs/{run_id}", tags=["events"])
 

@@ -9,12 +9,9 @@ from services.api.idempotency import IdempotencyKey, fingerprint, respond_once
 from services.api.models import RoundCreate, RoundList, RoundOut, round_setting
 from services.api.validation import round_config
 from visiong1.store import Conflict, Round, RunStore
+from visiong1.store.events import TERMINAL_EVENTS
 
 router = APIRouter(prefix="/v1/runs/{run_id}/rounds", tags=["rounds"])
-
-TERMINAL_EVENTS = ("run_finished", "run_failed")
-"""The coordinator's last event: after it nobody serves rounds of the run."""
-
 
 @router.post("", status_code=201, response_model=RoundOut, responses={404: {}, 409: {}, 422: {}})
 def start_round(run_id: str, body: RoundCreate, request: Request, store: Store, launcher: RunLauncher,

@@ -1,0 +1,54 @@
+"""A run's controls as the run store holds them: cancel requests, rounds started over REST, and the round's state,
+which only moves forward (a resumed round may already be where it is asked to go)."""
+
+from __future__ import annotations
+
+import time
+
+from visiong1.store import PHASE_ORDER, Round, RoundState, Run, RunCancelled, RunStore
+
+
+class RunControl:
+    def __init__(self, store: RunStore, run_id: str):
+        self.store, self.run_id = store, run_id
+
+    def check_cancel(self) -> Run:
+        """The run's row; a cancel request for the run or the round in progress ends the round `cancelled` and
+        raises RunCancelled."""
+        run = self.store.get_run(self.run_id)
+        active = self.store.active_round(self.run_id)
+        if run.cancel_requested or (active is not None and active.cancel_requested):
+            if active is not None:
+                self.store.transition_round(self.run_id, active.index, RoundState.CANCELLED)
+            raise RunCancelled(f"cancel requested for {'the run' if run.cancel_requested else f'round {active.index}'}")
+        return run
+
+    def wait_for_round(self, idle_timeout_s: float) -> Round | None:
+        """A round started over REST (pending in the store), waiting up to `idle_timeout_s` for one; a round
+        requested in the instant the wait ended is cancelled rather than left pending forever."""
+        deadline = time.monotonic() + idle_timeout_s
+        while True:
+            self.check_cancel()
+            pending = self.store.active_round(self.run_id)
+            if pending is not None:
+                return pending
+            if time.monotonic() >= deadline:
+                late = self.store.active_round(self.run_id)
+                if late is not None and late.state is RoundState.PENDING:
+                    self.store.transition_round(self.run_id, late.index, RoundState.CANCELLED)
+                return None
+            time.sleep(0.5)
+
+    def advance(self, round_index: int, state: RoundState) -> None:
+        """Commit the round's new state unless it is already there or beyond (the store writes the `round_state`
+        event in the same transaction); a failed round resumes into any state."""
+        current = self.store.get_round(self.run_id, round_index).state
+        position = PHASE_ORDER.index(current) if current in PHASE_ORDER else -1
+        if position < PHASE_ORDER.index(state):
+            self.store.transition_round(self.run_id, round_index, state)
+
+    def fail_active(self, message: str) -> None:
+        """Fail the round in progress, if any (it stays resumable)."""
+        active = self.store.active_round(self.run_id)
+        if active is not None:
+            self.store.transition_round(self.run_id, active.index, RoundState.FAILED, error=message)
