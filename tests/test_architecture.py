@@ -110,3 +110,13 @@ def test_the_path_check_sees_outside_and_missing_paths(tmp_path):
     sample.write_text("See ../../shared/FIELD_NOTES.md, docs/nothing.md, VISION_G1.md and README.md; an id '../etc' "
                       "and runs/*/summary.json are fine.")
     assert dangling_paths(sample, {"README.md"}) == ["../../shared/FIELD_NOTES.md", "docs/nothing.md", "VISION_G1.md"]
+
+
+PROSE = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+DATE_OR_HASH = re.compile(r"\b20\d\d-\d\d-\d\d\b|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b")
+
+
+def test_docs_carry_no_dates_or_commit_hashes():
+    found = {str(p.relative_to(ROOT)): DATE_OR_HASH.findall(p.read_text()) for p in PROSE}
+    assert {name: hits for name, hits in found.items() if hits} == {}
+    assert DATE_OR_HASH.findall("config of 2026-11-25 at 7000dd9, 1003520 pixels") == ["2026-11-25", "7000dd9"]
