@@ -183,7 +183,7 @@ def prepare_model(config: RunConfig) -> str:
     from visiong1.models.tiny import tiny_model_path
     from visiong1.training.warm_start import WARM_START_VERSION, warm_start, warm_start_items, warm_start_pool
 
-    base = tiny_model_path(config.model.cache_dir, config.model.tiny_seed)
+    base = tiny_model_path(config.model.cache_dir, config.model.tiny_seed, config.model.tiny_family)
     steps = config.model.warm_start_steps
     if steps == 0:
         return str(base)
@@ -198,3 +198,13 @@ def prepare_model(config: RunConfig) -> str:
         warm_start(base, staging, items, config.round.system_prompt, steps, progress=_log_warm_start(steps))
         staging.rename(target)
     return str(target)
+
+
+@ray.remote(num_cpus=0)
+def plan_run(config: RunConfig) -> dict:
+    """`config`'s capacity plan (visiong1.models.planner) as JSON with its `shortfalls`: a task, so the API process,
+    which never imports torch, can refuse a run before launching it."""
+    from visiong1.models.planner import plan, plan_table, shortfalls
+
+    shape, roles = plan(config)
+    return plan_table(shape, roles) | {"shortfalls": shortfalls(roles, config.resources.gpu_memory_gib)}

@@ -122,3 +122,20 @@ def test_rest_lifecycle_rounds_scaling_and_cancel_over_a_real_run(ray_cluster, m
         # Nothing serves the run any more.
         assert http.post(f"/v1/runs/{run_id}/rounds", json={}).status_code == 409
         assert http.put(f"/v1/runs/{run_id}/rollout/replicas", json={"replicas": 2}).status_code == 409
+
+
+def test_a_run_that_does_not_fit_its_gpus_is_refused_with_the_plan(ray_cluster, tmp_path):
+    """The same check as `visiong1 plan`, run by the API before it launches anything (on Ray: the API process
+    never imports torch): the paper recipe on 20-GiB GPUs gets a 422 naming the roles, with the plan."""
+    paper = {"model": {"path": "Qwen/Qwen2.5-VL-7B-Instruct", "warm_start_steps": 0},
+             "learner": {"backend": "fsdp2", "ranks": 4, "num_gpus": 1, "micro_batch_tokens": 16384},
+             "rollout": {"num_gpus": 1, "max_model_len": 6144}, "resources": {"gpu_memory_gib": 20}}
+    config = load_config_tree({"output_dir": str(tmp_path), "ray": {"namespace": TEST_NAMESPACE}})
+    with serving(create_app(config, tokens=TOKENS)) as url, \
+            httpx.Client(base_url=url, headers=AUTH, timeout=120) as http:
+        refused = http.post("/v1/runs", json={"config": {"name": "too-big", **paper}})
+        assert refused.status_code == 422, refused.text
+        body = refused.json()
+        assert "learner rank: needs" in body["detail"] and body["plan"]["model"]["parameters"] > 8e9
+        assert {role["role"] for role in body["plan"]["roles"]} >= {"learner rank", "rollout replica (per GPU)"}
+        assert http.get("/v1/runs").json()["runs"] == []  # nothing was launched or recorded

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Serve POST /v1/runs and GET /v1/runs/{id}/events on api.host:api.port; "
                                             "connects to ray.address or starts a local Ray cluster.")
     _add_config_arguments(serve)
+    plan = commands.add_parser("plan", help="the memory each role of a config needs; refuses what does not fit",
+                               description="Builds the configured model on the meta device (model.path's config, or "
+                                           "a preset of a published model) and prints, per role, the memory it "
+                                           "needs; exits 1 when a GPU role exceeds resources.gpu_memory_gib.")
+    _add_config_arguments(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     show = commands.add_parser("config", help="print the resolved config as JSON",
                                description="Validate a config with its overrides and print every field.")
     _add_config_arguments(show)
@@ -82,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Held-out accuracy per domain per round, reward/accuracy per step, "
                                              "group-accuracy histograms, selection funnels, step time by phase.")
     report.add_argument("run_dir", help="run directory (runs/<id>)")
-    build = commands.add_parser("build-model", help="build (or reuse) the tiny Qwen2.5-VL and print its path",
-                                description="Random-init tiny Qwen2.5-VL with a locally trained tokenizer.")
-    build.add_argument("--cache-dir", default=".cache/visiong1/models", help="directory of cached tiny models")
+    build = commands.add_parser("build-model", help="build (or reuse) a random-init model and print its path",
+                                description="A random-init model of a supported family with a locally trained "
+                                            "tokenizer: the tiny one of demos and tests, or the mid-size one "
+                                            "(about 250M parameters) benchmarks measure on.")
+    build.add_argument("--cache-dir", default=".cache/visiong1/models", help="directory of cached models")
     build.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    build.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+    build.add_argument("--size", default="tiny", choices=["tiny", "mid"])
     return parser
 
 
@@ -208,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_command(args)
     if args.command == "build-model":
-        from visiong1.models.tiny import tiny_model_path
+        from visiong1.models.tiny import mid_model_path, tiny_model_path
 
-        print(tiny_model_path(args.cache_dir, args.seed))
+        build = tiny_model_path if args.size == "tiny" else mid_model_path
+        print(build(args.cache_dir, args.seed, args.family))
         return 0
     try:
         config = load_config(config_path(args), args.overrides)
@@ -220,9 +231,47 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(json.dumps(config.model_dump(mode="json"), indent=2))
         return 0
+    if args.command == "plan":
+        return _plan(config, args.json)
     if args.command == "reward":
         return _load_runner(f"reward {args.reward_command}")(config, token_env=args.token_env)
     return _load_runner(args.command)(config)
+
+
+def _plan(config, as_json: bool) -> int:
+    """Print the capacity plan; 1 when a GPU role does not fit, 2 when the model cannot be planned."""
+    from visiong1.models.planner import plan, plan_table, shortfalls
+
+    try:
+        shape, roles = plan(config)
+    except (ValueError, OSError) as error:
+        print(f"visiong1 plan: {error}", file=sys.stderr)
+        return 2
+    problems = shortfalls(roles, config.resources.gpu_memory_gib)
+    if as_json:
+        print(json.dumps(plan_table(shape, roles) | {"shortfalls": problems}, indent=2))
+    else:
+        _print_plan(shape, roles)
+    for problem in problems:
+        print(f"does not fit: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _print_plan(shape, roles) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from visiong1.models.planner import GIB
+
+    parts = list(dict.fromkeys(name for role in roles for name in role.parts))
+    table = Table(title=f"Memory per instance, GiB ({shape.parameters / 1e9:.2f}B parameters, "
+                        f"{shape.trainable / 1e9:.2f}B trained)")
+    for column in ("role", "device", "count", *parts, "total"):
+        table.add_column(column, justify="left" if column in ("role", "device") else "right")
+    for role in roles:
+        cells = [f"{role.parts[name] / GIB:.2f}" if name in role.parts else "" for name in parts]
+        table.add_row(role.role, role.device, str(role.count), *cells, f"{role.total / GIB:.2f}")
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,10 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     path: str | None = None
-    """Hugging Face model directory to train. None builds (or reuses from the cache) the tiny Qwen2.5-VL."""
+    """Hugging Face model directory to train (a family of visiong1.models.families). None builds (or reuses from
+    the cache) the tiny model of `tiny_family`."""
+    tiny_family: Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl"] = "qwen2_5_vl"
+    """Family of the tiny random-init model (its `model_type`)."""
     tiny_seed: int = 0
     """Seed of the tiny random-init model; part of its cache key."""
     cache_dir: str = ".cache/visiong1/models"
@@ -340,8 +343,9 @@ class LearnerConfig(Section):
     """Keep the vision tower frozen (Vision-G1); only the language model is trained and synced."""
     micro_batch_tokens: int = Field(4096, ge=16)
     """Token budget (prompt + response) of one forward/backward; gradients accumulate to one step per RL step."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
+    gradient_checkpointing: bool | None = None
+    """Recompute activations in the backward pass to save memory. None: on for a real model (`model.path` set),
+    off for the tiny one (resolved when the config loads)."""
     seed: int = 0
     """Seed of the learner's RNGs (restored exactly on resume)."""
     checkpoint_keep_last: int = Field(2, ge=1)
@@ -448,6 +452,12 @@ class RayConfig(Section):
     """Ray namespace for the named actors of runs."""
 
 
+class ResourcesConfig(Section):
+    gpu_memory_gib: float | None = Field(None, gt=0)
+    """Memory of one GPU of the cluster (80 for an A100/H100 80GB). When set, `visiong1 plan` and the API refuse a
+    run whose GPU roles need more (visiong1.models.planner); None skips the check."""
+
+
 class RunConfig(Section):
     """Root of a run's configuration. Defaults are the CPU demo; configs/vision_g1_7b.yaml is the paper's recipe."""
 
@@ -470,6 +480,13 @@ class RunConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
     api: ApiConfig = ApiConfig()
     ray: RayConfig = RayConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="after")
+    def _checkpointing_by_model_size(self) -> "RunConfig":
+        if self.learner.gradient_checkpointing is None:
+            self.learner.gradient_checkpointing = self.model.path is not None
+        return self
 
     @model_validator(mode="after")
     def _warm_start_fits_the_local_cluster(self) -> "RunConfig":

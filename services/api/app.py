@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from services.api.auth import Tokens, authorize
-from services.api.context import ApiContext, Launcher, LaunchFailed, LaunchTimeout
+from services.api.context import ApiContext, Launcher, LaunchFailed, LaunchTimeout, PlanRefused
 from services.api.feeds import Feeds
 from services.api.limits import BodyLimit
 from services.api.routers import cluster, events, health, rollout, rounds, runs
@@ -97,3 +97,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     for error_class, status in ((NotFound, 404), (Conflict, 409), (IdempotencyKeyReused, 422), (ConfigError, 422),
                                 (LaunchFailed, 502), (LaunchTimeout, 504)):
         app.add_exception_handler(error_class, handler(status))
+
+    async def refuse_plan(_request: Request, error: PlanRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(error), "plan": error.plan}, 422)
+
+    app.add_exception_handler(PlanRefused, refuse_plan)

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 
 from services.api.auth import Tokens
 from services.api.feeds import Feeds
-from visiong1.config import RunConfig
+from visiong1.config import ConfigError, RunConfig
 from visiong1.store import RunStore
 
 
@@ -23,6 +23,14 @@ class LaunchFailed(RuntimeError):
 
 class LaunchTimeout(TimeoutError):
     """The run's coordinator did not register the run in time (HTTP 504)."""
+
+
+class PlanRefused(ConfigError):
+    """A GPU role of the run needs more memory than `resources.gpu_memory_gib` (HTTP 422, with the plan)."""
+
+    def __init__(self, plan: dict):
+        super().__init__("the run does not fit its GPUs:\n  " + "\n  ".join(plan["shortfalls"]))
+        self.plan = plan
 
 
 class Launcher(Protocol):

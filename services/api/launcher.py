@@ -8,7 +8,8 @@ from typing import Any
 import ray
 
 from actors.coordinator import start_run
-from services.api.context import LaunchFailed, LaunchTimeout
+from actors.learner import plan_run
+from services.api.context import LaunchFailed, LaunchTimeout, PlanRefused
 from visiong1.config import RunConfig
 from visiong1.store import NotFound, RunStore
 
@@ -22,6 +23,7 @@ class RayLauncher:
         """Start the coordinator and wait until it has committed the run (so a 201 means GET finds it)."""
         if not ray.is_initialized():  # a remote call now would start a private local cluster instead
             raise LaunchFailed("the API is not connected to a Ray cluster")
+        self._check_plan(config)
         run_id, _, finished = start_run(config, detached=True)
         deadline = time.monotonic() + self.start_timeout_s
         while True:
@@ -42,6 +44,14 @@ class RayLauncher:
                 raise LaunchTimeout(f"coordinator of run {run_id!r} did not register the run in the store within "
                                     f"{self.start_timeout_s} s (api.start_timeout_s); it may still be starting")
             time.sleep(self.poll_s)
+
+    def _check_plan(self, config: RunConfig) -> None:
+        """Refuse a run whose GPU roles do not fit `resources.gpu_memory_gib` (the same check as `visiong1 plan`)."""
+        if config.resources.gpu_memory_gib is None or config.model.path is None:
+            return
+        plan = ray.get(plan_run.remote(config), timeout=self.start_timeout_s)
+        if plan["shortfalls"]:
+            raise PlanRefused(plan)
 
     def alive(self, run_id: str) -> bool | None:
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+from visiong1.models.families import load_model, load_processor
 from visiong1.models.prompting import chat_messages, decode_images, special_token_ids
 from visiong1.types import PromptItem, RolloutSample, SampleGroup
 
@@ -24,9 +24,9 @@ class HFEngine:
     """Holds one policy copy; `weight_version` is stamped on every sample it produces."""
 
     def __init__(self, model_path: str, system_prompt: str, seed: int = 0):
-        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.processor = load_processor(model_path)
         self.processor.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.model = load_model(model_path).eval()
         self.system_prompt = system_prompt
         self.weight_version = 0
         self.eos_id = self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -96,11 +96,11 @@ class GradientFeaturizer:
     gradients of the configured loss over the configured parameter subset. Only the subset requires grad."""
 
     def __init__(self, model_path: str, config, system_prompt: str, temperature: float = 1.0):
-        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+        from visiong1.models.families import load_model, load_processor
 
         self.config, self.system_prompt, self.temperature = config, system_prompt, temperature
-        self.processor = AutoProcessor.from_pretrained(model_path)
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.processor = load_processor(model_path)
+        self.model = load_model(model_path).eval()
         subset = subset_parameters(self.model, config.last_layers)
         chosen = {id(param) for _, param in subset}
         for param in self.model.parameters():

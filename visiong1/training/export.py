@@ -10,10 +10,12 @@ from visiong1.training.checkpoint import CheckpointStore
 
 def export_checkpoint(checkpoint: str, output_dir: str | Path) -> Path:
     """Write weights, config, generation config and processor to `output_dir`, loadable by transformers and vLLM
-    the way Qwen2.5-VL-7B-Instruct is. `checkpoint` is a checkpoint directory or a store whose newest is taken."""
+    the way the published checkpoints of its family are. `checkpoint` is a checkpoint directory or a store whose newest is taken."""
     import torch
     from safetensors.torch import load as load_safetensors
-    from transformers import AutoConfig, AutoProcessor, GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoConfig, AutoProcessor, GenerationConfig
+
+    from visiong1.models.families import model_from_config
 
     parent, _, name = checkpoint.rstrip("/").rpartition("/")
     store = CheckpointStore(parent if name.startswith("step-") else checkpoint)
@@ -26,7 +28,7 @@ def export_checkpoint(checkpoint: str, output_dir: str | Path) -> Path:
             if file_name.startswith("hf/"):
                 (Path(staging) / file_name[3:]).write_bytes(payload)
         with torch.device("meta"):
-            model = Qwen2_5_VLForConditionalGeneration(AutoConfig.from_pretrained(staging))
+            model = model_from_config(AutoConfig.from_pretrained(staging))
         model.load_state_dict(load_safetensors(files["model.safetensors"]), assign=True, strict=True)
         model.tie_weights()
         model.generation_config = GenerationConfig.from_pretrained(staging)

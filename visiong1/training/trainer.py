@@ -24,10 +24,10 @@ import torch.distributed as dist
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch.distributed.tensor import DTensor
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from visiong1.algorithms.losses import LossSettings, StepTotals, policy_loss
 from visiong1.config import LearnerConfig
+from visiong1.models.families import family_of, load_model, load_processor, load_sharded_model
 from visiong1.training.batching import Sequence, collate, image_inputs, pack_by_tokens, token_logprobs
 from visiong1.types import TrainBatch
 
@@ -51,19 +51,17 @@ class PolicyTrainer:
             raise ValueError("backend 'deepspeed' needs an engine_factory, and only it takes one")
         self.config, self.temperature, self.rank, self.world_size = config, temperature, rank, world_size
         seed_everything(config.seed)
-        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.family = family_of(model_path)
+        self.processor = load_processor(model_path)
         self.device = torch.device("cuda", torch.cuda.current_device()) if config.num_gpus else torch.device("cpu")
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32)
-        self.model.to(self.device)
+        self.model = self._load(model_path)
         if config.freeze_vision:
-            self.model.model.visual.requires_grad_(False)
+            self.family.submodule(self.model, self.family.vision_tower).requires_grad_(False)
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.trainable_names = tuple(name for name, p in self.model.named_parameters() if p.requires_grad)
         self.full_state_dict_names = tuple(self.model.state_dict())
-        self.reference = self._reference(model_path) if config.kl_coef else None
-        if config.backend == "fsdp2":
-            self._shard()
+        self.reference = self._load(model_path).eval().requires_grad_(False) if config.kl_coef else None
         self.model.train()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
@@ -75,32 +73,32 @@ class PolicyTrainer:
         self.pad_id = self.processor.tokenizer.pad_token_id
         self.version = 0
 
-    def _reference(self, model_path: str):
-        reference = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32).eval()
-        return reference.to(self.device).requires_grad_(False)
+    def _load(self, model_path: str):
+        """The model on this rank's device: under FSDP2 only this rank's shards, read from the checkpoint's files
+        (no rank holds the whole model); otherwise the whole model. fp32 parameters either way."""
+        if self.config.backend == "fsdp2":
+            return load_sharded_model(model_path, self._shard, self.device)
+        return load_model(model_path).to(self.device)
 
     def reset_reference(self) -> None:
-        """Copy the current policy into the KL reference (all ranks keep a full, unsharded reference); a
-        collective call when world_size > 1."""
+        """Copy the current policy into the KL reference, shard by shard (the reference is sharded like the
+        policy, so no rank gathers anything)."""
         if self.reference is None:
             raise ValueError("reset_reference needs a reference model (learner.kl_coef > 0)")
-        state = [self.full_state_dict()]  # rank 0 holds it; the others get it by broadcast
-        if self.world_size > 1:
-            dist.broadcast_object_list(state, src=0)
-        self.reference.load_state_dict(state[0])
+        with torch.no_grad():
+            for target, source in zip(self.reference.parameters(), self.model.parameters(), strict=True):
+                target.copy_(source)
 
-    def _shard(self) -> None:
-        """FSDP2: one unit per decoder layer and per vision block, then the root (embeddings, head, the rest).
+    def _shard(self, model, family) -> None:
+        """FSDP2: the family's units (decoder layers, vision blocks, untied embedding and head), then the root.
         On GPU, bf16 compute with fp32 gradient reduction (not exercised on the CPU machines tests run on)."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if self.device.type == "cuda" else MixedPrecisionPolicy()
-        for layer in self.model.model.language_model.layers:
-            fully_shard(layer, mp_policy=policy)
-        for block in self.model.model.visual.blocks:
-            fully_shard(block, mp_policy=policy)
-        fully_shard(self.model, mp_policy=policy)
+        for unit in family.shard_units(model):
+            fully_shard(unit, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
 
     # --- the RL step ---------------------------------------------------------------------------------------------
     def sequences(self, batch: TrainBatch) -> list[Sequence]:
@@ -207,20 +205,33 @@ class PolicyTrainer:
     # --- weights and state ---------------------------------------------------------------------------------------
     def full_state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor]:
         """Unsharded CPU tensors on rank 0 (an empty dict elsewhere); a collective call under FSDP2."""
-        if self.config.backend == "fsdp2":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        elif self.engine is not None and self.config.zero_stage == 3:
+        if self.engine is not None and self.config.zero_stage == 3:
             state = self.engine._zero3_consolidated_16bit_state_dict()  # gathers to rank 0 (the HF/Accelerate way)
             state = {name: tensor.detach().cpu().clone() for name, tensor in (state or {}).items()}
         else:
-            state = self.model.state_dict()
+            state = self._full_state(self.model)
         if trainable_only:
             state = {name: state[name] for name in self.trainable_names if name in state}
         if self.config.backend == "torch":  # live parameters: copy them, callers keep the result across steps
             state = {name: tensor.detach().clone() for name, tensor in state.items()}
         return state
+
+    def _full_state(self, module) -> dict[str, torch.Tensor]:
+        """`module`'s whole state dict: gathered to rank 0's CPU under FSDP2 (empty elsewhere), else as it is."""
+        if self.config.backend != "fsdp2":
+            return module.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _load_full_state(self, module, state: dict[str, torch.Tensor]) -> None:
+        """Load a whole state dict into `module` (under FSDP2 rank 0's is broadcast and each rank keeps its shard)."""
+        if self.config.backend != "fsdp2":
+            module.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
     def export_weights(self) -> dict[str, torch.Tensor]:
         """What rollout replicas load: the trained tensors (the language model when the vision tower is frozen)."""
@@ -274,8 +285,9 @@ class PolicyTrainer:
             return None
         files = {"model.safetensors": save_safetensors(model), "extra.json": json.dumps(extra).encode()}
         if self.config.kl_reference == "round" and self.reference is not None:  # not rebuilt from model_path
-            reference = {name: tensor.clone() for name, tensor in self.reference.state_dict().items()}  # untie
-            files["reference.safetensors"] = save_safetensors(reference)
+            reference = {name: tensor.clone() for name, tensor in self._full_state(self.reference).items()}  # untie
+            if self.rank == 0:
+                files["reference.safetensors"] = save_safetensors(reference)
         if optimizer is not None:
             files["optimizer.pt"] = _torch_bytes(optimizer)
         for part in parts:
@@ -298,7 +310,7 @@ class PolicyTrainer:
             optimizer = torch.load(io.BytesIO(files["optimizer.pt"]), weights_only=False)
             self.load_state(load_safetensors(files["model.safetensors"]), optimizer, training)
         if "reference.safetensors" in files and self.reference is not None:
-            self.reference.load_state_dict(load_safetensors(files["reference.safetensors"]))
+            self._load_full_state(self.reference, load_safetensors(files["reference.safetensors"]))
         return json.loads(files["extra.json"])
 
     def _deepspeed_files(self) -> dict[str, bytes]:

@@ -11,11 +11,11 @@ import random
 from pathlib import Path
 
 import torch
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from visiong1.config import DataConfig
 from visiong1.data.synthetic import generate_pool
 from visiong1.eval.heldout import held_out_hashes, item_hash, synthetic_held_out
+from visiong1.models.families import load_model, load_processor
 from visiong1.training.batching import Sequence, collate, encode_prompt, token_logprobs
 from visiong1.types import PromptItem
 
@@ -59,8 +59,8 @@ def warm_start(model_path: str | Path, output_path: str | Path, items: list[Prom
     `progress`, if given, is called as `progress(step, loss)` after every step.
     """
     torch.manual_seed(seed)
-    processor = AutoProcessor.from_pretrained(model_path)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32).train()
+    processor = load_processor(model_path)
+    model = load_model(model_path).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     sequences = answer_sequences(processor, items, system_prompt)
     rng = random.Random(seed)

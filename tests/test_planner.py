@@ -1,0 +1,75 @@
+"""`visiong1 plan`: the memory per role from the model's shape on the meta device, and refusing what does not fit."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from visiong1.config import load_config
+from visiong1.models.planner import GIB, PRESETS, learner_rank, model_shape, plan, shortfalls
+
+PAPER = "configs/vision_g1_7b.yaml"
+
+
+def run_plan(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "visiong1.cli", "plan", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_plan_prints_every_role_of_the_paper_config():
+    result = run_plan("-c", PAPER, "resources.gpu_memory_gib=80")
+    assert result.returncode == 0, result.stderr
+    for role in ("learner rank", "rollout replica", "influence worker", "learner rank 0 (host)"):
+        assert role in result.stdout
+    assert "8.29B parameters" in result.stdout  # Qwen2.5-VL-7B-Instruct's published shape
+
+
+def test_plan_refuses_a_gpu_too_small_naming_the_role_and_the_shortfall():
+    result = run_plan("-c", PAPER, "resources.gpu_memory_gib=20", "--json")
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["shortfalls"]
+    assert any(p.startswith("learner rank: needs") and "short by" in p for p in problems)
+    assert any(p.startswith("rollout replica (per GPU): needs") for p in problems)  # 15.5 GiB of bf16 weights in 0.7 x 20 GiB
+    assert "does not fit: learner rank" in result.stderr
+
+
+@pytest.mark.parametrize("preset, parameters", [("Qwen/Qwen2.5-VL-7B-Instruct", 8.29e9),
+                                                ("Qwen/Qwen3-VL-8B-Instruct", 8.77e9)])
+def test_presets_have_the_published_sizes(preset, parameters):
+    shape = model_shape(load_config(PAPER, [f"model.path={preset}"]))
+    assert shape.parameters == pytest.approx(parameters, rel=0.01)
+    assert set(PRESETS) >= {preset}
+
+
+def test_sharding_divides_model_state_by_the_ranks():
+    one = dict(learner_rank(load_config(PAPER, ["learner.ranks=1"]), model_shape(load_config(PAPER))).parts)
+    eight = dict(learner_rank(load_config(PAPER, ["learner.ranks=8"]), model_shape(load_config(PAPER))).parts)
+    for part in ("parameters", "gradients", "optimizer"):
+        assert eight[part] * 8 == pytest.approx(one[part], rel=1e-6)
+    assert eight["logits"] == one["logits"]  # a micro-batch's activations are not sharded
+
+
+def test_model_state_agrees_with_deepspeeds_zero3_estimate(tiny_model):
+    """DeepSpeed's `estimate_zero3_model_states_mem_needs_all_live` (no offload) for the same model and ranks:
+    18 bytes per parameter over the ranks plus 4 per parameter of the largest layer. The plan counts 16 (fp32
+    parameter, gradient, two AdamW moments) plus two gathered bf16 units."""
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs, model_to_params
+    from visiong1.models.families import load_model
+
+    config = load_config(None, [f"model.path={tiny_model}", "learner.backend=fsdp2", "learner.ranks=4",
+                                "learner.num_gpus=1", "learner.freeze_vision=false"])
+    total, largest = model_to_params(load_model(tiny_model))
+    deepspeed_gpu = estimate_zero3_model_states_mem_needs(total, largest, num_gpus_per_node=4,
+                                                          cpu_offload=False)[1]
+    parts = learner_rank(config, model_shape(config)).parts
+    planned = sum(parts[name] for name in ("parameters", "gradients", "optimizer", "gathered units"))
+    assert model_shape(config).parameters == total
+    assert planned == pytest.approx(deepspeed_gpu, rel=0.15)
+
+
+def test_cpu_roles_are_reported_not_checked():
+    _, roles = plan(load_config(PAPER, ["resources.gpu_memory_gib=80"]))
+    influence = next(role for role in roles if role.role == "influence worker")
+    assert influence.device == "cpu" and influence.total > 30 * GIB  # an fp32 7B copy each
+    assert shortfalls(roles, 80) == []

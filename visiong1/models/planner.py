@@ -1,0 +1,231 @@
+"""Capacity planning: the memory each role of a run needs, from the model's shape, before anything launches.
+
+The model is built on the meta device (no weights are read): from `model.path`'s config.json when that directory is
+on this machine, else from the shape presets below (copied from the published config.json files). Per role:
+
+- learner rank (FSDP2 or DeepSpeed ZeRO-3 over `learner.ranks`; `torch` is one unsharded rank): fp32 parameters,
+  fp32 gradients of the trainable ones and AdamW's two fp32 moments, each divided by the ranks; the gathered
+  units FSDP2 unshards (the largest unit and the one prefetched, in the compute dtype: bf16 on GPU); activations
+  of one micro-batch of `learner.micro_batch_tokens` (layer inputs kept for backward, or with gradient
+  checkpointing only one layer's intermediates); the logits and their log-softmax over the full vocabulary in fp32;
+  the KL reference (an unsharded fp32 copy per rank when `learner.kl_coef > 0`); rank 0's CPU copy of the full
+  fp32 state dict that weight export gathers.
+- rollout replica (vLLM): it takes `gpu_memory_utilization` of each of its GPUs; inside that the bf16 weights
+  (split over `tensor_parallel_size`) and the KV cache in what is left, which must hold one `max_model_len`
+  sequence.
+- influence worker: an fp32 copy of the model and the gradients of the scored layers (on CPU).
+
+`resources.gpu_memory_gib` is what one GPU holds; a GPU role whose need exceeds it is refused, naming the role and
+the shortfall. CPU roles are reported, not checked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from visiong1.config import RunConfig
+
+GIB = 2**30
+QWEN_TOKENS = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+               "vision_end_token_id": 151653, "eos_token_id": 151645}
+PRESETS: dict[str, dict] = {
+    # Published config.json of Qwen/Qwen2.5-VL-7B-Instruct (the fields that set its shape).
+    "Qwen/Qwen2.5-VL-7B-Instruct": {
+        "model_type": "qwen2_5_vl", "tie_word_embeddings": False, **QWEN_TOKENS,
+        "text_config": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+                        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                        "max_window_layers": 28, "tie_word_embeddings": False,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
+                                            "mrope_section": [16, 24, 24]}},
+        "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                          "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2,
+                          "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
+    },
+    # Published config.json of Qwen/Qwen2.5-VL-3B-Instruct.
+    "Qwen/Qwen2.5-VL-3B-Instruct": {
+        "model_type": "qwen2_5_vl", "tie_word_embeddings": True, **QWEN_TOKENS,
+        "text_config": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008,
+                        "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2,
+                        "max_window_layers": 70, "tie_word_embeddings": True,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
+                                            "mrope_section": [16, 24, 24]}},
+        "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                          "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2,
+                          "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
+    },
+    # Published config.json of Qwen/Qwen3-VL-8B-Instruct.
+    "Qwen/Qwen3-VL-8B-Instruct": {
+        "model_type": "qwen3_vl", "tie_word_embeddings": False, **QWEN_TOKENS,
+        "text_config": {"vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
+                        "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+                        "head_dim": 128, "tie_word_embeddings": False,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
+                                            "mrope_section": [24, 20, 20], "mrope_interleaved": True}},
+        "vision_config": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+                          "out_hidden_size": 4096, "patch_size": 16, "spatial_merge_size": 2,
+                          "num_position_embeddings": 2304, "deepstack_visual_indexes": [8, 16, 24]},
+    },
+}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the plan needs of a model, counted on the meta device."""
+
+    parameters: int
+    trainable: int
+    """Parameters the learner updates (all but the vision tower with `learner.freeze_vision`)."""
+    largest_unit: int
+    """Parameters of the largest FSDP unit: a decoder layer, a vision block, the embedding or head, or the root's
+    own parameters."""
+    largest_module: int
+    """Parameters held directly by the largest single module (DeepSpeed's `largest_layer_params`)."""
+    decoder_layer: int
+    """Parameters of one decoder layer."""
+    hidden: int
+    intermediate: int
+    layers: int
+    vocab: int
+    kv_bytes_per_token: int
+    """K and V of every decoder layer for one token, in bf16."""
+
+
+@dataclass
+class RoleMemory:
+    role: str
+    device: str
+    """`gpu` or `cpu`: what the role's figure is checked against."""
+    count: int
+    """How many of this role the config starts."""
+    parts: dict[str, int] = field(default_factory=dict)
+    """Bytes per instance, by what holds them."""
+    share: float = 1.0
+    """Share of a GPU the role may fill (a vLLM replica: `gpu_memory_utilization`)."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+
+def transformers_config(config: RunConfig):
+    """The model's transformers config: from `model.path` when it is a local directory, else a preset."""
+    from transformers import AutoConfig
+
+    path = config.model.path
+    if path is None:
+        raise ValueError("model.path is not set: the tiny model needs no plan")
+    if (Path(path) / "config.json").exists():
+        return AutoConfig.from_pretrained(path)
+    if path not in PRESETS:
+        raise ValueError(f"model.path={path!r} is neither a local model directory nor a preset "
+                         f"({', '.join(PRESETS)})")
+    preset = json.loads(json.dumps(PRESETS[path]))
+    return AutoConfig.for_model(preset.pop("model_type"), **preset)
+
+
+def model_shape(config: RunConfig) -> ModelShape:
+    """Count the configured model's parameters on the meta device."""
+    import torch
+
+    from visiong1.models.families import family_for_type, model_from_config
+
+    model_config = transformers_config(config)
+    family = family_for_type(model_config.model_type)
+    with torch.device("meta"):
+        model = model_from_config(model_config)
+    frozen = family.submodule(model, family.vision_tower) if config.learner.freeze_vision else None
+    frozen_count = sum(p.numel() for p in frozen.parameters()) if frozen is not None else 0
+    units = family.shard_units(model)
+    in_units = {id(p) for unit in units for p in unit.parameters()}
+    root = sum(p.numel() for p in model.parameters() if id(p) not in in_units)
+    text = model_config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return ModelShape(
+        parameters=sum(p.numel() for p in model.parameters()),
+        trainable=sum(p.numel() for p in model.parameters()) - frozen_count,
+        largest_unit=max([root, *(sum(p.numel() for p in unit.parameters()) for unit in units)]),
+        largest_module=max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()),
+        decoder_layer=sum(p.numel() for p in family.submodule(model, family.decoder_layers)[-1].parameters()),
+        hidden=text.hidden_size, intermediate=text.intermediate_size, layers=text.num_hidden_layers,
+        vocab=text.vocab_size, kv_bytes_per_token=2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 2)
+
+
+def learner_rank(config: RunConfig, shape: ModelShape) -> RoleMemory:
+    """One learner rank's memory (see the module docstring for what each part counts)."""
+    learner = config.learner
+    ranks = 1 if learner.backend == "torch" else learner.ranks
+    gpu = learner.num_gpus > 0
+    compute_bytes = 2 if gpu else 4
+    tokens = learner.micro_batch_tokens
+    per_layer = tokens * shape.hidden * compute_bytes  # one layer's input, kept for backward
+    intermediates = tokens * (4 * shape.hidden + 3 * shape.intermediate) * compute_bytes  # one layer's working set
+    parts = {
+        "parameters": 4 * shape.parameters // ranks,
+        "gradients": 4 * shape.trainable // ranks,
+        "optimizer": 8 * shape.trainable // ranks,
+        "gathered units": 2 * compute_bytes * shape.largest_unit if ranks > 1 else 0,
+        "activations": per_layer * shape.layers + intermediates if learner.gradient_checkpointing
+        else (per_layer + intermediates) * shape.layers,
+        "logits": 3 * 4 * tokens * shape.vocab,  # logits, log-softmax and its gradient, fp32
+        "kl reference": 4 * shape.parameters if learner.kl_coef > 0 else 0,
+    }
+    return RoleMemory("learner rank", "gpu" if gpu else "cpu", ranks, parts)
+
+
+def rollout_replica(config: RunConfig, shape: ModelShape, gpu_memory: int | None) -> RoleMemory:
+    """One rollout replica per GPU of its tensor-parallel group: weights and KV cache within its share."""
+    rollout = config.rollout
+    gpu = rollout.num_gpus > 0
+    weights = (2 if gpu else 4) * shape.parameters // rollout.tensor_parallel_size
+    if gpu and gpu_memory is not None:
+        reserved = int(rollout.gpu_memory_utilization * gpu_memory)
+        kv = max(reserved - weights, shape.kv_bytes_per_token * rollout.max_model_len // rollout.tensor_parallel_size)
+    else:
+        kv = shape.kv_bytes_per_token * rollout.max_model_len
+    return RoleMemory("rollout replica (per GPU)", "gpu" if gpu else "cpu", rollout.replicas,
+                      {"weights": weights, "kv cache": kv}, share=rollout.gpu_memory_utilization if gpu else 1.0)
+
+
+def influence_worker(config: RunConfig, shape: ModelShape) -> RoleMemory:
+    influence = config.selection.influence
+    scored = influence.last_layers * shape.decoder_layer
+    return RoleMemory("influence worker", "cpu", influence.workers if influence.enabled else 0,
+                      {"weights": 4 * shape.parameters, "gradients": 4 * scored})
+
+
+def weight_export(config: RunConfig, shape: ModelShape) -> RoleMemory:
+    """Rank 0's CPU copy of the full fp32 state dict, gathered for every weight sync and checkpoint."""
+    return RoleMemory("learner rank 0 (host)", "cpu", 1, {"full state dict": 4 * shape.parameters})
+
+
+def plan(config: RunConfig) -> tuple[ModelShape, list[RoleMemory]]:
+    """The model's counts and every role's memory for `config`."""
+    shape = model_shape(config)
+    gpu_memory = int(config.resources.gpu_memory_gib * GIB) if config.resources.gpu_memory_gib else None
+    return shape, [learner_rank(config, shape), rollout_replica(config, shape, gpu_memory),
+                   influence_worker(config, shape), weight_export(config, shape)]
+
+
+def shortfalls(roles: list[RoleMemory], gpu_memory_gib: float | None) -> list[str]:
+    """One line per GPU role that does not fit a GPU of `gpu_memory_gib` (none when that is not set)."""
+    if gpu_memory_gib is None:
+        return []
+    problems = []
+    for role in roles:
+        budget = role.share * gpu_memory_gib * GIB
+        if role.device == "gpu" and role.count and role.total > budget:
+            of = f"{role.share:g} of " if role.share < 1 else ""
+            problems.append(f"{role.role}: needs {role.total / GIB:.1f} GiB, {of}a GPU of {gpu_memory_gib:g} GiB "
+                            f"gives it {budget / GIB:.1f} GiB (short by {(role.total - budget) / GIB:.1f} GiB)")
+    return problems
+
+
+def plan_table(shape: ModelShape, roles: list[RoleMemory]) -> dict:
+    """The plan as JSON: the model's counts and each role's parts in GiB."""
+    return {"model": {"parameters": shape.parameters, "trainable": shape.trainable,
+                      "largest_unit": shape.largest_unit},
+            "roles": [{"role": role.role, "device": role.device, "count": role.count,
+                       "gib": {name: round(value / GIB, 2) for name, value in role.parts.items()},
+                       "total_gib": round(role.total / GIB, 2)} for role in roles]}
