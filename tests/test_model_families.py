@@ -34,6 +34,17 @@ def one_and_two_image_items():
     return [singles[0], singles[1], pair]
 
 
+def learner_gap(reference: HFEngine, groups) -> float:
+    """Largest |sampled logprob - the learner's fp32 recomputation| over the groups' response tokens."""
+    sequences = [Sequence(s.prompt_token_ids, s.token_ids, s.logprobs, 1.0, image_inputs(reference.processor, g.prompt))
+                 for g in groups for s in g.samples]
+    batch = collate(sequences, reference.pad_id)
+    with torch.no_grad():
+        recomputed = token_logprobs(reference.model, batch)
+    mask = batch["response_mask"].bool()
+    return (recomputed[mask] - batch["old_logprobs"][mask]).abs().max().item()
+
+
 def test_each_family_samples_and_the_learner_rescores_within_1e4(family_model):
     engine = HFEngine(family_model, SYSTEM, seed=0)
     assert type(engine.model).__name__ == family_of(family_model).architecture
@@ -41,13 +52,7 @@ def test_each_family_samples_and_the_learner_rescores_within_1e4(family_model):
     groups = engine.generate(items, SamplingParams(n=2, max_new_tokens=6))
     image_pad = engine.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert [g.samples[0].prompt_token_ids.count(image_pad) for g in groups] == [4, 4, 8]  # 56 px: 4x4 patches / 2x2
-    sequences = [Sequence(s.prompt_token_ids, s.token_ids, s.logprobs, 1.0, image_inputs(engine.processor, g.prompt))
-                 for g in groups for s in g.samples]
-    batch = collate(sequences, engine.pad_id)
-    with torch.no_grad():
-        recomputed = token_logprobs(engine.model, batch)
-    mask = batch["response_mask"].bool()
-    assert (recomputed[mask] - batch["old_logprobs"][mask]).abs().max().item() <= 1e-4
+    assert learner_gap(engine, groups) <= 1e-4
 
 
 def test_each_family_trains_one_step_with_its_vision_tower_frozen(family_model):
@@ -104,12 +109,5 @@ def test_vllm_serves_each_family_with_the_learners_logprobs(ray_cluster, family_
         groups = [group for part in ray_cluster.get(refs) for group in part]
     finally:
         rollout.shutdown()
-    reference = HFEngine(family_model, SYSTEM)
-    sequences = [Sequence(s.prompt_token_ids, s.token_ids, s.logprobs, 1.0, image_inputs(reference.processor, g.prompt))
-                 for g in groups for s in g.samples]
-    batch = collate(sequences, reference.pad_id)
-    with torch.no_grad():
-        recomputed = token_logprobs(reference.model, batch)
-    mask = batch["response_mask"].bool()
     assert [g.prompt.id for g in groups] == ["synthetic-counting-s11-0000000", "synthetic-counting-s11-0000001", "pair"]
-    assert (recomputed[mask] - batch["old_logprobs"][mask]).abs().max().item() <= 1e-4
+    assert learner_gap(HFEngine(family_model, SYSTEM), groups) <= 1e-4

@@ -30,6 +30,9 @@ from visiong1.config import RunConfig
 GIB = 2**30
 QWEN_TOKENS = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
                "vision_end_token_id": 151653, "eos_token_id": 151645}
+QWEN25_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "patch_size": 14,
+                 "spatial_merge_size": 2, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]}
+"""The vision tower every Qwen2.5-VL size shares (it differs only in the width it projects to)."""
 PRESETS: dict[str, dict] = {
     # Published config.json of Qwen/Qwen2.5-VL-7B-Instruct (the fields that set its shape).
     "Qwen/Qwen2.5-VL-7B-Instruct": {
@@ -39,9 +42,7 @@ PRESETS: dict[str, dict] = {
                         "max_window_layers": 28, "tie_word_embeddings": False,
                         "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
                                             "mrope_section": [16, 24, 24]}},
-        "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                          "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2,
-                          "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
+        "vision_config": QWEN25_VISION | {"out_hidden_size": 3584},
     },
     # Published config.json of Qwen/Qwen2.5-VL-3B-Instruct.
     "Qwen/Qwen2.5-VL-3B-Instruct": {
@@ -51,9 +52,7 @@ PRESETS: dict[str, dict] = {
                         "max_window_layers": 70, "tie_word_embeddings": True,
                         "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
                                             "mrope_section": [16, 24, 24]}},
-        "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                          "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2,
-                          "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
+        "vision_config": QWEN25_VISION | {"out_hidden_size": 2048},
     },
     # Published config.json of Qwen/Qwen3-VL-8B-Instruct.
     "Qwen/Qwen3-VL-8B-Instruct": {
