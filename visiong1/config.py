@@ -343,6 +343,10 @@ class LearnerConfig(Section):
     """Keep the vision tower frozen (Vision-G1); only the language model is trained and synced."""
     micro_batch_tokens: int = Field(4096, ge=16)
     """Token budget (prompt + response) of one forward/backward; gradients accumulate to one step per RL step."""
+    logprob_chunk_tokens: int = Field(256, ge=1)
+    """Rows of the output head computed at once for log-probs and entropy (backends `torch` and `fsdp2`): the
+    `[tokens x vocab]` fp32 logits never exist for more than this many tokens (0.16 GB per copy at 256 tokens and
+    a 152k vocabulary)."""
     gradient_checkpointing: bool | None = None
     """Recompute activations in the backward pass to save memory. None: on for a real model (`model.path` set),
     off for the tiny one (resolved when the config loads)."""

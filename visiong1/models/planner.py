@@ -7,7 +7,8 @@ on this machine, else from the shape presets below (copied from the published co
   fp32 gradients of the trainable ones and AdamW's two fp32 moments, each divided by the ranks; the gathered
   units FSDP2 unshards (the largest unit and the one prefetched, in the compute dtype: bf16 on GPU); activations
   of one micro-batch of `learner.micro_batch_tokens` (layer inputs kept for backward, or with gradient
-  checkpointing only one layer's intermediates); the logits and their log-softmax over the full vocabulary in fp32;
+  checkpointing only one layer's intermediates); the output head's fp32 logits over `logprob_chunk_tokens` rows
+  (visiong1.training.logprobs) and the fp32 gradient it accumulates for the head's weight;
   the KL reference (an unsharded fp32 copy per rank when `learner.kl_coef > 0`); rank 0's CPU copy of the full
   fp32 state dict that weight export gathers.
 - rollout replica (vLLM): it takes `gpu_memory_utilization` of each of its GPUs; inside that the bf16 weights
@@ -167,10 +168,20 @@ def learner_rank(config: RunConfig, shape: ModelShape) -> RoleMemory:
         "gathered units": 2 * compute_bytes * shape.largest_unit if ranks > 1 else 0,
         "activations": per_layer * shape.layers + intermediates if learner.gradient_checkpointing
         else (per_layer + intermediates) * shape.layers,
-        "logits": 3 * 4 * tokens * shape.vocab,  # logits, log-softmax and its gradient, fp32
+        "logits": _logits_bytes(learner, tokens, shape.vocab),
+        "head gradient": 4 * shape.vocab * shape.hidden if learner.backend != "deepspeed" else 0,
         "kl reference": 4 * shape.parameters if learner.kl_coef > 0 else 0,
     }
     return RoleMemory("learner rank", "gpu" if gpu else "cpu", ranks, parts)
+
+
+def _logits_bytes(learner, tokens: int, vocab: int) -> int:
+    """fp32 `[rows x vocab]` tensors alive at once: the chunked head's logits and log-softmax (or softmax and the
+    gradient) over `logprob_chunk_tokens` rows, and its output before the cast; DeepSpeed's plain head: logits,
+    log-softmax and its gradient over the whole micro-batch."""
+    if learner.backend == "deepspeed":
+        return 3 * 4 * tokens * vocab
+    return 3 * 4 * min(tokens, learner.logprob_chunk_tokens) * vocab
 
 
 def rollout_replica(config: RunConfig, shape: ModelShape, gpu_memory: int | None) -> RoleMemory:

@@ -80,12 +80,17 @@ def modality_types(model, input_ids: torch.Tensor) -> torch.Tensor:
     return (input_ids == config.image_token_id).int()
 
 
+def model_inputs(model, batch: dict) -> dict:
+    """The forward's keyword arguments for a collated batch."""
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "pixel_values": batch["pixel_values"], "image_grid_thw": batch["image_grid_thw"],
+            "mm_token_type_ids": modality_types(model, batch["input_ids"])}
+
+
 def token_logprobs(model, batch: dict, temperature: float = 1.0, with_entropy: bool = False):
     """`[batch, length - 1]` logprobs of each next token under `model` at `temperature`; with `with_entropy`,
     also the `[batch, length - 1]` entropy of each position's distribution."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"],
-                   mm_token_type_ids=modality_types(model, batch["input_ids"])).logits
+    logits = model(**model_inputs(model, batch)).logits
     all_logprobs = (logits[:, :-1].float() / temperature).log_softmax(-1)
     chosen = all_logprobs.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
     if not with_entropy:

@@ -29,6 +29,7 @@ from visiong1.algorithms.losses import LossSettings, StepTotals, policy_loss
 from visiong1.config import LearnerConfig
 from visiong1.models.families import family_of, load_model, load_processor, load_sharded_model
 from visiong1.training.batching import Sequence, collate, image_inputs, pack_by_tokens, token_logprobs
+from visiong1.training.logprobs import head_logprobs, install_logprob_head
 from visiong1.types import TrainBatch
 
 
@@ -78,7 +79,10 @@ class PolicyTrainer:
         (no rank holds the whole model); otherwise the whole model. fp32 parameters either way."""
         if self.config.backend == "fsdp2":
             return load_sharded_model(model_path, self._shard, self.device)
-        return load_model(model_path).to(self.device)
+        model = load_model(model_path)
+        if self.config.backend == "torch":
+            install_logprob_head(model, self.config.logprob_chunk_tokens)
+        return model.to(self.device)
 
     def reset_reference(self) -> None:
         """Copy the current policy into the KL reference, shard by shard (the reference is sharded like the
@@ -96,6 +100,7 @@ class PolicyTrainer:
 
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if self.device.type == "cuda" else MixedPrecisionPolicy()
+        install_logprob_head(model, self.config.logprob_chunk_tokens)
         for unit in family.shard_units(model):
             fully_shard(unit, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
@@ -171,14 +176,14 @@ class PolicyTrainer:
         mismatch = None
         if self.config.old_logprobs == "recompute":
             with torch.no_grad():
-                old = token_logprobs(self._forward_model(), tensors, self.temperature)
+                old = self._logprobs(self._forward_model(), tensors)
             # how far the rollout engine's logprobs are from the learner's: engine drift shows here first
             mismatch = float(((old - tensors["old_logprobs"]).abs() * mask).sum() / mask.sum().clamp(min=1))
         reference = None
         if self.reference is not None:
             with torch.no_grad():
-                reference = token_logprobs(self.reference, tensors, self.temperature)
-        logprobs, entropy = token_logprobs(self._forward_model(), tensors, self.temperature, with_entropy=True)
+                reference = self._logprobs(self.reference, tensors)
+        logprobs, entropy = self._logprobs(self._forward_model(), tensors, with_entropy=True)
         loss, stats = policy_loss(logprobs, old, tensors["advantages"], mask, self.settings, totals,
                                   ref_logprobs=reference, entropy=entropy)
         scaled = loss * self.world_size  # FSDP2 and ZeRO average gradients over ranks; the step wants their sum
@@ -189,6 +194,13 @@ class PolicyTrainer:
         if mismatch is not None:
             stats["rollout_logprob_abs_diff"] = mismatch
         return {"loss": float(loss.detach()), **stats}
+
+    def _logprobs(self, model, tensors: dict, with_entropy: bool = False):
+        """`[batch, length - 1]` next-token logprobs (and entropy): through the chunked output head, or under
+        DeepSpeed (whose ZeRO-3 hooks own the head) through the plain one."""
+        if self.engine is not None:
+            return token_logprobs(model, tensors, self.temperature, with_entropy)
+        return head_logprobs(model, tensors, self.temperature, with_entropy)
 
     def _forward_model(self):
         return self.engine if self.engine is not None else self.model

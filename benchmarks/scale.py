@@ -1,0 +1,166 @@
+"""Learner memory at scale, on the mid-size model (about 250M parameters, Qwen2.5-VL-7B's 152k vocabulary): FSDP2
+with 1 and with 2 CPU ranks (gloo), each rank its own process.
+
+Memory is the peak of anonymous RSS above the rank's own baseline after imports (sampled every 10 ms), so the
+interpreter and shared libraries do not hide the ratio. Per rank: while loading (the sharded load from the
+checkpoint's safetensors files) and while training (two RL steps: parameters, gradients, AdamW state, activations).
+Targets: training per rank with 2 ranks <= 0.65x one rank's; loading <= the rank's shard + the largest single
+tensor + 20%; `visiong1 plan`'s learner figures within 25% of each measured one.
+
+Run: python -m benchmarks.scale [--tokens 512]   (builds the mid-size model under .cache/visiong1/models first)
+Writes benchmarks/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.common import write_result
+
+TARGET_SHARDED_RATIO = 0.65
+LOAD_SLACK = 1.2
+PLAN_TOLERANCE = 0.25
+
+
+def anon_rss() -> int:
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("RssAnon:"))
+
+
+class PeakAnon:
+    """Peak anonymous RSS while the block runs, sampled in a thread."""
+
+    def __init__(self, interval_s: float = 0.01):
+        self.interval_s, self.peak = interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, anon_rss())
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> PeakAnon:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, anon_rss())
+
+
+def batch(model_path: str, tokens: int):
+    """One step's batch: 2 groups of 2 samples whose prompt + response fill about `tokens` tokens."""
+    from visiong1.data.synthetic import generate_pool
+    from visiong1.types import RolloutSample, SampleGroup, TrainBatch
+
+    items = generate_pool(["counting"], 2, seed=5)
+    length = tokens // 4
+    groups = [SampleGroup(item, [RolloutSample(item.id, [], [], [], "", 0, "length") for _ in range(2)])
+              for item in items]
+    for group in groups:
+        for index, sample in enumerate(group.samples):
+            sample.prompt_token_ids, _ = prompt_ids(model_path, group.prompt)
+            sample.token_ids = [(7 * index + j) % 500 + 10 for j in range(length)]
+            sample.logprobs = [-1.0] * length
+    return TrainBatch(groups, [[1.0, -1.0], [-1.0, 1.0]], step=0)
+
+
+def prompt_ids(model_path: str, item):
+    from visiong1.models.families import load_processor
+    from visiong1.training.batching import encode_prompt
+
+    return encode_prompt(load_processor(model_path), item, "Answer.")
+
+
+def rank_main(rank: int, world: int, port: int, model_path: str, tokens: int, results) -> None:
+    torch.set_num_threads(1)
+    from visiong1.config import LearnerConfig
+    from visiong1.training.trainer import PolicyTrainer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    step = batch(model_path, tokens)
+    config = LearnerConfig(backend="fsdp2", ranks=world, micro_batch_tokens=tokens, old_logprobs="rollout",
+                           gradient_checkpointing=True)
+    dist.barrier()
+    baseline = anon_rss()
+    with PeakAnon() as loading:
+        trainer = PolicyTrainer(model_path, config, rank=rank, world_size=world)
+    shard = sum(p.to_local().numel() * p.element_size() for p in trainer.model.parameters())
+    largest = max(p.numel() * p.element_size() for p in trainer.model.parameters())
+    with PeakAnon() as training:
+        for index in range(2):
+            trainer.train_step(type(step)(step.groups, step.advantages, step=index))
+    results[(world, rank)] = {"load_peak": loading.peak - baseline, "train_peak": training.peak - baseline,
+                              "shard_bytes": shard, "largest_tensor_bytes": largest}
+    dist.destroy_process_group()
+
+
+def measure(world: int, model_path: str, tokens: int) -> list[dict]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(rank_main, args=(world, port, model_path, tokens, results), nprocs=world, join=True)
+    return [results[(world, rank)] for rank in range(world)]
+
+
+def planned(model_path: str, world: int, tokens: int) -> dict:
+    from visiong1.config import load_config
+    from visiong1.models.planner import learner_rank, model_shape
+
+    config = load_config(None, [f"model.path={model_path}", "learner.backend=fsdp2", f"learner.ranks={world}",
+                                f"learner.micro_batch_tokens={tokens}", "learner.gradient_checkpointing=true"])
+    return learner_rank(config, model_shape(config)).parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=512, help="micro-batch tokens of the training steps")
+    args = parser.parse_args()
+    from visiong1.models.tiny import mid_model_path
+
+    model_path = str(mid_model_path(".cache/visiong1/models"))
+    one, two = measure(1, model_path, args.tokens), measure(2, model_path, args.tokens)
+    train_ratio = max(r["train_peak"] for r in two) / one[0]["train_peak"]
+    load_bound = [(r["shard_bytes"] + r["largest_tensor_bytes"]) * LOAD_SLACK for r in two]
+    plan = {world: planned(model_path, world, args.tokens) for world in (1, 2)}
+    plan_train = {world: sum(parts.values()) for world, parts in plan.items()}
+    plan_errors = {world: abs(plan_train[world] - max(r["train_peak"] for r in runs)) / max(r["train_peak"] for r in runs)
+                   for world, runs in ((1, one), (2, two))}
+    figures = {"one_rank": one, "two_ranks": two, "train_ratio_two_vs_one": round(train_ratio, 3),
+               "load_within_bound": [r["load_peak"] <= bound for r, bound in zip(two, load_bound)],
+               "plan_train_bytes": plan_train, "plan_relative_error": {k: round(v, 3) for k, v in plan_errors.items()},
+               "targets": {"train_ratio_max": TARGET_SHARDED_RATIO, "load_slack": LOAD_SLACK,
+                           "plan_tolerance": PLAN_TOLERANCE},
+               "met": {"train_ratio": train_ratio <= TARGET_SHARDED_RATIO,
+                       "load": all(r["load_peak"] <= bound for r, bound in zip(two, load_bound)),
+                       "plan": all(error <= PLAN_TOLERANCE for error in plan_errors.values())}}
+    path = write_result("scale", figures, {"model": model_path, "tokens": args.tokens, "threads_per_rank": 1})
+    table = Table(title=f"Learner memory per rank, MiB (mid-size model) -> {path}")
+    for column in ("ranks", "rank", "loading", "shard + largest", "training", "plan (training)"):
+        table.add_column(column, justify="right")
+    for world, runs in ((1, one), (2, two)):
+        for rank, run in enumerate(runs):
+            table.add_row(str(world), str(rank), f"{run['load_peak'] / 2**20:.0f}",
+                          f"{(run['shard_bytes'] + run['largest_tensor_bytes']) / 2**20:.0f}",
+                          f"{run['train_peak'] / 2**20:.0f}", f"{plan_train[world] / 2**20:.0f}")
+    Console().print(table)
+    print({key: figures[key] for key in ("train_ratio_two_vs_one", "plan_relative_error", "met")})
+
+
+if __name__ == "__main__":
+    main()

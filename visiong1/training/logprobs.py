@@ -1,0 +1,100 @@
+"""Token logprobs and entropy without a `[tokens x vocab]` tensor: the output head computes them chunk by chunk.
+
+With a 152k vocabulary a 16k-token micro-batch has 10 GB of fp32 logits per copy, and the plain path keeps several
+(logits, log-softmax, its gradient). `LogprobHead` replaces a model's output head (holding the same weight, so
+FSDP units, ties and checkpoints are unchanged); while `targets` is set its forward returns `[batch, length, 2]`
+(logprob of each target, entropy) computed `chunk_tokens` rows at a time, and its backward recomputes each chunk's
+softmax instead of storing it. Without targets it is the plain linear head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class ChunkedLogprobs(torch.autograd.Function):
+    """`[rows, 2]` (logprob of `targets[i]`, entropy) of softmax(hidden @ weight.T / temperature), chunk by chunk;
+    logits in the weight's dtype, softmax in fp32 (as the plain path does)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature: float, chunk: int):
+        rows = hidden.shape[0]
+        out = torch.empty(rows, 2, dtype=torch.float32, device=hidden.device)
+        for start in range(0, rows, chunk):
+            logp = _chunk_log_softmax(hidden[start:start + chunk], weight, temperature)
+            out[start:start + chunk, 0] = logp.gather(-1, targets[start:start + chunk, None]).squeeze(-1)
+            out[start:start + chunk, 1] = -(logp.exp().mul_(logp)).sum(-1)
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, targets = ctx.saved_tensors
+        grad_hidden = torch.zeros_like(hidden)
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
+            if ctx.needs_input_grad[1] else None
+        for start in range(0, hidden.shape[0], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            logp = _chunk_log_softmax(hidden[rows], weight, ctx.temperature)
+            p = logp.exp()
+            entropy = -(p * logp).sum(-1, keepdim=True)
+            # d logp[target] / d logits = onehot - p ;  d entropy / d logits = -p * (logp + entropy); in place, so
+            # a chunk holds two [rows x vocab] fp32 tensors at a time
+            dlogits = logp.add_(entropy).mul_(grad[rows, 1:2]).add_(grad[rows, 0:1]).mul_(p).neg_()
+            del p
+            dlogits.scatter_add_(-1, targets[rows, None], grad[rows, 0:1])
+            dlogits.div_(ctx.temperature)
+            grad_hidden[rows] = (dlogits.to(weight.dtype) @ weight).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += dlogits.T @ hidden[rows].float()
+        return grad_hidden, grad_weight.to(weight.dtype) if grad_weight is not None else None, None, None, None
+
+
+def _chunk_log_softmax(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`[rows, vocab]` fp32 log-softmax of the rows' logits (computed in the weight's dtype, as the plain head)."""
+    logits = F.linear(hidden, weight).float().div_(temperature)
+    return logits.log_softmax(-1)
+
+
+class LogprobHead(torch.nn.Module):
+    """An output head that, while `targets` (`[batch, length]`) is set, returns `[batch, length, 2]`."""
+
+    def __init__(self, head: torch.nn.Linear, chunk_tokens: int):
+        super().__init__()
+        if head.bias is not None:
+            raise ValueError("LogprobHead replaces bias-free output heads only")
+        self.weight = head.weight
+        self.chunk_tokens = chunk_tokens
+        self.targets: torch.Tensor | None = None
+        self.temperature = 1.0
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.targets is None:
+            return F.linear(hidden, self.weight)
+        batch, length, width = hidden.shape
+        out = ChunkedLogprobs.apply(hidden.reshape(-1, width), self.weight, self.targets.reshape(-1),
+                                    self.temperature, self.chunk_tokens)
+        return out.view(batch, length, 2)
+
+
+def install_logprob_head(model, chunk_tokens: int) -> None:
+    """Replace the model's output head by a LogprobHead on the same weight (before FSDP wraps it)."""
+    model.set_output_embeddings(LogprobHead(model.get_output_embeddings(), chunk_tokens))
+
+
+def head_logprobs(model, batch: dict, temperature: float = 1.0, with_entropy: bool = False):
+    """What `batching.token_logprobs` returns, for a model with a LogprobHead: `[batch, length - 1]` logprobs of
+    each next token (and the entropy of each position's distribution)."""
+    from visiong1.training.batching import model_inputs
+
+    head = model.get_output_embeddings()
+    ids = batch["input_ids"]
+    head.targets = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], dim=1)  # the last position has none
+    head.temperature = temperature
+    try:
+        out = model(**model_inputs(model, batch)).logits[:, :-1]
+    finally:
+        head.targets = None
+    return (out[..., 0], out[..., 1]) if with_entropy else out[..., 0]
