@@ -1,4 +1,4 @@
-"""Learner memory at scale, on the mid-size model (about 250M parameters, Qwen2.5-VL-7B's 152k vocabulary): FSDP2
+"""Learner memory at scale, on the mid-size model (about 325M parameters, Qwen2.5-VL-7B's 152k vocabulary): FSDP2
 with 1 and with 2 CPU ranks (gloo), each rank its own process.
 
 Memory is the peak of anonymous RSS above the rank's own baseline after imports (sampled every 10 ms), so the

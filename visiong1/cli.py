@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build-model", help="build (or reuse) a random-init model and print its path",
                                 description="A random-init model of a supported family with a locally trained "
                                             "tokenizer: the tiny one of demos and tests, or the mid-size one "
-                                            "(about 250M parameters) benchmarks measure on.")
+                                            "(about 325M parameters) benchmarks measure on.")
     build.add_argument("--cache-dir", default=".cache/visiong1/models", help="directory of cached models")
     build.add_argument("--seed", type=int, default=0, help="initialisation seed")
     build.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])

@@ -9,7 +9,7 @@ on this machine, else from the shape presets below (copied from the published co
   of one micro-batch of `learner.micro_batch_tokens` (layer inputs kept for backward, or with gradient
   checkpointing only one layer's intermediates); the output head's fp32 logits over `logprob_chunk_tokens` rows
   (visiong1.training.logprobs) and the fp32 gradient it accumulates for the head's weight;
-  the KL reference (an unsharded fp32 copy per rank when `learner.kl_coef > 0`); rank 0's CPU copy of the full
+  the KL reference (an fp32 copy sharded like the policy when `learner.kl_coef > 0`); rank 0's CPU copy of the full
   fp32 state dict that weight export gathers.
 - rollout replica (vLLM): it takes `gpu_memory_utilization` of each of its GPUs; inside that the bf16 weights
   (split over `tensor_parallel_size`) and the KV cache in what is left, which must hold one `max_model_len`
@@ -170,7 +170,7 @@ def learner_rank(config: RunConfig, shape: ModelShape) -> RoleMemory:
         else (per_layer + intermediates) * shape.layers,
         "logits": _logits_bytes(learner, tokens, shape.vocab),
         "head gradient": 4 * shape.vocab * shape.hidden if learner.backend != "deepspeed" else 0,
-        "kl reference": 4 * shape.parameters if learner.kl_coef > 0 else 0,
+        "kl reference": 4 * shape.parameters // ranks if learner.kl_coef > 0 else 0,  # sharded like the policy
     }
     return RoleMemory("learner rank", "gpu" if gpu else "cpu", ranks, parts)
 
