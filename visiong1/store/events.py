@@ -104,8 +104,7 @@ def markdown() -> str:
              "", "| kind | payload keys | meaning | sometimes also |", "|---|---|---|---|"]
     for kind, spec in EVENTS.items():
         keys = ", ".join(f"`{key}`" for key in spec.keys)
-        terminal = " Terminal." if kind.value in TERMINAL_EVENTS and "terminal" not in spec.meaning else ""
-        lines.append(f"| `{kind.value}` | {keys} | {spec.meaning}{terminal} | {spec.more} |")
+        lines.append(f"| `{kind.value}` | {keys} | {spec.meaning} | {spec.more} |")
     return "\n".join(lines) + "\n"
 
 
