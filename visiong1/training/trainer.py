@@ -94,7 +94,8 @@ class PolicyTrainer:
                 target.copy_(source)
 
     def _shard(self, model, family) -> None:
-        """FSDP2: the family's units (decoder layers, vision blocks, untied embedding and head), then the root.
+        """FSDP2, given a model on the meta device: the chunked output head goes in first (FSDP must wrap the module
+        that runs), then the family's units (decoder layers, vision blocks, untied embedding and head), then the root.
         On GPU, bf16 compute with fp32 gradient reduction (not exercised on the CPU machines tests run on)."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
