@@ -125,22 +125,24 @@ class Coordinator:
         self.log.emit(EventKind.RUN_FAILED, error=message, traceback=traceback.format_exc())
 
     def _resume_point(self) -> str | None:
-        """The newest resumable checkpoint when this run is already in the store (this actor restarted)."""
+        """The checkpoint store to resume from if this run is in the store (the actor restarted); stale saves go."""
+        checkpoints = CheckpointStore(str(self.run_dir / "checkpoints"))
+        checkpoints.remove_stale()
         try:
             self.store.get_run(self.run_id)
         except RunNotFound:
             return None
-        latest = CheckpointStore(str(self.run_dir / "checkpoints")).latest()
-        if latest is None:
+        if checkpoints.latest() is None:
             raise RuntimeError(f"run {self.run_id} restarted before its first resumable checkpoint; start a new run "
                                f"(round.checkpoint_every=1 makes every step resumable)")
-        return latest
+        return checkpoints.root
 
-    def _restore(self, path: str) -> RoundCursor:
-        """Learner state and the data cursor from `path`; the rollout replicas get the restored weights, and the
-        coordinator's history comes back from the store."""
+    def _restore(self, location: str) -> RoundCursor:
+        """Learner, data cursor, rollout weights and history from the newest checkpoint that verifies."""
         timeout = self.config.round.step_timeout_s
-        cursor = RoundCursor.from_json(self.learner.restore(str(self.run_dir / "checkpoints"), path, timeout))
+        path, extra = self.learner.restore_newest(location, timeout, lambda refused, error: self.log.emit(
+            EventKind.CHECKPOINT_REFUSED, path=refused, error=str(error)))
+        cursor = RoundCursor.from_json(extra)
         self.global_step, self.log.store_round = cursor.steps_done, cursor.round
         self.selector.restore(cursor)
         self.policy_version = min(self.rollout.update_weights(self.learner.async_export_weights(), timeout))
@@ -256,8 +258,7 @@ class Coordinator:
     def _evaluate(self, label: str, items: list | None = None, control: bool = False) -> None:
         """Held-out greedy accuracy and pass@k per domain (of `items`, default the held-out set), through the run's
         rollout and reward groups. A `control` result goes to the summary's `controls`, not the evaluations."""
-        items = self.selector.held_out_items() if items is None else items
-        if not items:
+        if not (items := self.selector.held_out_items() if items is None else items):
             return
         result = {"label": label, "round": self.round_index if label != "initial" else None,
                   "step": self.global_step, **evaluate(items, self.rollout, self.rewards, self.config)}

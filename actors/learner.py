@@ -13,7 +13,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.common import get_within, node_resources, quiet_transformers, size_torch_threads
 from visiong1.config import LearnerConfig, RunConfig
-from visiong1.training.checkpoint import CheckpointStore
+from visiong1.training.checkpoint import CheckpointCorruptError, CheckpointStore
 from visiong1.types import SampleGroup, TrainBatch, WeightUpdate
 
 
@@ -65,18 +65,25 @@ class LearnerWorker:
     def reset_reference(self) -> None:
         self.trainer.reset_reference()
 
-    def save_checkpoint(self, location: str, step: int, extra: dict, metric: float | None) -> str | None:
-        """Collective; rank 0 writes (the one writer) and returns the checkpoint path."""
-        files = self.trainer.checkpoint_files(extra)
-        if files is None:
-            return None
-        return CheckpointStore(location, self.config.checkpoint_keep_last).save(step, files, metric)
+    def save_checkpoint(self, location: str, staging: str, extra: dict) -> dict[str, str]:
+        """Collective; this rank writes its own files into `staging` and returns their sha256 by relative path."""
+        return self.trainer.save_checkpoint(CheckpointStore(location), staging, extra)
+
+    def verify_checkpoint(self, location: str, path: str) -> None:
+        """Check this rank's share of the checkpoint's files (every world-th, so each file is hashed once)."""
+        store = CheckpointStore(location)
+        store.verify(path, sorted(store.manifest(path)["sha256"])[self.rank::self.world_size])
 
     def restore(self, location: str, path: str) -> dict:
-        return self.trainer.restore(CheckpointStore(location).read(path))
+        return self.trainer.load_checkpoint(CheckpointStore(location), path)
 
-    def save_pretrained(self, path: str) -> str:
-        return str(self.trainer.save_pretrained(path))
+    def save_model(self, location: str, directory: str) -> dict[str, str]:
+        return self.trainer.save_model(CheckpointStore(location), directory)
+
+    def export_model(self, location: str, directory: str, output_dir: str) -> str:
+        from visiong1.training.export import export_model
+
+        return str(export_model(CheckpointStore(location), directory, output_dir))
 
     def parameter_count(self) -> tuple[int, int]:
         """(elements this rank stores, elements of the full model): shards under FSDP2."""
@@ -141,20 +148,47 @@ class LearnerGroup:
 
     def save_checkpoint(self, location: str, step: int, extra: dict, timeout_s: float,
                         metric: float | None = None) -> str:
-        refs = [rank.save_checkpoint.remote(location, step, extra, metric) for rank in self.ranks]
-        return get_within(refs, timeout_s, f"learner checkpoint at step {step}")[0]
+        """Every rank writes its part in parallel; then the manifest commits the checkpoint. Returns its path."""
+        store = CheckpointStore(location, self.config.checkpoint_keep_last)
+        staging = store.begin(step)
+        parts = get_within([rank.save_checkpoint.remote(location, staging, extra) for rank in self.ranks],
+                           timeout_s, f"learner checkpoint at step {step}")
+        digests = {name: digest for part in parts for name, digest in part.items()}
+        return store.commit(staging, step, digests, metric, world_size=self.config.ranks, backend=self.config.backend)
 
     def reset_reference(self, timeout_s: float) -> None:
         """Make the KL reference the current policy on every rank."""
         get_within([rank.reset_reference.remote() for rank in self.ranks], timeout_s, "learner reference reset")
 
     def restore(self, location: str, path: str, timeout_s: float) -> dict:
+        """Verify the checkpoint at `path` (each rank hashes a share of its files; CheckpointCorruptError names a
+        bad one), then load it on every rank, resharded to this group's size. Returns the checkpoint's `extra`."""
+        get_within([rank.verify_checkpoint.remote(location, path) for rank in self.ranks], timeout_s,
+                   f"verifying {path}")
         refs = [rank.restore.remote(location, path) for rank in self.ranks]
         return get_within(refs, timeout_s, f"learner restore from {path}")[0]
 
+    def restore_newest(self, location: str, timeout_s: float, on_fallback) -> tuple[str, dict]:
+        """Restore the newest complete checkpoint that verifies; `on_fallback(path, error)` hears of each newer one
+        that did not. Returns (path, extra)."""
+        complete = CheckpointStore(location).complete()
+        for _, path in reversed(complete):
+            try:
+                return path, self.restore(location, path, timeout_s)
+            except CheckpointCorruptError as error:
+                on_fallback(path, error)
+        raise CheckpointCorruptError(f"none of the {len(complete)} checkpoints under {location} verifies")
+
     def save(self, path: str, timeout_s: float) -> str:
-        refs = [rank.save_pretrained.remote(path) for rank in self.ranks]
-        return get_within(refs, timeout_s, "learner model export")[0]
+        """The policy as a Hugging Face directory at `path`: every rank writes its shards of the weights next to it,
+        then rank 0 converts them one output shard at a time (no process gathers the model)."""
+        store, directory = CheckpointStore(f"{path}.shards"), f"{path}.shards"
+        get_within([rank.save_model.remote(directory, directory) for rank in self.ranks], timeout_s,
+                   "learner model export")
+        exported = get_within(self.ranks[0].export_model.remote(directory, directory, path), timeout_s,
+                              "learner model export")
+        store.fs.delete_dir(store.root)
+        return exported
 
     def shutdown(self) -> None:
         for rank in self.ranks:

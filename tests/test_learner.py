@@ -1,11 +1,11 @@
 """The learner: one GRPO step improves the policy, FSDP2 ranks shard and match a single rank, checkpoints resume
 exactly after a SIGKILL and refuse corruption, exports load like a Hugging Face model."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,8 @@ from visiong1.config import LearnerConfig
 from visiong1.data.synthetic import generate_pool
 from visiong1.engines.hf import HFEngine, SamplingParams
 from visiong1.training.batching import collate, token_logprobs
-from visiong1.training.checkpoint import CheckpointCorruptError, CheckpointStore
+from visiong1.training.checkpoint import (FAULT_POINT_ENV, CheckpointCorruptError, CheckpointFormatError,
+                                          CheckpointStore)
 from visiong1.training.export import export_checkpoint
 from visiong1.training.trainer import PolicyTrainer
 from visiong1.types import TrainBatch
@@ -68,7 +69,14 @@ def test_gradient_checkpointing_and_recomputed_old_logprobs(tiny_model, batches)
     assert recomputed["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # on-policy: ratio exactly 1
 
 
-def test_reference_reset_moves_the_kl_anchor_to_the_current_policy_and_resumes(tiny_model, batches):
+def save(trainer: PolicyTrainer, store: CheckpointStore, step: int, extra: dict, metric: float | None = None) -> str:
+    """One rank's checkpoint, written and committed as LearnerGroup.save_checkpoint does for a group."""
+    staging = store.begin(step)
+    digests = trainer.save_checkpoint(store, staging, extra)
+    return store.commit(staging, step, digests, metric, world_size=1, backend=trainer.config.backend)
+
+
+def test_reference_reset_moves_the_kl_anchor_to_the_current_policy_and_resumes(tiny_model, batches, tmp_path):
     trainer = PolicyTrainer(tiny_model, config(kl_coef=0.5, kl_reference="round"))
     for batch in batches[:3]:
         trainer.train_step(batch)
@@ -76,12 +84,12 @@ def test_reference_reset_moves_the_kl_anchor_to_the_current_policy_and_resumes(t
     trainer.reset_reference()
     policy = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
     assert all(torch.equal(tensor, policy[name]) for name, tensor in trainer.reference.state_dict().items())
-    files = trainer.checkpoint_files({"steps_done": 4})
+    path = save(trainer, CheckpointStore(str(tmp_path)), 4, {"steps_done": 4})
     # On-policy step right after the reset: the KL to the reference starts from exactly zero.
     assert trainer.train_step(batches[4])["train/kl_ref"] == pytest.approx(0.0, abs=1e-7)
 
     resumed = PolicyTrainer(tiny_model, config(kl_coef=0.5, kl_reference="round"))
-    resumed.restore(files)  # the reference comes back with the checkpoint, not from the starting weights
+    resumed.load_checkpoint(CheckpointStore(str(tmp_path)), path)  # the reference comes back with the checkpoint, not from the starting weights
     assert all(torch.equal(tensor, policy[name]) for name, tensor in resumed.reference.state_dict().items())
     with pytest.raises(ValueError, match="kl_coef"):
         PolicyTrainer(tiny_model, config()).reset_reference()
@@ -147,50 +155,73 @@ def saved(tiny_model, batches, tmp_path):
     trainer = PolicyTrainer(tiny_model, config())
     trainer.train_step(batches[0])
     store = CheckpointStore(str(tmp_path / "store"), keep_last=2)
-    path = store.save(1, trainer.checkpoint_files({"steps_done": 1}))
-    return store, path, trainer
+    return store, save(trainer, store, 1, {"steps_done": 1}), trainer
 
 
-def test_a_kill_while_writing_leaves_the_previous_checkpoint(saved):
-    store, path, _ = saved
-    writer = (f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); "
-              "from visiong1.training.checkpoint import CheckpointStore; "
-              f"CheckpointStore({store.root!r}).save(2, {{f'shard{{i}}': bytes(50 << 20) for i in range(40)}})")
-    process = subprocess.Popen([sys.executable, "-c", writer])
-    deadline = time.monotonic() + 60
-    while not any(p.name.startswith(".tmp-step-00000002") for p in Path(store.root).iterdir()):
-        assert time.monotonic() < deadline and process.poll() is None, "the writer never started"
-        time.sleep(0.05)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert store.latest() == path
-    assert set(store.read(path)) >= {"model.safetensors", "optimizer.pt", "training_state/rank0.pt"}
+SAVE_STEP_2 = """
+import sys
+from visiong1.training.checkpoint import CheckpointStore
+from visiong1.training.trainer import PolicyTrainer
+from visiong1.config import LearnerConfig
+trainer = PolicyTrainer(sys.argv[1], LearnerConfig(num_cpus=1))
+store = CheckpointStore(sys.argv[2])
+staging = store.begin(2)
+store.commit(staging, 2, trainer.save_checkpoint(store, staging, {"steps_done": 2}), world_size=1, backend="torch")
+"""
+
+
+@pytest.mark.parametrize("point", ["writing_shards", "before_manifest", "before_rename", "before_retain"])
+def test_a_kill_during_a_save_always_leaves_a_loadable_checkpoint(saved, tiny_model, point):
+    """The saving process is SIGKILLed at `point` (a deterministic hook): the newest complete checkpoint loads, and
+    what the crash left is removed at the next start."""
+    store, path, trainer = saved
+    process = subprocess.run([sys.executable, "-c", SAVE_STEP_2, tiny_model, store.root],
+                             env={**os.environ, FAULT_POINT_ENV: point}, capture_output=True, text=True)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    committed = point == "before_retain"  # the rename is the commit
+    assert [step for step, _ in store.complete()] == ([1, 2] if committed else [1])
+    assert len(store.remove_stale()) == (0 if committed else 1)
+    assert sorted(p.name for p in Path(store.root).iterdir()) == (["step-00000001", "step-00000002"] if committed
+                                                                  else ["step-00000001"])
+    newest = store.latest()
+    store.verify(newest, list(store.manifest(newest)["sha256"]))
+    assert trainer.load_checkpoint(store, newest) == {"steps_done": 2 if committed else 1}
 
 
 def test_a_flipped_byte_is_refused_with_the_file_named(saved):
     store, path, _ = saved
-    target = Path(path) / "optimizer.pt"
+    target = Path(path) / "state" / "__0_0.distcp"
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    with pytest.raises(CheckpointCorruptError, match=r"optimizer\.pt: sha256 does not match"):
-        store.read(path)
+    with pytest.raises(CheckpointCorruptError, match=r"state/__0_0\.distcp: sha256 does not match"):
+        store.verify(path, sorted(store.manifest(path)["sha256"]))
+
+
+def test_a_checkpoint_of_the_single_writer_format_is_refused_naming_its_version(saved):
+    store, path, trainer = saved
+    manifest = Path(path) / "manifest.json"
+    old = json.loads(manifest.read_text())
+    del old["format"]  # format-1 manifests had no version field
+    manifest.write_text(json.dumps(old))
+    with pytest.raises(CheckpointFormatError, match="format-1 checkpoint"):
+        trainer.load_checkpoint(store, path)
 
 
 def test_retention_keeps_the_newest_and_the_best(saved):
     store, _, trainer = saved
-    files = trainer.checkpoint_files({})
     for step, metric in [(2, 0.9), (3, 0.1), (4, 0.2), (5, 0.3)]:
-        store.save(step, files, metric=metric)
+        save(trainer, store, step, {}, metric=metric)
     assert [step for step, _ in store.complete()] == [2, 4, 5]
 
 
-def test_export_gives_a_hugging_face_directory(saved, tmp_path):
+def test_export_writes_sharded_safetensors_with_an_index(saved, tmp_path):
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     store, path, trainer = saved
-    out = export_checkpoint(path, tmp_path / "export")
+    out = export_checkpoint(path, tmp_path / "export", max_shard_bytes=1 << 20)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out)
     AutoProcessor.from_pretrained(out)
     expected = trainer.full_state_dict()

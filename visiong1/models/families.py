@@ -120,7 +120,7 @@ def load_sharded_model(model_path: str | Path, shard: Callable, device):
     from transformers import AutoConfig
 
     family = family_of(model_path)
-    model = _parameters_on_meta(AutoConfig.from_pretrained(model_path))
+    model = parameters_on_meta(AutoConfig.from_pretrained(model_path))
     buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     stored_as = checkpoint_names(model)
     shard(model, family)
@@ -139,7 +139,7 @@ def load_sharded_model(model_path: str | Path, shard: Callable, device):
     return model
 
 
-def _parameters_on_meta(config):
+def parameters_on_meta(config):
     """A model of `config` whose parameters are on the meta device (never allocated) and whose buffers (rotary
     frequencies, computed in the constructors and not stored in checkpoints) are real."""
     import torch

@@ -27,6 +27,7 @@ class EventKind(str, Enum):
     CURRICULUM = "curriculum"
     EVALUATION = "evaluation"
     CHECKPOINT = "checkpoint"
+    CHECKPOINT_REFUSED = "checkpoint_refused"
     RUN_CANCELLED = "run_cancelled"
     RUN_FINISHED = "run_finished"
     RUN_FAILED = "run_failed"
@@ -82,6 +83,8 @@ EVENTS: dict[EventKind, EventSpec] = {
                                     "control's name).", "`accuracy_by_template`, `pass_at_k`, `pass_at_k_mean`, "
                                     "`pass_k`, `control` (true for a control evaluation)"),
     EventKind.CHECKPOINT: EventSpec(("path", "steps_done", "round"), "A resumable checkpoint was committed."),
+    EventKind.CHECKPOINT_REFUSED: EventSpec(("path", "error"), "On resume, the checkpoint at `path` failed "
+                                            "verification; the previous complete one is loaded instead."),
     EventKind.RUN_CANCELLED: EventSpec(("reason",), "A cancel request was honoured at a step boundary."),
     EventKind.RUN_FINISHED: EventSpec(("steps",), "The run ended (terminal).",
                                       "the run summary (`checkpoint`, `evaluations`, `controls`, `phase_seconds`, "

@@ -21,13 +21,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch.distributed.tensor import DTensor
 
 from visiong1.algorithms.losses import LossSettings, StepTotals, policy_loss
 from visiong1.config import LearnerConfig
 from visiong1.models.families import family_of, load_model, load_processor, load_sharded_model
+from visiong1.training.checkpoint import CheckpointFormatError, CheckpointStore
+from visiong1.training.dcp_storage import save_state, state_reader
 from visiong1.training.batching import Sequence, collate, image_inputs, pack_by_tokens, token_logprobs
 from visiong1.training.logprobs import head_logprobs, install_logprob_head
 from visiong1.types import TrainBatch
@@ -237,120 +237,125 @@ class PolicyTrainer:
 
         return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def _load_full_state(self, module, state: dict[str, torch.Tensor]) -> None:
-        """Load a whole state dict into `module` (under FSDP2 rank 0's is broadcast and each rank keeps its shard)."""
-        if self.config.backend != "fsdp2":
-            module.load_state_dict(state)
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-
     def export_weights(self) -> dict[str, torch.Tensor]:
         """What rollout replicas load: the trained tensors (the language model when the vision tower is frozen)."""
         return self.full_state_dict(trainable_only=True)
-
-    def optimizer_state(self) -> dict:
-        """Full optimizer state (rank 0 holds it under FSDP2); a collective call under FSDP2."""
-        if self.config.backend == "fsdp2":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            return get_optimizer_state_dict(self.model, self.optimizer,
-                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return self.optimizer.state_dict()
 
     def training_state(self) -> dict:
         """Everything besides tensors that a resume needs (this rank's RNG states included)."""
         return {"version": self.version, "scheduler": self.scheduler.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
 
-    def load_state(self, model_state: dict, optimizer_state: dict, training_state: dict) -> None:
-        """Restore what `full_state_dict`, `optimizer_state` and `training_state` produced (all ranks call it;
-        under FSDP2 only rank 0's dicts are read and broadcast)."""
-        if self.config.backend == "fsdp2":
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                                 set_optimizer_state_dict)
-
-            options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-            set_model_state_dict(self.model, model_state, options=options)
-            set_optimizer_state_dict(self.model, self.optimizer, optimizer_state, options=options)
-        else:
-            self.model.load_state_dict(model_state)
-            self.optimizer.load_state_dict(optimizer_state)
-        self.scheduler.load_state_dict(training_state["scheduler"])
-        self.version = training_state["version"]
-        _set_rng_states(training_state["rng"])
-
-    def checkpoint_files(self, extra: dict) -> dict[str, bytes] | None:
-        """The files of a resumable checkpoint, on rank 0 (None elsewhere); a collective call. `extra` (JSON) holds
-        what the caller needs to resume too, e.g. the coordinator's data cursor."""
-        model = self.full_state_dict()
-        # Each rank's own part: RNG states, and under DeepSpeed its ZeRO partition files; rank 0 writes them all.
-        own = {f"training_state/rank{self.rank}.pt": _torch_bytes(self.training_state())}
+    # --- checkpoints -----------------------------------------------------------------------------------------------
+    def save_checkpoint(self, store: CheckpointStore, staging: str, extra: dict) -> dict[str, str]:
+        """Write this rank's part of a resumable checkpoint into `staging`, in parallel with the other ranks (a
+        collective): its shards of the model, optimizer and (`kl_reference: round`) KL reference, or DeepSpeed's own
+        files; its training state; on rank 0 also `extra` (JSON, e.g. the data cursor) and the config and
+        processor, so the checkpoint exports alone. Returns {path relative to the checkpoint: sha256} of what this
+        rank wrote, for the manifest."""
         if self.engine is not None:
-            own.update(self._deepspeed_files())
-        optimizer = self.optimizer_state() if self.engine is None else None
-        parts = [own]
-        if self.world_size > 1:
-            parts = [None] * self.world_size if self.rank == 0 else None
-            dist.gather_object(own, parts, dst=0)
-        if self.rank != 0:
-            return None
-        files = {"model.safetensors": save_safetensors(model), "extra.json": json.dumps(extra).encode()}
-        if self.config.kl_reference == "round" and self.reference is not None:  # not rebuilt from model_path
-            reference = {name: tensor.clone() for name, tensor in self._full_state(self.reference).items()}  # untie
-            if self.rank == 0:
-                files["reference.safetensors"] = save_safetensors(reference)
-        if optimizer is not None:
-            files["optimizer.pt"] = _torch_bytes(optimizer)
-        for part in parts:
-            files.update(part)
-        with tempfile.TemporaryDirectory() as staging:  # config and processor, so the checkpoint exports alone
-            self.model.config.save_pretrained(staging)
-            self.model.generation_config.save_pretrained(staging)
-            self.processor.save_pretrained(staging)
-            files.update({f"hf/{p.name}": p.read_bytes() for p in Path(staging).iterdir() if p.is_file()})
-        return files
-
-    def restore(self, files: dict[str, bytes]) -> dict:
-        """Load a checkpoint written by `checkpoint_files` (all ranks call it with the same files); returns `extra`."""
-        training = torch.load(io.BytesIO(files[f"training_state/rank{self.rank}.pt"]), weights_only=False)
-        if self.engine is not None:
-            self._load_deepspeed_files(files)
-            self.version = training["version"]
-            _set_rng_states(training["rng"])
+            digests = self._save_deepspeed(store, staging)
         else:
-            optimizer = torch.load(io.BytesIO(files["optimizer.pt"]), weights_only=False)
-            self.load_state(load_safetensors(files["model.safetensors"]), optimizer, training)
-        if "reference.safetensors" in files and self.reference is not None:
-            self._load_full_state(self.reference, load_safetensors(files["reference.safetensors"]))
-        return json.loads(files["extra.json"])
-
-    def _deepspeed_files(self) -> dict[str, bytes]:
-        """This rank's files of DeepSpeed's own checkpoint (model states on rank 0, one ZeRO partition per rank)."""
-        with tempfile.TemporaryDirectory() as staging:
-            self.engine.save_checkpoint(staging, tag="state")
-            return {f"deepspeed/{p.relative_to(staging)}": p.read_bytes()
-                    for p in Path(staging).rglob("*") if p.is_file()}
-
-    def _load_deepspeed_files(self, files: dict[str, bytes]) -> None:
-        with tempfile.TemporaryDirectory() as staging:
-            for name, payload in files.items():
-                if name.startswith("deepspeed/"):
-                    target = Path(staging) / name.removeprefix("deepspeed/")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(payload)
-            self.engine.load_checkpoint(staging, tag="state", load_optimizer_states=True,
-                                        load_lr_scheduler_states=True)
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        """A Hugging Face model directory (weights, config, processor); rank 0 writes, a collective under FSDP2."""
-        state = self.full_state_dict()
-        path = Path(path)
+            digests = save_state(self._checkpoint_state(), store, f"{staging}/state")
+        own = f"training_state/rank{self.rank}.pt"
+        digests[own] = store.write_file(f"{staging}/{own}", _torch_bytes(self.training_state()))
         if self.rank == 0:
-            self.model.save_pretrained(path, state_dict=state)
-            self.processor.save_pretrained(path)
-        return path
+            digests["extra.json"] = store.write_file(f"{staging}/extra.json", json.dumps(extra).encode())
+            digests.update(self._save_hf_files(store, staging))
+        return digests
+
+    def load_checkpoint(self, store: CheckpointStore, path: str) -> dict:
+        """Restore this rank from the (verified) checkpoint at `path`, a collective: DCP reshards the model,
+        optimizer and reference from the world size that wrote them to this one; a rank the writer did not have
+        takes rank 0's RNG states. DeepSpeed's format resumes only at its own world size. Returns `extra`."""
+        manifest = store.manifest(path)
+        if (manifest["backend"] == "deepspeed") != (self.engine is not None):
+            raise CheckpointFormatError(f"{path} was written by learner.backend {manifest['backend']!r}; this run's "
+                                        f"is {self.config.backend!r}")
+        if self.engine is not None:
+            self._load_deepspeed(store, path, manifest)
+        else:
+            self._load_sharded(store, path)
+        own = f"training_state/rank{self.rank}.pt"
+        training = torch.load(io.BytesIO(store.read(path, own if own in manifest["sha256"] else
+                                                     "training_state/rank0.pt")), weights_only=False)
+        self.scheduler.load_state_dict(training["scheduler"])
+        self.version = training["version"]
+        _set_rng_states(training["rng"])
+        return json.loads(store.read(path, "extra.json"))
+
+    def _checkpoint_state(self) -> dict:
+        """The state DCP saves and loads: this rank's shards (whole tensors off FSDP2), keyed by parameter name."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+        model, optimizer = get_state_dict(self.model, self.optimizer)
+        state = {"model": model, "optimizer": optimizer}
+        if self.config.kl_reference == "round" and self.reference is not None:  # not rebuilt from model_path
+            state["reference"] = get_model_state_dict(self.reference)
+        return state
+
+    def _load_sharded(self, store: CheckpointStore, path: str) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
+
+        state = self._checkpoint_state()
+        dcp.load(state, storage_reader=state_reader(store, f"{path}/state"), no_dist=not dist.is_initialized())
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optimizer"])
+        if "reference" in state:
+            set_model_state_dict(self.reference, state["reference"])
+
+    def _save_hf_files(self, store: CheckpointStore, staging: str) -> dict[str, str]:
+        """Config, generation config and processor under `hf/`."""
+        with tempfile.TemporaryDirectory() as local:
+            self.model.config.save_pretrained(local)
+            self.model.generation_config.save_pretrained(local)
+            self.processor.save_pretrained(local)
+            return {f"hf/{p.name}": store.write_file(f"{staging}/hf/{p.name}", p.read_bytes())
+                    for p in Path(local).iterdir() if p.is_file()}
+
+    def _save_deepspeed(self, store: CheckpointStore, staging: str) -> dict[str, str]:
+        """DeepSpeed's own checkpoint (model states on rank 0, this rank's ZeRO partition), written to a local
+        directory and copied into the store file by file."""
+        with tempfile.TemporaryDirectory() as local:
+            self.engine.save_checkpoint(local, tag="state")
+            names = [str(p.relative_to(local)) for p in Path(local).rglob("*") if p.is_file()]
+            return {f"deepspeed/{name}": store.upload(f"{local}/{name}", f"{staging}/deepspeed/{name}")
+                    for name in names}
+
+    def _load_deepspeed(self, store: CheckpointStore, path: str, manifest: dict) -> None:
+        """DeepSpeed reads its checkpoint from a directory: the store's own when local, else a downloaded copy."""
+        if manifest["world_size"] != self.world_size:
+            raise CheckpointFormatError(
+                f"{path} holds DeepSpeed ZeRO-{self.config.zero_stage} partitions of {manifest['world_size']} ranks "
+                f"and this group has {self.world_size}: DeepSpeed checkpoints resume at the world size that wrote "
+                f"them (convert with DeepSpeed's ds_to_universal.py, or resume with learner.ranks="
+                f"{manifest['world_size']}); fsdp2 checkpoints reshard")
+        if store.local:
+            self._load_deepspeed_from(f"{path}/deepspeed")
+            return
+        with tempfile.TemporaryDirectory() as local:
+            for name in manifest["sha256"]:
+                if name.startswith("deepspeed/"):
+                    target = Path(local) / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    store.download(f"{path}/{name}", str(target))
+            self._load_deepspeed_from(f"{local}/deepspeed")
+
+    def _load_deepspeed_from(self, directory: str) -> None:
+        self.engine.load_checkpoint(directory, tag="state", load_optimizer_states=True, load_lr_scheduler_states=True)
+
+    def save_model(self, store: CheckpointStore, directory: str) -> dict[str, str]:
+        """The policy's weights alone, sharded as in a checkpoint (`state/` and `hf/` under `directory`), for
+        `export_checkpoint`; a collective call, every rank writing its own shards."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        if self.engine is not None:
+            raise NotImplementedError("learner.backend 'deepspeed' exports with DeepSpeed's zero_to_fp32 tool")
+        digests = save_state({"model": get_model_state_dict(self.model)}, store, f"{directory}/state")
+        if self.rank == 0:
+            digests.update(self._save_hf_files(store, directory))
+        return digests
 
 
 def _set_rng_states(states: dict) -> None:
