@@ -69,10 +69,15 @@ class LearnerWorker:
         """Collective; this rank writes its own files into `staging` and returns their sha256 by relative path."""
         return self.trainer.save_checkpoint(CheckpointStore(location), staging, extra)
 
-    def verify_checkpoint(self, location: str, path: str) -> None:
-        """Check this rank's share of the checkpoint's files (every world-th, so each file is hashed once)."""
+    def verify_checkpoint(self, location: str, path: str) -> str | None:
+        """Check this rank's share of the checkpoint's files (every world-th, so each file is hashed once); returns
+        what does not match (the caller raises it), None when all do."""
         store = CheckpointStore(location)
-        store.verify(path, sorted(store.manifest(path)["sha256"])[self.rank::self.world_size])
+        try:
+            store.verify(path, sorted(store.manifest(path)["sha256"])[self.rank::self.world_size])
+        except CheckpointCorruptError as error:
+            return str(error)
+        return None
 
     def restore(self, location: str, path: str) -> dict:
         return self.trainer.load_checkpoint(CheckpointStore(location), path)
@@ -163,8 +168,10 @@ class LearnerGroup:
     def restore(self, location: str, path: str, timeout_s: float) -> dict:
         """Verify the checkpoint at `path` (each rank hashes a share of its files; CheckpointCorruptError names a
         bad one), then load it on every rank, resharded to this group's size. Returns the checkpoint's `extra`."""
-        get_within([rank.verify_checkpoint.remote(location, path) for rank in self.ranks], timeout_s,
-                   f"verifying {path}")
+        problems = get_within([rank.verify_checkpoint.remote(location, path) for rank in self.ranks], timeout_s,
+                              f"verifying {path}")
+        if any(problems):
+            raise CheckpointCorruptError("; ".join(problem for problem in problems if problem))
         refs = [rank.restore.remote(location, path) for rank in self.ranks]
         return get_within(refs, timeout_s, f"learner restore from {path}")[0]
 

@@ -150,6 +150,71 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(ray_cluster, tiny_mod
     assert all(torch.equal(weights[name], expected[name]) for name in expected)
 
 
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def checkpoint_tensors(path: str, scratch: Path) -> dict:
+    """A checkpoint's whole state (model and optimizer), unsharded in this process, flattened to name -> value."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(f"{path}/state", scratch)
+    flat = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}/{key}", inner)
+        elif isinstance(value, list):
+            for index, inner in enumerate(value):
+                walk(f"{prefix}/{index}", inner)
+        else:
+            flat[prefix] = value
+    walk("", torch.load(scratch, weights_only=False))
+    return flat
+
+
+def assert_identical(left: dict, right: dict) -> None:
+    assert set(left) == set(right)
+    for name, value in left.items():
+        same = torch.equal(value, right[name]) if isinstance(value, torch.Tensor) else value == right[name]
+        assert same, name
+
+
+@pytest.mark.slow
+def test_resuming_at_another_world_size_reshards_weights_and_optimizer_exactly(ray_cluster, tiny_model, batches,
+                                                                                 tmp_path):
+    """2 -> 1 -> 2 ranks: each resumed group's own checkpoint equals the one it resumed from, tensor for tensor
+    (model, AdamW moments and steps); a corrupt newest checkpoint is refused and the previous one loads."""
+    location = str(tmp_path / "checkpoints")
+    two = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
+    train(ray_cluster, two, batches[:2])
+    written = two.save_checkpoint(location, 2, {"steps_done": 2}, timeout_s=120)
+    train(ray_cluster, two, batches[2:3])
+    corrupt = two.save_checkpoint(location, 3, {"steps_done": 3}, timeout_s=120)
+    two.shutdown()
+    shard = Path(corrupt) / "state" / "__1_0.distcp"
+    flip_a_byte(shard)
+
+    refused = []
+    one = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=1), temperature=1.0)
+    assert one.restore_newest(location, 120, lambda path, error: refused.append((path, str(error)))) == \
+        (written, {"steps_done": 2})
+    assert refused == [(corrupt, f"{shard}: sha256 does not match the manifest; refusing to load")]
+    from_one = one.save_checkpoint(str(tmp_path / "one"), 2, {"steps_done": 2}, timeout_s=120)
+    one.shutdown()
+    two = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
+    assert two.restore(str(tmp_path / "one"), from_one, timeout_s=120) == {"steps_done": 2}
+    from_two = two.save_checkpoint(str(tmp_path / "two"), 2, {"steps_done": 2}, timeout_s=120)
+    two.shutdown()
+    original = checkpoint_tensors(written, tmp_path / "original.pt")
+    assert any("exp_avg_sq" in name for name in original)
+    assert_identical(checkpoint_tensors(from_one, tmp_path / "one.pt"), original)
+    assert_identical(checkpoint_tensors(from_two, tmp_path / "two.pt"), original)
+
+
 @pytest.fixture
 def saved(tiny_model, batches, tmp_path):
     trainer = PolicyTrainer(tiny_model, config())
@@ -190,10 +255,7 @@ def test_a_kill_during_a_save_always_leaves_a_loadable_checkpoint(saved, tiny_mo
 
 def test_a_flipped_byte_is_refused_with_the_file_named(saved):
     store, path, _ = saved
-    target = Path(path) / "state" / "__0_0.distcp"
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    target.write_bytes(bytes(data))
+    flip_a_byte(Path(path) / "state" / "__0_0.distcp")
     with pytest.raises(CheckpointCorruptError, match=r"state/__0_0\.distcp: sha256 does not match"):
         store.verify(path, sorted(store.manifest(path)["sha256"]))
 
@@ -254,3 +316,9 @@ def test_deepspeed_zero3_ranks_shard_match_one_rank_and_resume(ray_cluster, tiny
         assert train(ray_cluster, resumed, batches[5:]) == expected_next
     finally:
         resumed.shutdown()
+    smaller = LearnerGroup(tiny_model, config(backend="deepspeed", zero_stage=3, ranks=1), temperature=1.0)
+    try:
+        with pytest.raises(CheckpointFormatError, match="DeepSpeed ZeRO-3 partitions of 2 ranks"):
+            smaller.restore(location, path, timeout_s=120)
+    finally:
+        smaller.shutdown()

@@ -18,9 +18,11 @@ def export_checkpoint(checkpoint: str, output_dir: str | Path, max_shard_bytes: 
     """Write the policy's weights, config, generation config and processor to `output_dir`, loadable by
     transformers and vLLM the way the published checkpoints of its family are. `checkpoint` is a checkpoint
     directory (local or a URI) or a store whose newest complete checkpoint is taken; its files are verified first."""
-    parent, _, name = checkpoint.rstrip("/").rpartition("/")
-    store = CheckpointStore(parent if name.startswith("step-") else checkpoint)
-    path = f"{store.root}/{name}" if name.startswith("step-") else store.latest()
+    location, _, query = checkpoint.partition("?")  # a URI's query holds filesystem options
+    parent, _, name = location.rstrip("/").rpartition("/")
+    one = name.startswith("step-")
+    store = CheckpointStore(f"{parent}?{query}" if one and query else parent if one else checkpoint)
+    path = f"{store.root}/{name}" if one else store.latest()
     if path is None:
         raise FileNotFoundError(f"no complete checkpoint under {checkpoint}")
     store.verify(path, [file for file in store.manifest(path)["sha256"] if file.startswith(("state/", "hf/"))])
