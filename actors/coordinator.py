@@ -32,7 +32,7 @@ from visiong1.eval.heldout import blank_images
 from visiong1.selection.curriculum import CurriculumSampler
 from visiong1.store import DEFAULT_FILENAME, Round, RoundState, RunCancelled, RunNotFound, RunStore
 from visiong1.store.events import EventKind
-from visiong1.training.checkpoint import CheckpointStore
+from visiong1.training.checkpoint import CheckpointStore, run_checkpoints
 from visiong1.types import RoundCursor
 
 
@@ -45,6 +45,7 @@ class Coordinator:
         self.base_config = config  # the run's config; `config` is the round in progress's (with its overrides)
         self.config = config
         self.run_dir = Path(run_dir)
+        self.checkpoints = run_checkpoints(config.learner.checkpoint_uri, run_id, run_dir)
         self.round_index, self.global_step = 0, 0
         self.store = RunStore.open(config.store or Path(config.output_dir) / DEFAULT_FILENAME)
         self.log = RunLog(run_id, self.store, self.run_dir)
@@ -63,8 +64,7 @@ class Coordinator:
 
     @contextmanager
     def _phase(self, name: str, state: RoundState | None = None):
-        """A named phase: the round moves to `state` in the store (inside a round), the phase is announced as an
-        event, and its wall time is summed into the summary's `phase_seconds`."""
+        """A named phase: the round moves to `state` in the store, it is announced and its time summed."""
         if state is not None:
             self.control.advance(self.round_index, state)
         self.log.emit(EventKind.PHASE, phase=name, round=self.round_index)
@@ -126,7 +126,7 @@ class Coordinator:
 
     def _resume_point(self) -> str | None:
         """The checkpoint store to resume from if this run is in the store (the actor restarted); stale saves go."""
-        checkpoints = CheckpointStore(str(self.run_dir / "checkpoints"))
+        checkpoints = CheckpointStore(self.checkpoints)
         checkpoints.remove_stale()
         try:
             self.store.get_run(self.run_id)
@@ -135,7 +135,7 @@ class Coordinator:
         if checkpoints.latest() is None:
             raise RuntimeError(f"run {self.run_id} restarted before its first resumable checkpoint; start a new run "
                                f"(round.checkpoint_every=1 makes every step resumable)")
-        return checkpoints.root
+        return self.checkpoints
 
     def _restore(self, location: str) -> RoundCursor:
         """Learner, data cursor, rollout weights and history from the newest checkpoint that verifies."""
@@ -250,7 +250,7 @@ class Coordinator:
                              policy_version=self.policy_version, active=self.selector.active,
                              retired=self.selector.retired, selected=selected, sampler=sampler.state_dict(),
                              last_metrics=last_metrics)
-        path = self.learner.save_checkpoint(str(self.run_dir / "checkpoints"), self.global_step, cursor.to_json(),
+        path = self.learner.save_checkpoint(self.checkpoints, self.global_step, cursor.to_json(),
                                             self.config.round.step_timeout_s)
         self.log.emit(EventKind.CHECKPOINT, path=path, steps_done=self.global_step, round=self.round_index)
         return path

@@ -85,6 +85,9 @@ class LearnerWorker:
     def save_model(self, location: str, directory: str) -> dict[str, str]:
         return self.trainer.save_model(CheckpointStore(location), directory)
 
+    def save_gathered(self, path: str) -> None:
+        self.trainer.save_gathered(path)
+
     def export_model(self, location: str, directory: str, output_dir: str) -> str:
         from visiong1.training.export import export_model
 
@@ -188,7 +191,11 @@ class LearnerGroup:
 
     def save(self, path: str, timeout_s: float) -> str:
         """The policy as a Hugging Face directory at `path`: every rank writes its shards of the weights next to it,
-        then rank 0 converts them one output shard at a time (no process gathers the model)."""
+        then rank 0 converts them one output shard at a time (no process gathers the model). DeepSpeed gathers
+        its 16-bit copy on rank 0 instead."""
+        if self.config.backend == "deepspeed":
+            get_within([rank.save_gathered.remote(path) for rank in self.ranks], timeout_s, "learner model export")
+            return path
         store, directory = CheckpointStore(f"{path}.shards"), f"{path}.shards"
         get_within([rank.save_model.remote(directory, directory) for rank in self.ranks], timeout_s,
                    "learner model export")

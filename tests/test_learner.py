@@ -208,11 +208,18 @@ def test_resuming_at_another_world_size_reshards_weights_and_optimizer_exactly(r
     two = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
     assert two.restore(str(tmp_path / "one"), from_one, timeout_s=120) == {"steps_done": 2}
     from_two = two.save_checkpoint(str(tmp_path / "two"), 2, {"steps_done": 2}, timeout_s=120)
+    exported = two.save(str(tmp_path / "hf"), timeout_s=120)  # each rank writes its shards, rank 0 converts
     two.shutdown()
     original = checkpoint_tensors(written, tmp_path / "original.pt")
     assert any("exp_avg_sq" in name for name in original)
     assert_identical(checkpoint_tensors(from_one, tmp_path / "one.pt"), original)
     assert_identical(checkpoint_tensors(from_two, tmp_path / "two.pt"), original)
+    from transformers import AutoModelForImageTextToText
+
+    weights = AutoModelForImageTextToText.from_pretrained(exported).state_dict()
+    assert all(torch.equal(weights[name.removeprefix("/model/")], value)
+               for name, value in original.items() if name.startswith("/model/"))
+    assert not Path(f"{exported}.shards").exists()
 
 
 @pytest.fixture
@@ -308,6 +315,8 @@ def test_deepspeed_zero3_ranks_shard_match_one_rank_and_resume(ray_cluster, tiny
         location = str(tmp_path / "ds")
         path = group.save_checkpoint(location, 5, {"steps_done": 5}, timeout_s=120)
         expected_next = train(ray_cluster, group, batches[5:])
+        exported = Path(group.save(str(tmp_path / "hf"), timeout_s=120))  # DeepSpeed gathers on rank 0
+        assert (exported / "config.json").exists() and (exported / "model.safetensors").exists()
     finally:
         group.shutdown()
     resumed = LearnerGroup(tiny_model, settings, temperature=1.0)

@@ -4,6 +4,7 @@ from outside, the rollout replica target, and cancellation at a step boundary.""
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -79,8 +80,10 @@ def test_replica_target_scales_rollout_and_cancel_stops_the_round_at_a_step_boun
         assert kinds[-2:] == ["run_cancelled", "run_finished"] and "run_failed" not in kinds
 
 
-def test_a_killed_coordinator_resumes_at_the_last_committed_step(ray_cluster, control_config):
-    config = control_config("round.rounds=1", "round.steps=6", "round.checkpoint_every=1")
+def test_a_killed_coordinator_resumes_at_the_last_committed_step(ray_cluster, control_config, tmp_path):
+    """Checkpoints go to `learner.checkpoint_uri` (a filesystem URI, as object storage is named)."""
+    config = control_config("round.rounds=1", "round.steps=6", "round.checkpoint_every=1",
+                            f"learner.checkpoint_uri=file://{tmp_path}/bucket")
     run_id, coordinator, done = start_run(config)
     wait_for(coordinator, ray_cluster, "step", step=2)
     ray_cluster.kill(coordinator, no_restart=False)  # the process dies; Ray restarts it and retries `run`
@@ -93,6 +96,8 @@ def test_a_killed_coordinator_resumes_at_the_last_committed_step(ray_cluster, co
         assert kinds.count("run_resumed") == 1 and store.get_round(run_id, 0).state is RoundState.DONE
     resumed = next(e for e in ray_cluster.get(coordinator.events.remote(0)) if e["type"] == "run_resumed")
     assert 2 <= resumed["steps_done"] <= 6
+    assert resumed["checkpoint"].startswith(f"{tmp_path}/bucket/{run_id}/step-")
+    assert not (Path(config.output_dir) / run_id / "checkpoints").exists()
 
 
 def test_a_report_that_cannot_be_written_fails_the_run_and_ends_the_demos_wait(ray_cluster, control_config, tmp_path):

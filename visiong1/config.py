@@ -354,6 +354,10 @@ class LearnerConfig(Section):
     """Seed of the learner's RNGs (restored exactly on resume)."""
     checkpoint_keep_last: int = Field(2, ge=1)
     """Checkpoints kept besides the best one."""
+    checkpoint_uri: str | None = None
+    """Where resumable checkpoints go: a path or a pyarrow filesystem URI (`s3://bucket/prefix?endpoint_override=
+    host:port&scheme=http`, credentials from the usual AWS environment); each run writes under `<uri>/<run id>`.
+    None: `<run dir>/checkpoints`."""
 
 
 class RoundConfig(Section):

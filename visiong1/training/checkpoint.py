@@ -43,6 +43,14 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def run_checkpoints(uri: str | None, run_id: str, run_dir: str) -> str:
+    """Where a run's resumable checkpoints go: `<uri>/<run id>` (a URI's query kept), or `<run dir>/checkpoints`."""
+    if uri is None:
+        return f"{run_dir}/checkpoints"
+    location, _, query = uri.partition("?")
+    return f"{location.rstrip('/')}/{run_id}" + (f"?{query}" if query else "")
+
+
 class CheckpointStore:
     def __init__(self, location: str, keep_last: int = 2):
         if "://" in location:

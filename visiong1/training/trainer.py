@@ -256,7 +256,7 @@ class PolicyTrainer:
         if self.engine is not None:
             digests = self._save_deepspeed(store, staging)
         else:
-            digests = save_state(self._checkpoint_state(), store, f"{staging}/state")
+            digests = save_state(self.checkpoint_state(), store, f"{staging}/state")
         own = f"training_state/rank{self.rank}.pt"
         digests[own] = store.write_file(f"{staging}/{own}", _torch_bytes(self.training_state()))
         if self.rank == 0:
@@ -284,7 +284,7 @@ class PolicyTrainer:
         _set_rng_states(training["rng"])
         return json.loads(store.read(path, "extra.json"))
 
-    def _checkpoint_state(self) -> dict:
+    def checkpoint_state(self) -> dict:
         """The state DCP saves and loads: this rank's shards (whole tensors off FSDP2), keyed by parameter name."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 
@@ -298,7 +298,7 @@ class PolicyTrainer:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
 
-        state = self._checkpoint_state()
+        state = self.checkpoint_state()
         dcp.load(state, storage_reader=state_reader(store, f"{path}/state"), no_dist=not dist.is_initialized())
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optimizer"])
@@ -351,11 +351,19 @@ class PolicyTrainer:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
         if self.engine is not None:
-            raise NotImplementedError("learner.backend 'deepspeed' exports with DeepSpeed's zero_to_fp32 tool")
+            raise ValueError("learner.backend 'deepspeed' exports through save_gathered")
         digests = save_state({"model": get_model_state_dict(self.model)}, store, f"{directory}/state")
         if self.rank == 0:
             digests.update(self._save_hf_files(store, directory))
         return digests
+
+    def save_gathered(self, path: str | Path) -> None:
+        """DeepSpeed's export: ZeRO-3 consolidates a 16-bit copy of the weights on rank 0 (its own mechanism, as
+        Accelerate uses it), which writes the Hugging Face directory; a collective call."""
+        state = self.full_state_dict()
+        if self.rank == 0:
+            self.model.save_pretrained(path, state_dict=state)
+            self.processor.save_pretrained(path)
 
 
 def _set_rng_states(states: dict) -> None:
