@@ -24,6 +24,7 @@ from actors.rollout import RolloutGroup
 from actors.round_selector import RoundSelector
 from actors.run_control import RunControl
 from actors.run_log import RunLog
+from actors.weight_sync import weight_sync_for
 from actors.selection import (check_staleness, domain_accuracy, dynamic_metrics, evaluate, reward_metrics,
                               sample_step, timed)
 from visiong1.algorithms.advantages import grpo_advantages
@@ -41,9 +42,8 @@ class Coordinator:
     """`run()` blocks for the whole run (call it without waiting); `events(after)` may be polled meanwhile."""
 
     def __init__(self, run_id: str, config: RunConfig, run_dir: str):
-        self.run_id = run_id
+        self.run_id, self.config = run_id, config
         self.base_config = config  # the run's config; `config` is the round in progress's (with its overrides)
-        self.config = config
         self.run_dir = Path(run_dir)
         self.checkpoints = run_checkpoints(config.learner.checkpoint_uri, run_id, run_dir)
         self.round_index, self.global_step = 0, 0
@@ -52,7 +52,7 @@ class Coordinator:
         self.control = RunControl(self.store, run_id)
         self.policy_version = 0  # the learner's newest weight version, as last pushed to rollout
         self.selector = RoundSelector(config, self.run_dir, self.log.emit)
-        self.model_path: str | None = None
+        self.model_path, self.weight_sync = None, None  # the starting policy; the rollout.weight_sync transport
         self.rollout: RolloutGroup | None = None
         self.rewards: RewardPool | None = None
         self.influence: InfluencePool | None = None
@@ -145,7 +145,7 @@ class Coordinator:
         cursor = RoundCursor.from_json(extra)
         self.global_step, self.log.store_round = cursor.steps_done, cursor.round
         self.selector.restore(cursor)
-        self.policy_version = min(self.rollout.update_weights(self.learner.async_export_weights(), timeout))
+        self.policy_version = min(self.weight_sync.push(cursor.policy_version, timeout))
         committed = self.store.last_committed_step(self.run_id, cursor.round)
         if cursor.last_metrics and (committed is None or committed < self.global_step - 1):
             self.log.commit_step(cursor.last_metrics)  # saved, then the actor died before committing it
@@ -234,10 +234,9 @@ class Coordinator:
         with timed(timings, "train"):
             train_metrics = get_within(self.learner.async_train_step(step, advantages, sampled.shard_refs),
                                        cfg.round.step_timeout_s, f"learner step {step}")[0]
-        if train_metrics["train/version"] != self.policy_version:  # a step with no mixed group changes nothing
+        if (version := train_metrics["train/version"]) != self.policy_version:  # no mixed group: nothing changed
             with timed(timings, "weight_sync"):
-                versions = self.rollout.update_weights(self.learner.async_export_weights(), cfg.round.step_timeout_s)
-            self.policy_version = min(versions)
+                self.policy_version = min(self.weight_sync.push(version, cfg.round.step_timeout_s))
         dynamic = dynamic_metrics(sampled) if cfg.selection.dynamic_sampling else {}
         return {"step": step, "round": self.round_index, **reward_metrics(trained), **dynamic, **train_metrics,
                 **timings, **domain_accuracy(sampled.scores, self.selector.domain), **self.rollout.metrics(),
@@ -280,6 +279,7 @@ class Coordinator:
                                             cfg.rollout.temperature) if influence.enabled else None)
             self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature,
                                         cfg.round.step_timeout_s)
+            self.weight_sync = weight_sync_for(cfg.rollout, self.learner, self.rollout)
 
     def _stop_roles(self) -> None:
         """Release the run's actors (and their CPUs/GPUs) and trackers; the coordinator stays to answer `events`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import ray
@@ -25,6 +26,7 @@ class LearnerWorker:
         size_torch_threads(config.num_cpus)
         quiet_transformers()
         self.rank, self.world_size, self.config = rank, world_size, config
+        self.sync_groups = {}  # weight sync groups with rollout replicas, by replica actor id (rank 0)
 
     def rendezvous(self) -> tuple[str, int]:
         """Address and a free port on this node for the group's TCP store (called on rank 0)."""
@@ -64,6 +66,31 @@ class LearnerWorker:
 
     def reset_reference(self) -> None:
         self.trainer.reset_reference()
+
+    def weight_plan(self, bucket_bytes: int):
+        return self.trainer.weight_plan(bucket_bytes)
+
+    def join_sync_group(self, key: str, host: str, port: int, world: int, timeout_s: float) -> None:
+        """Rank 0: form the weight sync group `key` with one replica's workers (ranks 1..world-1)."""
+        from actors.weight_sync import open_group
+
+        self.sync_groups[key] = open_group(host, port, 0, world, timeout_s)
+
+    def send_weights(self, keys: list[str], plan) -> dict:
+        """Collective over the learner ranks: gather bucket by bucket; rank 0 broadcasts each bucket into the
+        groups `keys`. Returns rank 0's counters (buckets, bytes per group, peak gathered bytes alive)."""
+        import dataclasses
+
+        from actors.weight_sync import broadcast_from_first
+
+        senders = [broadcast_from_first(self.sync_groups[key]) for key in keys] if self.rank == 0 else []
+
+        def send(buffer) -> None:
+            for sender in senders:
+                sender(buffer)
+        started = time.perf_counter()
+        counters = self.trainer.send_weights(plan, send if self.rank == 0 else None)
+        return dataclasses.asdict(counters) | {"seconds": time.perf_counter() - started, "groups": len(keys)}
 
     def save_checkpoint(self, location: str, staging: str, extra: dict) -> dict[str, str]:
         """Collective; this rank writes its own files into `staging` and returns their sha256 by relative path."""

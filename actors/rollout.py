@@ -38,6 +38,7 @@ class RolloutWorker:
         quiet_transformers()
         from visiong1.engines.hf import HFEngine, SamplingParams
 
+        self.config, self.engine_kind = config, engine
         if engine == "vllm":
             from actors.vllm_engine import VLLMEngine
 
@@ -65,6 +66,34 @@ class RolloutWorker:
     def update_weights(self, update: WeightUpdate) -> int:
         self.engine.load_weights(ray.get(update.tensors), update.version)
         return update.version
+
+    def sync_world(self) -> int:
+        """Processes of this replica in a weight sync group: its engine's workers (tensor parallel ranks)."""
+        return self.config.tensor_parallel_size if self.engine_kind == "vllm" else 1
+
+    def join_sync_group(self, host: str, port: int, world: int, timeout_s: float) -> None:
+        """Join a collective weight sync group whose rank 0 (a learner) hosts it at host:port."""
+        if self.engine_kind == "vllm":
+            self.engine.join_sync_group(host, port, world, timeout_s)
+        else:
+            from actors.weight_sync import open_group
+
+            self.sync_group = open_group(host, port, 1, world, timeout_s)
+
+    def receive_weights(self, plan, version: int) -> int:
+        """Receive `version` bucket by bucket over the sync group (collective transport); returns the version now
+        served. vLLM's workers stream the buckets into the model; the transformers engine loads them at the end."""
+        if self.engine_kind == "vllm":
+            self.engine.receive_weights(plan, version)
+        else:
+            import torch
+
+            from actors.weight_sync import broadcast_from_first
+            from visiong1.training.weight_buckets import receive_buckets
+
+            received = receive_buckets(plan, broadcast_from_first(self.sync_group), torch.device("cpu"))
+            self.engine.load_weights({name: tensor.clone() for name, tensor in received}, version)
+        return version
 
     def raw_generate_rate(self, prompts: pa.Table, repeats: int) -> float:
         """Benchmark baseline: tokens/s of the bare engine call on these prompts (median of `repeats`)."""
@@ -107,6 +136,7 @@ class RolloutGroup:
         self.cache_root = cache_root
         self.replicas: list[Replica] = []
         self.update_ref = None  # newest WeightUpdate pushed; a new replica loads it before serving
+        self.catch_up = None  # or a collective sync's: brings a new replica to the current version before serving
         self.version = 0
         self.lock = threading.RLock()
         self.counters = {"redispatched": 0, "restarts": 0, "quarantined": 0, "started": 0, "probe_failures": 0}
@@ -127,7 +157,9 @@ class RolloutGroup:
         self.counters["started"] += 1
         timeout = self.config.request_timeout_s
         pid = get_within(handle.probe.remote(), timeout, "new rollout replica start")["pid"]
-        if self.update_ref is not None:  # serve only with the current weights
+        if self.catch_up is not None:  # serve only with the current weights
+            self.catch_up(handle)
+        elif self.update_ref is not None:
             get_within(handle.update_weights.remote(self.update_ref), timeout, f"weight load into replica {pid}")
         return Replica(handle, pid)
 

