@@ -237,9 +237,9 @@ class Coordinator:
         if (version := train_metrics["train/version"]) != self.policy_version:  # no mixed group: nothing changed
             with timed(timings, "weight_sync"):
                 self.policy_version = min(self.weight_sync.push(version, cfg.round.step_timeout_s))
-        dynamic = dynamic_metrics(sampled) if cfg.selection.dynamic_sampling else {}
-        return {"step": step, "round": self.round_index, **reward_metrics(trained), **dynamic, **train_metrics,
-                **timings, **domain_accuracy(sampled.scores, self.selector.domain), **self.rollout.metrics(),
+        return {"step": step, "round": self.round_index, **reward_metrics(trained), **train_metrics, **timings,
+                **(dynamic_metrics(sampled) if cfg.selection.dynamic_sampling else {}), **self.rollout.metrics(),
+                **domain_accuracy(sampled.scores, self.selector.domain), **self.weight_sync.metrics(),
                 "rollout/weight_version": self.policy_version, "time/step_s": sum(timings.values())}
 
     def _save_resumable(self, sampler: CurriculumSampler, selected: list[str], round_start: int,

@@ -50,6 +50,9 @@ class ObjectStoreWeightSync:
         """Every replica loads the learners' current weights; returns the versions they report."""
         return self.rollout.update_weights(self.learner.async_export_weights(), timeout_s)
 
+    def metrics(self) -> dict[str, float]:
+        return {"weight_sync/collective": 0.0}
+
 
 class CollectiveWeightSync:
     """Pushes the learners' current weights into every replica of a RolloutGroup over per-replica groups; a replica
@@ -68,6 +71,13 @@ class CollectiveWeightSync:
         """Send the learners' weights (`version`) to every current replica; returns the versions they report."""
         self.version = version
         return self._send(self.rollout.actors(), version, timeout_s)
+
+    def metrics(self) -> dict[str, float]:
+        """The newest push, as learner rank 0 saw it: seconds gathering and broadcasting, bytes per replica,
+        buckets, and the most gathered bytes alive at once."""
+        sent = self.last
+        return {"weight_sync/collective": 1.0, **{f"weight_sync/{key}": float(sent[key]) for key in
+                ("gather_s", "send_s", "bytes", "buckets", "peak_alive_bytes", "groups") if key in sent}}
 
     def _catch_up(self, handle) -> None:
         if self.version:

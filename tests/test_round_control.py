@@ -82,7 +82,8 @@ def test_replica_target_scales_rollout_and_cancel_stops_the_round_at_a_step_boun
         assert kinds[-2:] == ["run_cancelled", "run_finished"] and "run_failed" not in kinds
         steps = [m.metrics for m in store.metrics_for(run_id)]
         assert all(m["rollout/weight_version"] == m["train/version"] for m in steps if m["train/version"])
-        assert steps[-1]["rollout/replicas"] == 2
+        assert steps[-1]["rollout/replicas"] == 2 and steps[-1]["weight_sync/collective"] == 1.0
+        assert steps[-1]["weight_sync/bytes"] > 0 and steps[-1]["weight_sync/groups"] == 2
 
 
 def test_a_killed_coordinator_resumes_at_the_last_committed_step(ray_cluster, control_config, tmp_path):

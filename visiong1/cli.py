@@ -267,11 +267,11 @@ def _print_plan(shape, roles) -> None:
     table = Table(title=f"Memory per instance, GiB ({shape.parameters / 1e9:.2f}B parameters, "
                         f"{shape.trainable / 1e9:.2f}B trained)")
     for column in ("role", "device", "count", *parts, "total"):
-        table.add_column(column, justify="left" if column in ("role", "device") else "right")
+        table.add_column(column, justify="left" if column in ("role", "device") else "right", no_wrap=column == "role")
     for role in roles:
         cells = [f"{role.parts[name] / GIB:.2f}" if name in role.parts else "" for name in parts]
         table.add_row(role.role, role.device, str(role.count), *cells, f"{role.total / GIB:.2f}")
-    Console(width=200).print(table)
+    Console(width=220).print(table)
 
 
 if __name__ == "__main__":

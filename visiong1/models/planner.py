@@ -171,8 +171,20 @@ def learner_rank(config: RunConfig, shape: ModelShape) -> RoleMemory:
         "logits": _logits_bytes(learner, tokens, shape.vocab),
         "head gradient": 4 * shape.vocab * shape.hidden if learner.backend != "deepspeed" else 0,
         "kl reference": 4 * shape.parameters // ranks if learner.kl_coef > 0 else 0,  # sharded like the policy
+        "weight sync buckets": _sync_buckets_bytes(config, shape, compute_bytes),
     }
     return RoleMemory("learner rank", "gpu" if gpu else "cpu", ranks, parts)
+
+
+def _sync_buckets_bytes(config: RunConfig, shape: ModelShape, rollout_bytes: int) -> int:
+    """The collective weight sync's gathered bytes on a learner rank: a bucket being filled and one gathered fp32
+    tensor, or, for a tensor larger than a bucket (the embedding), that tensor gathered plus its copy in the rollout
+    dtype. The object-store transport gathers to the host instead (see `weight_export`)."""
+    if config.rollout.weight_sync != "collective":
+        return 0
+    bucket = int(config.rollout.weight_sync_bucket_mb * 2**20)
+    largest = shape.vocab * shape.hidden
+    return max(2 * bucket, largest * (4 + rollout_bytes))
 
 
 def _logits_bytes(learner, tokens: int, vocab: int) -> int:
@@ -206,8 +218,10 @@ def influence_worker(config: RunConfig, shape: ModelShape) -> RoleMemory:
 
 
 def weight_export(config: RunConfig, shape: ModelShape) -> RoleMemory:
-    """Rank 0's CPU copy of the full fp32 state dict, gathered for every weight sync and checkpoint."""
-    return RoleMemory("learner rank 0 (host)", "cpu", 1, {"full state dict": 4 * shape.parameters})
+    """Rank 0's CPU copy of the full fp32 state dict, gathered for every weight sync by the object-store transport
+    (none with `collective`; checkpoints are written shard by shard and gather nothing)."""
+    gathered = 4 * shape.parameters if config.rollout.weight_sync == "object_store" else 0
+    return RoleMemory("learner rank 0 (host)", "cpu", 1, {"full state dict": gathered})
 
 
 def plan(config: RunConfig) -> tuple[ModelShape, list[RoleMemory]]:

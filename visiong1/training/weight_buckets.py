@@ -7,6 +7,7 @@ travels alone.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -60,11 +61,14 @@ def plan_buckets(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, bucket_
 
 @dataclass
 class SendCounters:
-    """What one send moved: buckets, bytes, and the most gathered tensor bytes alive at once on this process."""
+    """What one send moved: buckets, bytes (per destination), the most gathered tensor bytes alive at once on this
+    process, and seconds spent gathering (shards into the flat buffer) and sending."""
 
     buckets: int = 0
     bytes: int = 0
     peak_alive_bytes: int = 0
+    gather_s: float = 0.0
+    send_s: float = 0.0
 
 
 def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch.Tensor], None] | None,
@@ -75,7 +79,7 @@ def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch
     counters = SendCounters()
     for index, bucket in enumerate(plan.buckets):
         buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device) if send else None
-        offset = 0
+        offset, started = 0, time.perf_counter()
         for slot in bucket:
             parameter = model.get_parameter(slot.name)
             full = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter.detach()
@@ -85,8 +89,11 @@ def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch
                 buffer[offset:offset + full.numel()].copy_(full.reshape(-1))
             offset += full.numel()
             del full
+        counters.gather_s += time.perf_counter() - started
         if send:
+            started = time.perf_counter()
             send(buffer)
+            counters.send_s += time.perf_counter() - started
             counters.buckets += 1
             counters.bytes += buffer.numel() * buffer.element_size()
     return counters
