@@ -88,10 +88,10 @@ class RolloutWorker:
         else:
             import torch
 
-            from actors.weight_sync import broadcast_from_first
+            from actors.weight_sync import post_broadcast_receive
             from visiong1.training.weight_buckets import receive_buckets
 
-            received = receive_buckets(plan, broadcast_from_first(self.sync_group), torch.device("cpu"))
+            received = receive_buckets(plan, post_broadcast_receive(self.sync_group), torch.device("cpu"))
             self.engine.load_weights({name: tensor.clone() for name, tensor in received}, version)
         return version
 

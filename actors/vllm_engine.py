@@ -47,10 +47,10 @@ class WeightSyncExtension:
 
     def receive_policy_weights(self, plan) -> int:
         """Stream the plan's buckets from the sync group straight into the model (one bucket alive at a time)."""
-        from actors.weight_sync import broadcast_from_first
+        from actors.weight_sync import post_broadcast_receive
         from visiong1.training.weight_buckets import receive_buckets
 
-        weights = receive_buckets(plan, broadcast_from_first(self.sync_group), self.device)
+        weights = receive_buckets(plan, post_broadcast_receive(self.sync_group), self.device)
         self.reload_weights(weights_iterator=weights)
         repack_tied_layers(self.model_runner.get_model())
         return sum(len(bucket) for bucket in plan.buckets)

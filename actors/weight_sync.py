@@ -29,8 +29,13 @@ def open_group(host: str, port: int, rank: int, world: int, timeout_s: float):
 
 
 def broadcast_from_first(group):
-    """`send`/`receive` callback for the bucket functions: a broadcast from the group's rank 0."""
+    """The sender's callback for `send_buckets`: a broadcast from the group's rank 0, waited for."""
     return lambda buffer: group.broadcast(buffer, 0).wait()
+
+
+def post_broadcast_receive(group):
+    """The receiver's callback for `receive_buckets`: the broadcast from rank 0 posted, not waited for."""
+    return lambda buffer: group.broadcast(buffer, 0)
 
 
 def weight_sync_for(config: RolloutConfig, learner, rollout):

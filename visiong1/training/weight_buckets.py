@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.distributed.tensor import DTensor
@@ -99,13 +99,20 @@ def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch
     return counters
 
 
-def receive_buckets(plan: BucketPlan, receive: Callable[[torch.Tensor], None], device: torch.device
+def receive_buckets(plan: BucketPlan, post_receive: Callable[[torch.Tensor], Any], device: torch.device
                     ) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs of `plan`, filling one flat buffer per bucket on `device` through `receive` as they are
-    consumed."""
-    for index, bucket in enumerate(plan.buckets):
+    """(name, tensor) pairs of `plan` as they are consumed. `post_receive(buffer)` starts filling a flat buffer on
+    `device` and returns something to `.wait()` on; the next bucket's receive is posted before this bucket's tensors
+    are handed out, so its transfer overlaps the engine loading this one (two buckets alive)."""
+    def post(index: int):
         buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device)
-        receive(buffer)
+        return buffer, post_receive(buffer)
+
+    pending = post(0) if plan.buckets else None
+    for index, bucket in enumerate(plan.buckets):
+        buffer, work = pending
+        work.wait()
+        pending = post(index + 1) if index + 1 < len(plan.buckets) else None
         offset = 0
         for slot in bucket:
             numel = _numel(slot.shape)
