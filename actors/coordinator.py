@@ -215,8 +215,7 @@ class Coordinator:
         run = self.control.check_cancel()
         for pid in self.rollout.check_health():
             self.log.emit(EventKind.ROLLOUT_REPLICA_REPLACED, pid=pid, reason="health probe unanswered")
-        if run.rollout_replicas is not None and run.rollout_replicas != self.rollout.size():
-            before = self.rollout.size()
+        if run.rollout_replicas is not None and run.rollout_replicas != (before := self.rollout.size()):
             self.rollout.scale(run.rollout_replicas)
             self.log.emit(EventKind.ROLLOUT_SCALED, replicas=self.rollout.size(), previous=before)
 
@@ -279,7 +278,8 @@ class Coordinator:
                                             cfg.rollout.temperature) if influence.enabled else None)
             self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature,
                                         cfg.round.step_timeout_s)
-            self.weight_sync = weight_sync_for(cfg.rollout, self.learner, self.rollout)
+            self.weight_sync = weight_sync_for(cfg.rollout, self.learner, self.rollout, lambda pid: self.log.emit(
+                EventKind.ROLLOUT_REPLICA_REPLACED, pid=pid, reason="dropped from a weight sync"))
 
     def _stop_roles(self) -> None:
         """Release the run's actors (and their CPUs/GPUs) and trackers; the coordinator stays to answer `events`."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ray
@@ -78,19 +79,30 @@ class LearnerWorker:
 
     def send_weights(self, keys: list[str], plan) -> dict:
         """Collective over the learner ranks: gather bucket by bucket; rank 0 broadcasts each bucket into the
-        groups `keys`. Returns rank 0's counters (buckets, bytes per group, peak gathered bytes alive)."""
+        groups `keys`. A group whose broadcast fails (its replica died, or stopped answering for the group's
+        timeout) is discarded, since a broken gloo group cannot be reused, and the others go on. Returns rank 0's
+        counters (buckets, bytes per group, peak gathered bytes alive) and the `failed` keys with their errors."""
         import dataclasses
 
         from actors.weight_sync import broadcast_from_first
 
-        senders = [broadcast_from_first(self.sync_groups[key]) for key in keys] if self.rank == 0 else []
+        senders = {key: broadcast_from_first(self.sync_groups[key]) for key in keys} if self.rank == 0 else {}
+        failed: dict[str, str] = {}
 
-        def send(buffer) -> None:
-            for sender in senders:
-                sender(buffer)
+        def send_to(key: str, buffer) -> None:
+            try:
+                senders[key](buffer)
+            except RuntimeError as error:  # gloo/NCCL report a lost or timed-out peer this way
+                failed[key] = str(error)
+                self.sync_groups.pop(key, None)
+
+        def send(buffer) -> None:  # to every group at once, so a stuck replica delays the others by one timeout
+            list(pool.map(lambda key: send_to(key, buffer), [key for key in senders if key not in failed]))
         started = time.perf_counter()
-        counters = self.trainer.send_weights(plan, send if self.rank == 0 else None)
-        return dataclasses.asdict(counters) | {"seconds": time.perf_counter() - started, "groups": len(keys)}
+        with ThreadPoolExecutor(max_workers=max(1, len(keys))) as pool:
+            counters = self.trainer.send_weights(plan, send if self.rank == 0 else None)
+        return dataclasses.asdict(counters) | {"seconds": time.perf_counter() - started, "groups": len(keys),
+                                               "failed": failed}
 
     def save_checkpoint(self, location: str, staging: str, extra: dict) -> dict[str, str]:
         """Collective; this rank writes its own files into `staging` and returns their sha256 by relative path."""

@@ -39,6 +39,7 @@ class RolloutWorker:
         from visiong1.engines.hf import HFEngine, SamplingParams
 
         self.config, self.engine_kind = config, engine
+        self.sync_group, self.sync_fault = None, None
         if engine == "vllm":
             from actors.vllm_engine import VLLMEngine
 
@@ -91,9 +92,19 @@ class RolloutWorker:
             from actors.weight_sync import post_broadcast_receive
             from visiong1.training.weight_buckets import receive_buckets
 
-            received = receive_buckets(plan, post_broadcast_receive(self.sync_group), torch.device("cpu"))
+            received = receive_buckets(plan, post_broadcast_receive(self.sync_group), torch.device("cpu"),
+                                       self._sync_fault)
             self.engine.load_weights({name: tensor.clone() for name, tensor in received}, version)
         return version
+
+    def inject_sync_fault(self, after_bucket: int, signal_number: int) -> None:
+        """Fault-test hook (transformers engine): this process sends itself `signal_number` (SIGKILL, SIGSTOP) once
+        it has received bucket `after_bucket` of its next collective sync."""
+        self.sync_fault = (after_bucket, signal_number)
+
+    def _sync_fault(self, index: int) -> None:
+        if self.sync_fault is not None and self.sync_fault[0] == index:
+            os.kill(os.getpid(), self.sync_fault[1])
 
     def raw_generate_rate(self, prompts: pa.Table, repeats: int) -> float:
         """Benchmark baseline: tokens/s of the bare engine call on these prompts (median of `repeats`)."""
@@ -285,6 +296,16 @@ class RolloutGroup:
             raise RuntimeError(f"rollout replica {replica.pid} failed and the restart budget "
                                f"({self.config.restart_budget}) is spent")
         return units
+
+    def replace(self, handles: list) -> list[int]:
+        """Quarantine the replicas behind `handles` (e.g. dropped from a weight sync) and start successors within
+        the restart budget; returns the PIDs replaced."""
+        ids = {handle._actor_id for handle in handles}
+        with self.lock:
+            failed = [replica for replica in self.replicas if replica.handle._actor_id in ids]
+        for replica in failed:
+            self._replace(replica, {})
+        return [replica.pid for replica in failed]
 
     def check_health(self) -> list[int]:
         """Probe every replica while no work is in flight; those that do not answer within

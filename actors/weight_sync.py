@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import datetime
+from typing import Callable
+
+import ray
 
 from actors.common import get_within
 from visiong1.config import RolloutConfig
@@ -19,13 +22,14 @@ from visiong1.config import RolloutConfig
 
 def open_group(host: str, port: int, rank: int, world: int, timeout_s: float):
     """A torch ProcessGroup of `world` processes outside torch.distributed's global state; rank 0 hosts its store at
-    `host:port`. Tensors broadcast over it must live on the backend's device (CUDA for NCCL)."""
+    `host:port`. Tensors broadcast over it must live on the backend's device (CUDA for NCCL). Receivers (rank > 0)
+    wait twice `timeout_s`: the sender may spend one timeout on another replica that stopped answering."""
     import torch
     from vllm.distributed.utils import stateless_init_torch_distributed_process_group
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    return stateless_init_torch_distributed_process_group(host, port, rank, world, backend,
-                                                          timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s if rank == 0 else 2 * timeout_s)
+    return stateless_init_torch_distributed_process_group(host, port, rank, world, backend, timeout=timeout)
 
 
 def broadcast_from_first(group):
@@ -38,10 +42,21 @@ def post_broadcast_receive(group):
     return lambda buffer: group.broadcast(buffer, 0)
 
 
-def weight_sync_for(config: RolloutConfig, learner, rollout):
-    """The configured transport between `learner` (a LearnerGroup) and `rollout` (a RolloutGroup)."""
+def _ok(ref) -> bool:
+    """Whether a finished receipt holds a version rather than an error (a replica that died mid-sync)."""
+    try:
+        ray.get(ref)
+    except ray.exceptions.RayError:
+        return False
+    return True
+
+
+def weight_sync_for(config: RolloutConfig, learner, rollout, on_drop: Callable[[int], None]):
+    """The configured transport between `learner` (a LearnerGroup) and `rollout` (a RolloutGroup); `on_drop(pid)`
+    hears of each replica a collective sync dropped and replaced."""
     if config.weight_sync == "collective":
-        return CollectiveWeightSync(learner, rollout, config.weight_sync_bucket_mb, config.weight_sync_timeout_s)
+        return CollectiveWeightSync(learner, rollout, config.weight_sync_bucket_mb, config.weight_sync_timeout_s,
+                                    on_drop)
     return ObjectStoreWeightSync(learner, rollout)
 
 
@@ -63,13 +78,15 @@ class CollectiveWeightSync:
     """Pushes the learners' current weights into every replica of a RolloutGroup over per-replica groups; a replica
     the group starts later is brought to the current version before it serves."""
 
-    def __init__(self, learner, rollout, bucket_mb: float, timeout_s: float):
-        self.learner, self.rollout, self.timeout_s = learner, rollout, timeout_s
+    def __init__(self, learner, rollout, bucket_mb: float, timeout_s: float,
+                 on_drop: Callable[[int], None] = lambda pid: None):
+        self.learner, self.rollout, self.timeout_s, self.on_drop = learner, rollout, timeout_s, on_drop
         plan = learner.ranks[0].weight_plan.remote(int(bucket_mb * 2**20))
         self.plan = get_within(plan, timeout_s, "weight sync plan")
         self.connected: set[str] = set()  # replica actor ids; each names its group on learner rank 0
         self.last = {}  # learner rank 0's SendCounters of the newest push
         self.version = 0  # the replicas start from the learners' version 0 (the same checkpoint)
+        self.dropped: list[int] = []  # PIDs of the replicas the newest push dropped and replaced
         rollout.catch_up = self._catch_up
 
     def push(self, version: int, timeout_s: float) -> list[int]:
@@ -81,20 +98,31 @@ class CollectiveWeightSync:
         """The newest push, as learner rank 0 saw it: seconds gathering and broadcasting, bytes per replica,
         buckets, and the most gathered bytes alive at once."""
         sent = self.last
-        return {"weight_sync/collective": 1.0, **{f"weight_sync/{key}": float(sent[key]) for key in
-                ("gather_s", "send_s", "bytes", "buckets", "peak_alive_bytes", "groups") if key in sent}}
+        return {"weight_sync/collective": 1.0, "weight_sync/dropped": float(len(self.dropped)),
+                **{f"weight_sync/{key}": float(sent[key]) for key in
+                   ("gather_s", "send_s", "bytes", "buckets", "peak_alive_bytes", "groups") if key in sent}}
 
     def _catch_up(self, handle) -> None:
         if self.version:
             self._send([handle], self.version, self.timeout_s)
 
     def _send(self, handles: list, version: int, timeout_s: float) -> list[int]:
+        """Broadcast `version` to `handles`; a replica whose group broke or that did not confirm within the sync
+        timeout is dropped from this sync, quarantined and replaced (its successor catches up before serving).
+        Returns the versions the replicas now hold."""
         keys = [self._connect(handle) for handle in handles]
         receipts = [handle.receive_weights.remote(self.plan, version) for handle in handles]
         sends = [rank.send_weights.remote(keys, self.plan) for rank in self.learner.ranks]
-        results = get_within(sends + receipts, timeout_s, f"collective weight sync to {len(handles)} replicas")
-        self.last = results[0]
-        return results[len(sends):]
+        self.last = get_within(sends, timeout_s, f"learners sending weights to {len(handles)} replicas")[0]
+        live = [ref for ref, key in zip(receipts, keys) if key not in self.last["failed"]]
+        confirmed, _ = ray.wait(live, num_returns=len(live), timeout=self.timeout_s)
+        dropped = [handle for handle, ref in zip(handles, receipts) if ref not in confirmed or not _ok(ref)]
+        for handle in dropped:
+            self.connected.discard(handle._actor_id.hex())
+        self.dropped = self.rollout.replace(dropped) if dropped else []
+        for pid in self.dropped:
+            self.on_drop(pid)
+        return [version] * len(handles)  # the survivors confirmed it, the successors caught up to it
 
     def _connect(self, handle) -> str:
         """The key of `handle`'s group on learner rank 0, forming the group on first use."""

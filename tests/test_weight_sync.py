@@ -4,6 +4,7 @@ learner's own recomputation, the sender never holds more than two buckets of gat
 reuse the group with the learners' processes unchanged."""
 
 import os
+import signal
 
 import pytest
 
@@ -45,6 +46,34 @@ def test_a_collective_sync_puts_the_learners_weights_into_the_replica(ray_cluste
         assert len(sync.connected) == 1  # the second sync reused the replica's group
         pids = ray_cluster.get([rank.__ray_call__.remote(lambda worker: os.getpid()) for rank in learner.ranks])
         assert pids == learner.pids  # the learners' processes (and their own process group) are untouched
+    finally:
+        rollout.shutdown()
+        learner.shutdown()
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+def test_a_replica_lost_in_the_middle_of_a_sync_is_dropped_and_replaced(ray_cluster, tiny_model, batches,  # noqa: F811
+                                                                        tmp_path, fault):
+    """One of two replicas gets the signal after receiving bucket 1 of 4: the learners drop its group (at once for a
+    dead peer, after the group's 8 s timeout for a stopped one) and finish the sync to the other; it is replaced by a
+    successor that catches up before serving; every sample after the sync is of the new version."""
+    learner = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
+    settings = rollout_config(**{"rollout.engine": "hf", "rollout.replicas": 2, "rollout.weight_sync": "collective"})
+    rollout = RolloutGroup(tiny_model, settings, SYSTEM, seed=0, cache_root=str(tmp_path))
+    dropped = []
+    try:
+        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=8, on_drop=dropped.append)
+        assert len(sync.plan.buckets) == 4
+        victim = rollout.replicas[0]
+        train(ray_cluster, learner, batches[:1])
+        ray_cluster.get(victim.handle.inject_sync_fault.remote(1, fault))
+        assert sync.push(1, timeout_s=120) == [1, 1]
+        assert dropped == [victim.pid] and rollout.size() == 2
+        assert victim.pid not in {replica.pid for replica in rollout.replicas}
+        groups = fetch(ray_cluster, rollout.generate(items_to_table(generate_pool(["counting"], 4, seed=6)), 120))
+        assert {sample.weight_version for group in groups for sample in group.samples} == {1}
+        pids = ray_cluster.get([rank.__ray_call__.remote(lambda worker: os.getpid()) for rank in learner.ranks])
+        assert pids == learner.pids
     finally:
         rollout.shutdown()
         learner.shutdown()

@@ -99,11 +99,12 @@ def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch
     return counters
 
 
-def receive_buckets(plan: BucketPlan, post_receive: Callable[[torch.Tensor], Any], device: torch.device
-                    ) -> Iterator[tuple[str, torch.Tensor]]:
+def receive_buckets(plan: BucketPlan, post_receive: Callable[[torch.Tensor], Any], device: torch.device,
+                    on_bucket: Callable[[int], None] = lambda index: None) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) pairs of `plan` as they are consumed. `post_receive(buffer)` starts filling a flat buffer on
     `device` and returns something to `.wait()` on; the next bucket's receive is posted before this bucket's tensors
-    are handed out, so its transfer overlaps the engine loading this one (two buckets alive)."""
+    are handed out, so its transfer overlaps the engine loading this one (two buckets alive). `on_bucket(index)`
+    hears of each bucket received."""
     def post(index: int):
         buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device)
         return buffer, post_receive(buffer)
@@ -112,6 +113,7 @@ def receive_buckets(plan: BucketPlan, post_receive: Callable[[torch.Tensor], Any
     for index, bucket in enumerate(plan.buckets):
         buffer, work = pending
         work.wait()
+        on_bucket(index)
         pending = post(index + 1) if index + 1 < len(plan.buckets) else None
         offset = 0
         for slot in bucket:
