@@ -29,9 +29,10 @@ def resolve_engine(config: RolloutConfig) -> str:
     return config.engine
 
 
-@ray.remote
+@ray.remote(concurrency_groups={"probe": 1})
 class RolloutWorker:
-    """One engine replica. Calls run one at a time, so a weight load never overlaps a generate."""
+    """One engine replica. Calls run one at a time, so a weight load never overlaps a generate; only the health
+    probe has its own concurrency group, so it answers during a long weight sync instead of queueing behind it."""
 
     def __init__(self, model_path: str, config: RolloutConfig, engine: str, system_prompt: str, seed: int):
         size_torch_threads(config.num_cpus)
@@ -116,6 +117,7 @@ class RolloutWorker:
             rates.append(sum(len(s.token_ids) for g in groups for s in g.samples) / (time.perf_counter() - started))
         return sorted(rates)[len(rates) // 2]
 
+    @ray.method(concurrency_group="probe")
     def probe(self) -> dict:
         return {"pid": os.getpid(), "version": self.engine.weight_version}
 

@@ -5,6 +5,8 @@ reuse the group with the learners' processes unchanged."""
 
 import os
 import signal
+import threading
+import time
 
 import pytest
 
@@ -72,6 +74,73 @@ def test_a_replica_lost_in_the_middle_of_a_sync_is_dropped_and_replaced(ray_clus
         assert victim.pid not in {replica.pid for replica in rollout.replicas}
         groups = fetch(ray_cluster, rollout.generate(items_to_table(generate_pool(["counting"], 4, seed=6)), 120))
         assert {sample.weight_version for group in groups for sample in group.samples} == {1}
+        pids = ray_cluster.get([rank.__ray_call__.remote(lambda worker: os.getpid()) for rank in learner.ranks])
+        assert pids == learner.pids
+    finally:
+        rollout.shutdown()
+        learner.shutdown()
+
+
+def test_the_health_probe_answers_while_a_replica_waits_in_a_sync(ray_cluster, tiny_model, batches,  # noqa: F811
+                                                                  tmp_path):
+    """A replica blocked receiving a sync still answers its health probe (its own concurrency group), so a probe at
+    that moment neither waits behind the sync nor marks the replica dead; the sync then completes."""
+    learner = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
+    settings = rollout_config(**{"rollout.engine": "hf", "rollout.weight_sync": "collective"})
+    rollout = RolloutGroup(tiny_model, settings, SYSTEM, seed=0, cache_root=str(tmp_path))
+    try:
+        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=30)
+        handle = rollout.replicas[0].handle
+        key = sync._connect(handle)
+        receipt = handle.receive_weights.remote(sync.plan, 1)  # waits for buckets nobody sends yet
+        time.sleep(1.0)
+        assert ray_cluster.get(handle.probe.remote(), timeout=5)["version"] == 0
+        assert rollout.check_health() == []
+        ray_cluster.get([rank.send_weights.remote([key], sync.plan) for rank in learner.ranks], timeout=60)
+        assert ray_cluster.get(receipt, timeout=60) == 1
+        assert ray_cluster.get(handle.probe.remote(), timeout=5)["version"] == 1
+    finally:
+        rollout.shutdown()
+        learner.shutdown()
+
+
+def test_scaling_during_a_stream_under_the_collective_sync_serves_no_stale_version(ray_cluster, tiny_model,
+                                                                                    batches, tmp_path):  # noqa: F811
+    """1 -> 2 -> 1 replicas while requests stream: the replica added after a sync joins with the current version
+    (its own new group; the learners untouched), nothing is lost, and nothing after the sync is of an old version."""
+    learner = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
+    settings = rollout_config(**{"rollout.engine": "hf", "rollout.weight_sync": "collective"})
+    rollout = RolloutGroup(tiny_model, settings, SYSTEM, seed=0, cache_root=str(tmp_path))
+    items = items_to_table(generate_pool(["counting"], 6, seed=5))
+    finished, errors, synced, shrunk = [], [], threading.Event(), threading.Event()
+
+    def stream() -> None:
+        try:
+            after_shrink = 0
+            while after_shrink < 2:
+                after_sync, after = synced.is_set(), shrunk.is_set()
+                finished.append((after_sync, fetch(ray_cluster, rollout.generate(items, 180))))
+                after_shrink += after
+        except Exception as error:  # a thread's exception must fail the test
+            errors.append(error)
+    try:
+        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=30)
+        served_before = dict(rollout.served)
+        worker = threading.Thread(target=stream)
+        worker.start()
+        train(ray_cluster, learner, batches[:1])
+        assert sync.push(1, timeout_s=120) == [1]
+        synced.set()
+        assert rollout.scale(2) == 2 and len(sync.connected) == 2  # the newcomer caught up through its own group
+        time.sleep(2.0)
+        assert rollout.scale(1) == 1
+        shrunk.set()
+        worker.join(timeout=300)
+        assert not errors and len(finished) >= 3
+        assert all(len(groups) == 6 and all(len(g.samples) == 3 for g in groups) for _, groups in finished)
+        assert {s.weight_version for after, groups in finished if after for g in groups for s in g.samples} == {1}
+        served = {pid: n - served_before.get(pid, 0) for pid, n in rollout.served.items()}
+        assert sum(1 for n in served.values() if n > 0) >= 2  # the added replica served units
         pids = ray_cluster.get([rank.__ray_call__.remote(lambda worker: os.getpid()) for rank in learner.ranks])
         assert pids == learner.pids
     finally:
