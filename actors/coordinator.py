@@ -167,7 +167,7 @@ class Coordinator:
             scoring = RoundState.SCORING if self.config.selection.offline_difficulty else RoundState.SELECTING
             with self._phase("select", scoring):
                 selected = self.selector.select(self.rollout, self.rewards, self.influence,
-                                                self.learner.async_export_weights)
+                                                self.weight_sync.load_into)
             self._reset_reference()
             sampler, first_step = self.selector.sampler(selected), 0
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -30,12 +31,29 @@ class InfluenceWorker:
         from visiong1.selection.influence import GradientFeaturizer  # torch: imported in the actor only
 
         self.featurizer = GradientFeaturizer(model_path, config, system_prompt, temperature)
-        self.version = 0
+        self.version, self.sync_group = 0, None
 
-    def load_weights(self, update: WeightUpdate) -> int:
+    def update_weights(self, update: WeightUpdate) -> int:
         self.featurizer.load_state_dict(ray.get(update.tensors))
         self.version = update.version
         return self.version
+
+    def sync_world(self) -> int:
+        return 1
+
+    def join_sync_group(self, host: str, port: int, world: int, timeout_s: float) -> None:
+        """Join a collective weight sync group whose rank 0 (a learner) hosts it at host:port."""
+        from actors.weight_sync import open_group
+
+        self.sync_group = open_group(host, port, 1, world, timeout_s)
+
+    def receive_weights(self, plan, version: int) -> int:
+        """Receive `version` over the sync group (the collective transport) and load it."""
+        from actors.weight_sync import receive_state_dict
+
+        self.featurizer.load_state_dict(receive_state_dict(self.sync_group, plan))
+        self.version = version
+        return version
 
     def squared_gradient_sum(self, rows: list[ItemRow], samples: dict | None = None) -> np.ndarray:
         """`[subset size]` sum of the items' squared gradients."""
@@ -75,14 +93,14 @@ class InfluencePool:
             ray.kill(worker)
 
     def score(self, candidates: list[ItemRow], targets: list[ItemRow], timeout_s: float,
-              update: ray.ObjectRef | None = None, samples: dict | None = None) -> tuple[np.ndarray, dict]:
+              load_policy: Callable[[list], Any] | None = None, samples: dict | None = None
+              ) -> tuple[np.ndarray, dict]:
         """Influence scores of `candidates` against `targets` (`samples` by item id for the policy-gradient
-        loss), after loading `update` into every actor; returns (scores, metrics). Only the rows' locators travel:
-        each actor reads its shard's items from storage."""
+        loss), after `load_policy(actors)` put the current policy into every actor (the run's weight sync);
+        returns (scores, metrics). Only the rows' locators travel: each actor reads its shard's items from storage."""
         started = time.perf_counter()
-        if update is not None:
-            get_within([worker.load_weights.remote(update) for worker in self.workers], timeout_s,
-                       "influence actors loading weights")
+        if load_policy is not None:
+            load_policy(self.workers)
         target_shards = shards(targets, len(self.workers))
         self._precondition(target_shards, samples, timeout_s)
         target_features = get_within([worker.features.remote(shard, samples)

@@ -88,14 +88,9 @@ class RolloutWorker:
         if self.engine_kind == "vllm":
             self.engine.receive_weights(plan, version)
         else:
-            import torch
+            from actors.weight_sync import receive_state_dict
 
-            from actors.weight_sync import post_broadcast_receive
-            from visiong1.training.weight_buckets import receive_buckets
-
-            received = receive_buckets(plan, post_broadcast_receive(self.sync_group), torch.device("cpu"),
-                                       self._sync_fault)
-            self.engine.load_weights({name: tensor.clone() for name, tensor in received}, version)
+            self.engine.load_weights(receive_state_dict(self.sync_group, plan, self._sync_fault), version)
         return version
 
     def inject_sync_fault(self, after_bucket: int, signal_number: int) -> None:

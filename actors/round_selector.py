@@ -111,9 +111,9 @@ class RoundSelector:
     def begin_round(self, index: int, config: RunConfig, round_dir: Path) -> None:
         self.round_index, self.config, self.round_dir = index, config, round_dir
 
-    def select(self, rollout, rewards, influence, export_weights: Callable) -> list[str]:
+    def select(self, rollout, rewards, influence, load_policy: Callable) -> list[str]:
         """The round's training items from the active pool: the difficulty band (when scored offline), then
-        influence against the targets (`export_weights()` gives the policy's weights, after round 0); every item's
+        influence against the targets (`load_policy(actors)` loads the policy into them, after round 0); every item's
         fate goes into the round's lineage, written before this returns (a resumed round reads it back)."""
         selection, timings, index = self.config.selection, {}, self.round_index
         candidates = [self.items[i] for i in self.active]
@@ -130,7 +130,7 @@ class RoundSelector:
         in_band = len(candidates)
         if selection.influence.enabled:
             with timed(timings, "influence"):
-                candidates = self._influence(candidates, difficulty, influence, export_weights)
+                candidates = self._influence(candidates, difficulty, influence, load_policy)
         for row in candidates:
             self.lineage[row.id]["selected"] = True
         self.write_lineage(final=False)
@@ -151,7 +151,7 @@ class RoundSelector:
             self.lineage.update({item_id: {**new_lineage(index, self.items[item_id]), "difficulty": Difficulty.RETIRED}
                                  for item_id in self.retired})
 
-    def _influence(self, candidates: list, difficulty: dict, influence, export_weights: Callable) -> list:
+    def _influence(self, candidates: list, difficulty: dict, influence, load_policy: Callable) -> list:
         """Score candidates against the targets on the influence pool (or reuse earlier verdicts when
         `curriculum.rescore_influence` is off); keep per the configured rule."""
         config = self.config.selection.influence
@@ -160,7 +160,7 @@ class RoundSelector:
         if fresh:
             samples = {i: {"responses": row["responses"], "rewards": row["rewards"]} for i, row in difficulty.items()}
             scores, metrics = influence.score(fresh, self.targets.values(), self.config.round.step_timeout_s,
-                                              export_weights() if self.round_index else None,
+                                              load_policy if self.round_index else None,
                                               samples if config.loss == "policy_gradient" else None)
             decisions = keep_decisions(scores, [row.domain for row in fresh], config.keep, config.threshold,
                                        config.top_fraction)

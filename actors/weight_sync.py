@@ -42,6 +42,17 @@ def post_broadcast_receive(group):
     return lambda buffer: group.broadcast(buffer, 0)
 
 
+def receive_state_dict(group, plan, on_bucket: Callable[[int], None] = lambda index: None) -> dict:
+    """The whole plan received over `group` as a CPU state dict (for actors that load a state dict at once: the
+    transformers engine, the influence workers)."""
+    import torch
+
+    from visiong1.training.weight_buckets import receive_buckets
+
+    received = receive_buckets(plan, post_broadcast_receive(group), torch.device("cpu"), on_bucket)
+    return {name: tensor.clone() for name, tensor in received}
+
+
 def _ok(ref) -> bool:
     """Whether a finished receipt holds a version rather than an error (a replica that died mid-sync)."""
     try:
@@ -57,18 +68,24 @@ def weight_sync_for(config: RolloutConfig, learner, rollout, on_drop: Callable[[
     if config.weight_sync == "collective":
         return CollectiveWeightSync(learner, rollout, config.weight_sync_bucket_mb, config.weight_sync_timeout_s,
                                     on_drop)
-    return ObjectStoreWeightSync(learner, rollout)
+    return ObjectStoreWeightSync(learner, rollout, config.weight_sync_timeout_s)
 
 
 class ObjectStoreWeightSync:
     """Rank 0's gathered tensors, put once in the object store; every replica (and every later one) reads them."""
 
-    def __init__(self, learner, rollout):
-        self.learner, self.rollout = learner, rollout
+    def __init__(self, learner, rollout, timeout_s: float):
+        self.learner, self.rollout, self.timeout_s = learner, rollout, timeout_s
 
     def push(self, version: int, timeout_s: float) -> list[int]:
         """Every replica loads the learners' current weights; returns the versions they report."""
         return self.rollout.update_weights(self.learner.async_export_weights(), timeout_s)
+
+    def load_into(self, handles: list) -> list[int]:
+        """Load the learners' current weights into other actors with `update_weights` (the influence workers)."""
+        update = self.learner.async_export_weights()
+        return get_within([handle.update_weights.remote(update) for handle in handles], self.timeout_s,
+                          f"weights into {len(handles)} actors")
 
     def metrics(self) -> dict[str, float]:
         return {"weight_sync/collective": 0.0}
@@ -102,14 +119,19 @@ class CollectiveWeightSync:
                 **{f"weight_sync/{key}": float(sent[key]) for key in
                    ("gather_s", "send_s", "bytes", "buckets", "peak_alive_bytes", "groups") if key in sent}}
 
+    def load_into(self, handles: list) -> list[int]:
+        """Send the newest pushed version to other actors over their own groups (the influence workers); raises
+        if one of them does not receive it."""
+        return self._send(handles, self.version, self.timeout_s, replace=False)
+
     def _catch_up(self, handle) -> None:
         if self.version:
             self._send([handle], self.version, self.timeout_s)
 
-    def _send(self, handles: list, version: int, timeout_s: float) -> list[int]:
+    def _send(self, handles: list, version: int, timeout_s: float, replace: bool = True) -> list[int]:
         """Broadcast `version` to `handles`; a replica whose group broke or that did not confirm within the sync
-        timeout is dropped from this sync, quarantined and replaced (its successor catches up before serving).
-        Returns the versions the replicas now hold."""
+        timeout is dropped from this sync, quarantined and replaced (its successor catches up before serving), or,
+        without `replace`, the sync fails naming it. Returns the versions the actors now hold."""
         keys = [self._connect(handle) for handle in handles]
         receipts = [handle.receive_weights.remote(self.plan, version) for handle in handles]
         sends = [rank.send_weights.remote(keys, self.plan) for rank in self.learner.ranks]
@@ -119,6 +141,9 @@ class CollectiveWeightSync:
         dropped = [handle for handle, ref in zip(handles, receipts) if ref not in confirmed or not _ok(ref)]
         for handle in dropped:
             self.connected.discard(handle._actor_id.hex())
+        if dropped and not replace:
+            raise RuntimeError(f"{len(dropped)} of {len(handles)} actors did not receive weight version {version}: "
+                               f"{self.last['failed'] or 'no confirmation within the sync timeout'}")
         self.dropped = self.rollout.replace(dropped) if dropped else []
         for pid in self.dropped:
             self.on_drop(pid)

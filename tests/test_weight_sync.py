@@ -146,3 +146,30 @@ def test_scaling_during_a_stream_under_the_collective_sync_serves_no_stale_versi
     finally:
         rollout.shutdown()
         learner.shutdown()
+
+
+def test_the_influence_pool_receives_the_policy_through_the_same_transport(ray_cluster, tiny_model, batches,  # noqa: F811
+                                                                           tmp_path):
+    import torch
+
+    from actors.influence import InfluencePool
+    from visiong1.config import load_config
+
+    learner = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
+    settings = rollout_config(**{"rollout.engine": "hf", "rollout.weight_sync": "collective"})
+    rollout = RolloutGroup(tiny_model, settings, SYSTEM, seed=0, cache_root=str(tmp_path))
+    influence = load_config(None, ["selection.influence.workers=1", "selection.influence.num_cpus=0.5"])
+    pool = InfluencePool(tiny_model, influence.selection.influence, SYSTEM, temperature=1.0)
+    try:
+        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=30)
+        train(ray_cluster, learner, batches[:1])
+        assert sync.push(1, timeout_s=120) == [1]
+        assert sync.load_into(pool.workers) == [1] and len(sync.connected) == 2
+        trained = ray_cluster.get(ray_cluster.get(learner.async_export_weights()).tensors)
+        held = ray_cluster.get(pool.workers[0].__ray_call__.remote(
+            lambda worker: {name: tensor.clone() for name, tensor in worker.featurizer.model.state_dict().items()}))
+        assert all(torch.equal(held[name], tensor) for name, tensor in trained.items())
+    finally:
+        pool.shutdown()
+        rollout.shutdown()
+        learner.shutdown()
