@@ -46,12 +46,15 @@ def export_model(store: CheckpointStore, directory: str, output_dir: str | Path,
         config.save_pretrained(output_dir)
         GenerationConfig.from_pretrained(hf).save_pretrained(output_dir)
         AutoProcessor.from_pretrained(hf).save_pretrained(output_dir)
+    from visiong1.training.dcp_storage import state_reader
+
     names = _exported_names(config)
-    shards = _shard_plan(store, f"{directory}/state", names, max_shard_bytes)
+    entries = state_reader(store, f"{directory}/state").read_metadata().state_dict_metadata
+    shards = _shard_plan(entries, names, max_shard_bytes)
     weight_map = {}
     for index, shard in enumerate(shards, 1):
         file = "model.safetensors" if len(shards) == 1 else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
-        tensors = _load_tensors(store, f"{directory}/state", shard)
+        tensors = _load_tensors(store, f"{directory}/state", {name: entries[f"model.{name}"] for name in shard})
         save_file({names[key]: tensor for key, tensor in tensors.items()}, str(output_dir / file),
                   metadata={"format": "pt"})
         weight_map.update(dict.fromkeys((names[key] for key in shard), file))
@@ -73,11 +76,9 @@ def _exported_names(config) -> dict[str, str]:
     return names
 
 
-def _shard_plan(store: CheckpointStore, state_dir: str, names: dict[str, str], max_shard_bytes: int) -> list[list]:
-    """The saved model tensors to export (DCP metadata entries), grouped in order into shards of bounded bytes."""
-    from visiong1.training.dcp_storage import state_reader
-
-    entries = state_reader(store, state_dir).read_metadata().state_dict_metadata
+def _shard_plan(entries: dict, names: dict[str, str], max_shard_bytes: int) -> list[list[str]]:
+    """The saved model tensors to export (names of DCP metadata `entries`), grouped in order into shards of bounded
+    bytes."""
     shards, size = [[]], 0
     for key, entry in entries.items():
         name = key.removeprefix("model.")
@@ -92,17 +93,14 @@ def _shard_plan(store: CheckpointStore, state_dir: str, names: dict[str, str], m
     return [shard for shard in shards if shard]
 
 
-def _load_tensors(store: CheckpointStore, state_dir: str, names: list[str]):
-    """Whole tensors `names` of the saved model, read in one pass over just their byte ranges."""
+def _load_tensors(store: CheckpointStore, state_dir: str, entries: dict) -> dict:
+    """Whole tensors of the saved model (name -> its DCP metadata entry), read in one pass over just their byte
+    ranges."""
     import torch
     import torch.distributed.checkpoint as dcp
 
     from visiong1.training.dcp_storage import state_reader
 
-    reader = state_reader(store, state_dir)
-    entries = reader.read_metadata().state_dict_metadata
-    tensors = {name: torch.empty(tuple(entries[f"model.{name}"].size), dtype=entries[f"model.{name}"].properties.dtype)
-               for name in names}
-    dcp.load({"model": tensors}, storage_reader=reader, no_dist=True)
+    tensors = {name: torch.empty(tuple(entry.size), dtype=entry.properties.dtype) for name, entry in entries.items()}
+    dcp.load({"model": tensors}, storage_reader=state_reader(store, state_dir), no_dist=True)
     return tensors
-

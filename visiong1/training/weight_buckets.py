@@ -7,6 +7,7 @@ travels alone.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -34,21 +35,19 @@ class BucketPlan:
         return getattr(torch, self.dtype)
 
     def bucket_numel(self, index: int) -> int:
-        return sum(_numel(slot.shape) for slot in self.buckets[index])
+        return sum(math.prod(slot.shape) for slot in self.buckets[index])
 
     @property
     def nbytes(self) -> int:
-        itemsize = torch.empty((), dtype=self.torch_dtype).element_size()
-        return sum(self.bucket_numel(i) for i in range(len(self.buckets))) * itemsize
+        return sum(self.bucket_numel(i) for i in range(len(self.buckets))) * self.torch_dtype.itemsize
 
 
 def plan_buckets(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, bucket_bytes: int) -> BucketPlan:
     """Group `shapes` (name -> full shape, in the order they will be gathered) into buckets of at most
     `bucket_bytes` in `dtype`; a larger tensor gets a bucket of its own."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
     buckets, current, size = [], [], 0
     for name, shape in shapes.items():
-        nbytes = _numel(shape) * itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if current and size + nbytes > bucket_bytes:
             buckets.append(tuple(current))
             current, size = [], 0
@@ -117,13 +116,7 @@ def receive_buckets(plan: BucketPlan, post_receive: Callable[[torch.Tensor], Any
         pending = post(index + 1) if index + 1 < len(plan.buckets) else None
         offset = 0
         for slot in bucket:
-            numel = _numel(slot.shape)
+            numel = math.prod(slot.shape)
             yield slot.name, buffer[offset:offset + numel].view(slot.shape)
             offset += numel
 
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
