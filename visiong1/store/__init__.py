@@ -42,10 +42,10 @@ from visiong1.store.records import (
     allowed_transitions,
 )
 from visiong1.store.events import TERMINAL_EVENTS, EventKind
-from visiong1.store.store import DEFAULT_FILENAME, RunStore
+from visiong1.store.store import DEFAULT_FILENAME, LOST_REASON, RunStore
 
 __all__ = [
-    "DEFAULT_FILENAME", "INACTIVE_STATES", "MIGRATIONS", "PHASE_ORDER", "ActiveRoundExists",
+    "DEFAULT_FILENAME", "INACTIVE_STATES", "LOST_REASON", "MIGRATIONS", "PHASE_ORDER", "ActiveRoundExists",
     "Conflict", "Event", "EventKind", "IdempotencyInProgress", "IdempotencyKeyReused", "IllegalTransition", "MetricsRow",
     "Migration", "NotFound", "Round", "RoundNotFound", "RoundState", "Run", "RunCancelled", "RunExists",
     "RunNotFound", "RunStatus", "RunStore", "SchemaVersionError", "StepAlreadyRecorded", "StoreError",

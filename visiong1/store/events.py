@@ -21,6 +21,7 @@ class EventKind(str, Enum):
     SELECTION = "selection"
     INFLUENCE = "influence"
     STEP = "step"
+    STEPS_SUPERSEDED = "steps_superseded"
     ROLLOUT_REPLICA_REPLACED = "rollout_replica_replaced"
     ROLLOUT_SCALED = "rollout_scaled"
     ROUND_MANIFEST = "round_manifest"
@@ -28,6 +29,7 @@ class EventKind(str, Enum):
     EVALUATION = "evaluation"
     CHECKPOINT = "checkpoint"
     CHECKPOINT_REFUSED = "checkpoint_refused"
+    RUN_RETRYING = "run_retrying"
     RUN_CANCELLED = "run_cancelled"
     RUN_FINISHED = "run_finished"
     RUN_FAILED = "run_failed"
@@ -69,6 +71,10 @@ EVENTS: dict[EventKind, EventSpec] = {
     EventKind.STEP: EventSpec(("round", "step", "metrics"),
                               "A training step was committed; `metrics` holds `reward/*`, `train/*`, `time/*`, "
                               "`rollout/*` and, with dynamic sampling, `dynamic/*`."),
+    EventKind.STEPS_SUPERSEDED: EventSpec(("from_step", "attempt", "steps"),
+                                          "A restarted run redoes the steps from `from_step` (after its newest "
+                                          "checkpoint): their committed rows were superseded and are committed "
+                                          "again as they are redone."),
     EventKind.ROLLOUT_REPLICA_REPLACED: EventSpec(("pid", "reason"),
                                                   "A rollout replica failed its health probe and was replaced."),
     EventKind.ROLLOUT_SCALED: EventSpec(("replicas", "previous"), "The rollout group was scaled at a step boundary."),
@@ -85,11 +91,16 @@ EVENTS: dict[EventKind, EventSpec] = {
     EventKind.CHECKPOINT: EventSpec(("path", "steps_done", "round"), "A resumable checkpoint was committed."),
     EventKind.CHECKPOINT_REFUSED: EventSpec(("path", "error"), "On resume, the checkpoint at `path` failed "
                                             "verification; the previous complete one is loaded instead."),
+    EventKind.RUN_RETRYING: EventSpec(("attempt", "error", "backoff_s"),
+                                      "The run hit `error` and restarts its roles from its newest checkpoint after "
+                                      "`backoff_s` (retry `attempt` of `round.max_retries`)."),
     EventKind.RUN_CANCELLED: EventSpec(("reason",), "A cancel request was honoured at a step boundary."),
     EventKind.RUN_FINISHED: EventSpec(("steps",), "The run ended (terminal).",
                                       "the run summary (`checkpoint`, `evaluations`, `controls`, `phase_seconds`, "
                                       "`report`, ...) or, for a cancelled run, `cancelled` (the reason)"),
-    EventKind.RUN_FAILED: EventSpec(("error",), "The run failed (terminal).", "`traceback`"),
+    EventKind.RUN_FAILED: EventSpec(("error",), "The run failed (terminal; `POST /v1/runs/{id}/resume` restarts it "
+                                    "from its newest checkpoint).", "`traceback`; `reason` `coordinator_lost` when "
+                                    "the API's watchdog found the coordinator gone or its heartbeat stale"),
 }
 
 

@@ -100,8 +100,26 @@ def _create_tables_v1(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+def _add_heartbeat_and_superseded_v2(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE runs ADD COLUMN heartbeat_at FLOAT"))
+    meta = sa.MetaData()
+    sa.Table("runs", meta, sa.Column("id", sa.Text, primary_key=True))  # the key's target; exists, not created
+    sa.Table(
+        "superseded_metrics", meta,
+        sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), primary_key=True),
+        sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("round_index", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("step", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("metrics", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("superseded_at", sa.Double, nullable=False),
+    )
+    meta.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, rounds, events, metrics, idempotency keys", _create_tables_v1),
+    Migration(2, "coordinator heartbeats; metrics rows superseded by a redo", _add_heartbeat_and_superseded_v2),
 )
 
 

@@ -78,6 +78,8 @@ class Run:
     """Id of the newest event of this run (0 before the first)."""
     created_at: float
     updated_at: float
+    heartbeat_at: float | None = None
+    """When the run's coordinator last reported alive (None before its first heartbeat)."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ runs = sa.Table(
     sa.Column("last_event_id", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("heartbeat_at", sa.Float),
 )
 
 rounds = sa.Table(
@@ -55,6 +56,17 @@ metrics = sa.Table(
     sa.Column("metrics", sa.Text, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.ForeignKeyConstraint(["run_id", "round_index"], ["rounds.run_id", "rounds.round_index"]),
+)
+
+superseded_metrics = sa.Table(
+    "superseded_metrics", metadata,
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("round_index", sa.Integer, primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("metrics", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("superseded_at", sa.Double, nullable=False),
 )
 
 idempotency_keys = sa.Table(

@@ -61,6 +61,8 @@ from visiong1.store.records import (
 
 DEFAULT_FILENAME = "store.sqlite3"
 """The SQLite file created when `RunStore.open` is given a directory."""
+LOST_REASON = "coordinator_lost"
+"""`run_failed`'s reason when the API's watchdog found the run's coordinator gone or silent."""
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Run ids name directories and Ray actors too: keep them to safe characters."""
@@ -151,6 +153,41 @@ class RunStore:
             conn.execute(schema.runs.update().where(schema.runs.c.id == run_id).values(cancel_requested=True))
             _refresh_run_status(conn, run_id, time.time())
             return _run(_select_run(conn, run_id))
+
+    def heartbeat(self, run_id: str) -> None:
+        """Record that the run's coordinator is alive now (the API's watchdog reads `Run.heartbeat_at`)."""
+        with self._writes.begin() as conn:
+            _select_run(conn, run_id)
+            conn.execute(schema.runs.update().where(schema.runs.c.id == run_id).values(heartbeat_at=time.time()))
+
+    def runs_with_status(self, *statuses: RunStatus) -> list[Run]:
+        """Every run whose status is one of `statuses`, oldest first."""
+        query = (sa.select(schema.runs).where(schema.runs.c.status.in_([RunStatus(s).value for s in statuses]))
+                 .order_by(schema.runs.c.created_at))
+        with self._reads.begin() as conn:
+            return [_run(row) for row in conn.execute(query)]
+
+    def mark_coordinator_lost(self, run_id: str, reason: str) -> bool:
+        """Fail the run's active round with error `coordinator_lost: <reason>` and write `run_failed` (reason
+        `coordinator_lost`) in one transaction. False when no round is active (nothing to mark, or another API
+        replica marked it first)."""
+        error = f"{LOST_REASON}: {reason}"
+        now = time.time()
+        with self._writes.begin() as conn:
+            _lock_run(conn, run_id)
+            active = conn.execute(_active_round_query(run_id)).one_or_none()
+            if active is None:
+                return False
+            conn.execute(schema.rounds.update()
+                         .where(schema.rounds.c.run_id == run_id, schema.rounds.c.round_index == active.round_index)
+                         .values(state=RoundState.FAILED.value, error=error, updated_at=now, finished_at=now))
+            _append_event(conn, run_id, EventKind.ROUND_STATE.value, active.round_index, now,
+                          {"round": active.round_index, "state": RoundState.FAILED.value, "previous": active.state,
+                           "error": error})
+            _append_event(conn, run_id, EventKind.RUN_FAILED.value, active.round_index, now,
+                          {"error": error, "reason": LOST_REASON})
+            _refresh_run_status(conn, run_id, now)
+            return True
 
     def set_rollout_replicas(self, run_id: str, replicas: int) -> Run:
         """Set the run's rollout replica target (at least 1); its coordinator applies it."""
@@ -313,6 +350,39 @@ class RunStore:
             _select_run(conn, run_id)
             return [MetricsRow(row.run_id, row.round_index, row.step, json.loads(row.metrics),
                                row.created_at) for row in conn.execute(query)]
+
+    def supersede_steps(self, run_id: str, from_step: int) -> list[tuple[int, int]]:
+        """Move the run's metrics rows with step >= `from_step` to `superseded_metrics` (a restart redoes those
+        steps and commits them again) and write a `steps_superseded` event, in one transaction. Returns the
+        (round, step) pairs moved, in order; nothing is written when there are none."""
+        current = schema.metrics.c
+        moved = (current.run_id == run_id, current.step >= from_step)
+        now = time.time()
+        with self._writes.begin() as conn:
+            _lock_run(conn, run_id)
+            rows = conn.execute(sa.select(schema.metrics).where(*moved).order_by(current.round_index, current.step)).all()
+            if not rows:
+                return []
+            attempt = 1 + (conn.scalar(sa.select(sa.func.max(schema.superseded_metrics.c.attempt))
+                                       .where(schema.superseded_metrics.c.run_id == run_id)) or 0)
+            conn.execute(schema.superseded_metrics.insert(), [
+                {"run_id": run_id, "attempt": attempt, "round_index": row.round_index, "step": row.step,
+                 "metrics": row.metrics, "created_at": row.created_at, "superseded_at": now} for row in rows])
+            conn.execute(schema.metrics.delete().where(*moved))
+            steps = [(row.round_index, row.step) for row in rows]
+            _append_event(conn, run_id, EventKind.STEPS_SUPERSEDED.value, rows[0].round_index, now,
+                          {"from_step": from_step, "attempt": attempt, "steps": [step for _, step in steps]})
+            return steps
+
+    def superseded_for(self, run_id: str) -> list[MetricsRow]:
+        """Metrics rows a redo replaced, by attempt, round and step."""
+        table = schema.superseded_metrics.c
+        query = (sa.select(schema.superseded_metrics).where(table.run_id == run_id)
+                 .order_by(table.attempt, table.round_index, table.step))
+        with self._reads.begin() as conn:
+            _select_run(conn, run_id)
+            return [MetricsRow(row.run_id, row.round_index, row.step, json.loads(row.metrics), row.created_at)
+                    for row in conn.execute(query)]
 
     def last_committed_step(self, run_id: str, round_index: int) -> int | None:
         """The highest step recorded for the round; None before its first step."""
@@ -539,7 +609,8 @@ def _to_json(value: Any) -> str:
 def _run(row: Row) -> Run:
     return Run(id=row.id, config=json.loads(row.config), status=RunStatus(row.status),
                cancel_requested=bool(row.cancel_requested), rollout_replicas=row.rollout_replicas,
-               last_event_id=row.last_event_id, created_at=row.created_at, updated_at=row.updated_at)
+               last_event_id=row.last_event_id, created_at=row.created_at, updated_at=row.updated_at,
+               heartbeat_at=row.heartbeat_at)
 
 
 def _round(row: Row) -> Round:
