@@ -36,6 +36,7 @@ from visiong1.store import (
     RunNotFound,
     RunStatus,
     RunStore,
+    SampleGroupPlan,
     SchemaVersionError,
     StepAlreadyRecorded,
     StoredResponse,
@@ -410,7 +411,7 @@ def test_superseded_steps_move_aside_and_a_redo_commits_them_again(store):
     assert [(m.round_index, m.step) for m in store.metrics_for("r1")] == [(0, 0), (0, 1)]
     superseded = store.events_after("r1", before)
     assert [(e.kind, e.payload) for e in superseded] == [
-        ("steps_superseded", {"from_step": 2, "attempt": 1, "steps": [2, 3, 4, 5]})]
+        ("steps_superseded", {"from_step": 2, "attempt": 1, "steps": [2, 3, 4, 5], "samples": 0})]
     for step in (3, 4):  # the redo commits the steps again (a done round's step stays superseded)
         store.record_metrics("r1", 1, step, {"step": step, "try": 2})
     assert store.supersede_steps("r1", 4) == [(1, 4)]
@@ -419,6 +420,31 @@ def test_superseded_steps_move_aside_and_a_redo_commits_them_again(store):
     assert [(m.round_index, m.step, m.metrics["try"]) for m in store.superseded_for("r1")] == [
         (0, 2, 1), (1, 3, 1), (1, 4, 1), (1, 5, 1), (1, 4, 2)]
     assert [e.kind for e in store.events_after("r1", before)].count("steps_superseded") == 2
+
+
+def test_the_ledger_settles_each_sample_once_and_counts_the_lost(store):
+    """Scheduled samples meet their planned fate when their step commits; a redo supersedes the open ones and
+    schedules again under the next attempt; what is still scheduled when its round ends is lost."""
+    store.create_run("r1", {})
+    store.start_round("r1")
+    store.transition_round("r1", 0, RoundState.TRAINING)
+    plan = [SampleGroupPlan("p0", [None, None]), SampleGroupPlan("p1", ["out_of_band", "out_of_band"]),
+            SampleGroupPlan("p2", [None, "excluded"])]
+    assert store.schedule_samples("r1", 0, 0, plan) == 6
+    assert store.ledger_summary("r1", 0)["in_flight"] == 6
+    store.record_metrics("r1", 0, 0, {"step": 0})
+    store.schedule_samples("r1", 0, 1, plan[:1])  # step 1 dies before it commits ...
+    assert store.supersede_steps("r1", 1) == []  # ... no metrics row to move, but its samples are superseded
+    assert store.get_run("r1").attempt == 2
+    store.schedule_samples("r1", 0, 1, plan[:1])  # the redo, under attempt 2
+    store.record_metrics("r1", 0, 1, {"step": 1})
+    store.schedule_samples("r1", 0, 2, plan[:1])  # step 2 never commits and the round ends
+    store.transition_round("r1", 0, RoundState.FAILED, error="lost on purpose")
+    assert store.ledger_summary("r1", 0) == {
+        "round": 0, "state": "failed", "samples": 12, "trained": 5, "superseded": 2,
+        "dropped": {"out_of_band": 2, "excluded": 1}, "in_flight": 0, "lost": 2}
+    events = [e.payload for e in store.events_after("r1", 0, limit=100) if e.kind == "steps_superseded"]
+    assert events == [{"from_step": 1, "attempt": 1, "steps": [], "samples": 2}]
 
 
 def test_heartbeats_and_a_lost_coordinator_fail_the_active_round_once(store):

@@ -35,6 +35,7 @@ from visiong1.store.records import (
     RunExists,
     RunNotFound,
     RunStatus,
+    SampleGroupPlan,
     SchemaVersionError,
     StepAlreadyRecorded,
     StoredResponse,
@@ -48,6 +49,6 @@ __all__ = [
     "DEFAULT_FILENAME", "INACTIVE_STATES", "LOST_REASON", "MIGRATIONS", "PHASE_ORDER", "ActiveRoundExists",
     "Conflict", "Event", "EventKind", "IdempotencyInProgress", "IdempotencyKeyReused", "IllegalTransition", "MetricsRow",
     "Migration", "NotFound", "Round", "RoundNotFound", "RoundState", "Run", "RunCancelled", "RunExists",
-    "RunNotFound", "RunStatus", "RunStore", "SchemaVersionError", "StepAlreadyRecorded", "StoreError",
-    "StoredResponse", "TERMINAL_EVENTS", "allowed_transitions",
+    "RunNotFound", "RunStatus", "RunStore", "SampleGroupPlan", "SchemaVersionError", "StepAlreadyRecorded",
+    "StoreError", "StoredResponse", "TERMINAL_EVENTS", "allowed_transitions",
 ]

@@ -71,10 +71,10 @@ EVENTS: dict[EventKind, EventSpec] = {
     EventKind.STEP: EventSpec(("round", "step", "metrics"),
                               "A training step was committed; `metrics` holds `reward/*`, `train/*`, `time/*`, "
                               "`rollout/*` and, with dynamic sampling, `dynamic/*`."),
-    EventKind.STEPS_SUPERSEDED: EventSpec(("from_step", "attempt", "steps"),
+    EventKind.STEPS_SUPERSEDED: EventSpec(("from_step", "attempt", "steps", "samples"),
                                           "A restarted run redoes the steps from `from_step` (after its newest "
-                                          "checkpoint): their committed rows were superseded and are committed "
-                                          "again as they are redone."),
+                                          "checkpoint): their committed rows (`steps`) and ledger samples "
+                                          "(`samples`) of `attempt` were superseded; the redo commits them again."),
     EventKind.ROLLOUT_REPLICA_REPLACED: EventSpec(("pid", "reason"),
                                                   "A rollout replica failed its health probe and was replaced."),
     EventKind.ROLLOUT_SCALED: EventSpec(("replicas", "previous"), "The rollout group was scaled at a step boundary."),

@@ -100,8 +100,9 @@ def _create_tables_v1(conn: Connection) -> None:
     meta.create_all(conn)
 
 
-def _add_heartbeat_and_superseded_v2(conn: Connection) -> None:
+def _add_recovery_tables_v2(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE runs ADD COLUMN heartbeat_at FLOAT"))
+    conn.execute(sa.text("ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1"))
     meta = sa.MetaData()
     sa.Table("runs", meta, sa.Column("id", sa.Text, primary_key=True))  # the key's target; exists, not created
     sa.Table(
@@ -114,12 +115,26 @@ def _add_heartbeat_and_superseded_v2(conn: Connection) -> None:
         sa.Column("created_at", sa.Double, nullable=False),
         sa.Column("superseded_at", sa.Double, nullable=False),
     )
+    sa.Table(
+        "ledger", meta,
+        sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), primary_key=True),
+        sa.Column("step", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("group_index", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("sample", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("round_index", sa.Integer, nullable=False),
+        sa.Column("prompt_id", sa.Text, nullable=False),
+        sa.Column("fate", sa.Text, nullable=False),
+        sa.Column("planned", sa.Text, nullable=False),
+        sa.Column("reason", sa.Text),
+    )
     meta.create_all(conn)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, rounds, events, metrics, idempotency keys", _create_tables_v1),
-    Migration(2, "coordinator heartbeats; metrics rows superseded by a redo", _add_heartbeat_and_superseded_v2),
+    Migration(2, "coordinator heartbeats, run attempts, superseded metrics rows, the sample ledger",
+              _add_recovery_tables_v2),
 )
 
 

@@ -80,6 +80,8 @@ class Run:
     updated_at: float
     heartbeat_at: float | None = None
     """When the run's coordinator last reported alive (None before its first heartbeat)."""
+    attempt: int = 1
+    """1 + how many times a restart superseded steps of the run (ledger rows are filed under it)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,14 @@ class MetricsRow:
     step: int
     metrics: dict[str, Any]
     created_at: float
+
+
+@dataclass(frozen=True)
+class SampleGroupPlan:
+    """One generated group as the ledger schedules it: per sample, None (it trains) or why it is dropped."""
+
+    prompt_id: str
+    drop_reasons: list[str | None]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ runs = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("heartbeat_at", sa.Float),
+    sa.Column("attempt", sa.Integer, nullable=False),
 )
 
 rounds = sa.Table(
@@ -68,6 +69,22 @@ superseded_metrics = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("superseded_at", sa.Double, nullable=False),
 )
+
+ledger = sa.Table(
+    "ledger", metadata,
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("group_index", sa.Integer, primary_key=True),
+    sa.Column("sample", sa.Integer, primary_key=True),
+    sa.Column("round_index", sa.Integer, nullable=False),
+    sa.Column("prompt_id", sa.Text, nullable=False),
+    sa.Column("fate", sa.Text, nullable=False),
+    sa.Column("planned", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+)
+"""One row per sample a step generated: `fate` is `scheduled` until the step commits (then `planned`: `trained` or
+`dropped` with a `reason`) or a redo supersedes it (`superseded`)."""
 
 idempotency_keys = sa.Table(
     "idempotency_keys", metadata,

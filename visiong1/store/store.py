@@ -53,6 +53,7 @@ from visiong1.store.records import (
     RunExists,
     RunNotFound,
     RunStatus,
+    SampleGroupPlan,
     StepAlreadyRecorded,
     StoredResponse,
     StoreError,
@@ -61,6 +62,8 @@ from visiong1.store.records import (
 
 DEFAULT_FILENAME = "store.sqlite3"
 """The SQLite file created when `RunStore.open` is given a directory."""
+SCHEDULED, TRAINED, DROPPED, SUPERSEDED = "scheduled", "trained", "dropped", "superseded"
+"""Sample fates in the ledger."""
 LOST_REASON = "coordinator_lost"
 """`run_failed`'s reason when the API's watchdog found the run's coordinator gone or silent."""
 
@@ -124,7 +127,8 @@ class RunStore:
             with self._writes.begin() as conn:
                 conn.execute(schema.runs.insert().values(
                     id=run_id, config=_to_json(dict(config)), status=RunStatus.CREATED.value,
-                    cancel_requested=False, rollout_replicas=None, last_event_id=0, created_at=now, updated_at=now))
+                    cancel_requested=False, rollout_replicas=None, last_event_id=0, created_at=now, updated_at=now,
+                    attempt=1))
                 # Read back what JSON made of the config (tuples become lists, keys strings).
                 return _run(_select_run(conn, run_id))
         except sa.exc.IntegrityError as error:
@@ -327,7 +331,7 @@ class RunStore:
         metrics = dict(metrics)
         now = time.time()
         with self._writes.begin() as conn:
-            _lock_run(conn, run_id)
+            run = _lock_run(conn, run_id)
             current = _round(_select_round(conn, run_id, round_index))
             if not current.active:
                 raise Conflict(f"round {round_index} of run {run_id!r} is {current.state.value}: "
@@ -337,6 +341,10 @@ class RunStore:
                                           "recorded")
             conn.execute(schema.metrics.insert().values(run_id=run_id, round_index=round_index, step=step,
                                                         metrics=_to_json(metrics), created_at=now))
+            ledger = schema.ledger.c  # the step's scheduled samples meet their planned fate with it
+            conn.execute(schema.ledger.update().where(
+                ledger.run_id == run_id, ledger.step == step, ledger.attempt == run.attempt,
+                ledger.fate == SCHEDULED).values(fate=ledger.planned))
             return _append_event(conn, run_id, EventKind.STEP.value, round_index, now,
                                  {"round": round_index, "step": step, "metrics": metrics})
 
@@ -352,27 +360,67 @@ class RunStore:
                                row.created_at) for row in conn.execute(query)]
 
     def supersede_steps(self, run_id: str, from_step: int) -> list[tuple[int, int]]:
-        """Move the run's metrics rows with step >= `from_step` to `superseded_metrics` (a restart redoes those
-        steps and commits them again) and write a `steps_superseded` event, in one transaction. Returns the
-        (round, step) pairs moved, in order; nothing is written when there are none."""
-        current = schema.metrics.c
-        moved = (current.run_id == run_id, current.step >= from_step)
+        """Supersede everything of steps >= `from_step` (a restart redoes them): their metrics rows move to
+        `superseded_metrics`, their ledger rows become `superseded`, the run's attempt counter advances and a
+        `steps_superseded` event is written, in one transaction. Returns the (round, step) pairs of the metrics
+        rows moved, in order; nothing is written when no row of those steps exists."""
+        metrics, ledger = schema.metrics.c, schema.ledger.c
+        moved = (metrics.run_id == run_id, metrics.step >= from_step)
+        open_samples = (ledger.run_id == run_id, ledger.step >= from_step, ledger.fate != SUPERSEDED)
         now = time.time()
         with self._writes.begin() as conn:
-            _lock_run(conn, run_id)
-            rows = conn.execute(sa.select(schema.metrics).where(*moved).order_by(current.round_index, current.step)).all()
-            if not rows:
+            attempt = _lock_run(conn, run_id).attempt
+            rows = conn.execute(sa.select(schema.metrics).where(*moved)
+                                .order_by(metrics.round_index, metrics.step)).all()
+            samples = conn.scalar(sa.select(sa.func.count()).select_from(schema.ledger).where(*open_samples))
+            if not rows and not samples:
                 return []
-            attempt = 1 + (conn.scalar(sa.select(sa.func.max(schema.superseded_metrics.c.attempt))
-                                       .where(schema.superseded_metrics.c.run_id == run_id)) or 0)
-            conn.execute(schema.superseded_metrics.insert(), [
-                {"run_id": run_id, "attempt": attempt, "round_index": row.round_index, "step": row.step,
-                 "metrics": row.metrics, "created_at": row.created_at, "superseded_at": now} for row in rows])
+            if rows:
+                conn.execute(schema.superseded_metrics.insert(), [
+                    {"run_id": run_id, "attempt": attempt, "round_index": row.round_index, "step": row.step,
+                     "metrics": row.metrics, "created_at": row.created_at, "superseded_at": now} for row in rows])
             conn.execute(schema.metrics.delete().where(*moved))
+            conn.execute(schema.ledger.update().where(*open_samples).values(fate=SUPERSEDED))
+            conn.execute(schema.runs.update().where(schema.runs.c.id == run_id).values(attempt=attempt + 1))
             steps = [(row.round_index, row.step) for row in rows]
-            _append_event(conn, run_id, EventKind.STEPS_SUPERSEDED.value, rows[0].round_index, now,
-                          {"from_step": from_step, "attempt": attempt, "steps": [step for _, step in steps]})
+            _append_event(conn, run_id, EventKind.STEPS_SUPERSEDED.value, rows[0].round_index if rows else None, now,
+                          {"from_step": from_step, "attempt": attempt, "steps": [step for _, step in steps],
+                           "samples": samples})
             return steps
+
+    # Sample ledger
+
+    def schedule_samples(self, run_id: str, round_index: int, step: int, groups: list[SampleGroupPlan]) -> int:
+        """Enter a step's generated samples in the ledger as `scheduled` under the run's current attempt, each with
+        its planned fate (`trained`, or `dropped` with a reason) that `record_metrics` of the step makes real.
+        Returns the number of samples entered."""
+        with self._writes.begin() as conn:
+            attempt = _lock_run(conn, run_id).attempt
+            _select_round(conn, run_id, round_index)
+            rows = [{"run_id": run_id, "step": step, "attempt": attempt, "group_index": index, "sample": sample,
+                     "round_index": round_index, "prompt_id": group.prompt_id, "fate": SCHEDULED,
+                     "planned": TRAINED if reason is None else DROPPED, "reason": reason}
+                    for index, group in enumerate(groups) for sample, reason in enumerate(group.drop_reasons)]
+            if rows:
+                conn.execute(schema.ledger.insert(), rows)
+            return len(rows)
+
+    def ledger_summary(self, run_id: str, round_index: int) -> dict[str, Any]:
+        """The round's samples by fate: `trained`, `dropped` (by reason), `superseded`, `scheduled` (in flight while
+        the round is active) and `lost` (still scheduled after the round ended: the target is 0)."""
+        ledger = schema.ledger.c
+        query = (sa.select(ledger.fate, ledger.reason, sa.func.count()).where(
+            ledger.run_id == run_id, ledger.round_index == round_index).group_by(ledger.fate, ledger.reason))
+        with self._reads.begin() as conn:
+            round_ = _round(_select_round(conn, run_id, round_index))
+            counts = conn.execute(query).all()
+        by_fate = {fate: sum(n for f, _, n in counts if f == fate)
+                   for fate in (TRAINED, DROPPED, SUPERSEDED, SCHEDULED)}
+        return {"round": round_index, "state": round_.state.value, "samples": sum(n for *_, n in counts),
+                "trained": by_fate[TRAINED], "superseded": by_fate[SUPERSEDED],
+                "dropped": {reason: n for fate, reason, n in counts if fate == DROPPED},
+                "in_flight": by_fate[SCHEDULED] if round_.active else 0,
+                "lost": 0 if round_.active else by_fate[SCHEDULED]}
 
     def superseded_for(self, run_id: str) -> list[MetricsRow]:
         """Metrics rows a redo replaced, by attempt, round and step."""
@@ -610,7 +658,7 @@ def _run(row: Row) -> Run:
     return Run(id=row.id, config=json.loads(row.config), status=RunStatus(row.status),
                cancel_requested=bool(row.cancel_requested), rollout_replicas=row.rollout_replicas,
                last_event_id=row.last_event_id, created_at=row.created_at, updated_at=row.updated_at,
-               heartbeat_at=row.heartbeat_at)
+               heartbeat_at=row.heartbeat_at, attempt=row.attempt)
 
 
 def _round(row: Row) -> Round:
