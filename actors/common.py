@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import ray
 from ray.exceptions import GetTimeoutError
@@ -44,9 +45,20 @@ def shard_bounds(total: int, parts: int, min_size: int = 1) -> list[tuple[int, i
 
 
 def get_within(refs, timeout_s: float, culprit: str):
-    """`ray.get` with a deadline; on expiry the error says which phase/actor did not answer."""
+    """`ray.get` with a deadline; on expiry the error says which phase/actor did not answer. Of a list, the first
+    task to fail raises at once: a rank blocked in a collective with a dead peer must not hold the wait until the
+    deadline."""
+    deadline = time.monotonic() + timeout_s
     try:
-        return ray.get(refs, timeout=timeout_s)
+        if not isinstance(refs, list):
+            return ray.get(refs, timeout=timeout_s)
+        values, pending = {}, list(dict.fromkeys(refs))
+        while pending:
+            done, pending = ray.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                raise GetTimeoutError(f"{len(pending)} of {len(refs)} tasks pending")
+            values[done[0]] = ray.get(done[0])
+        return [values[ref] for ref in refs]
     except GetTimeoutError as error:
         raise TimeoutError(f"{culprit} did not finish within {timeout_s:.0f}s") from error
 

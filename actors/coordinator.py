@@ -8,9 +8,9 @@ live in the RoundSelector. No torch here: the control plane imports this module 
 
 from __future__ import annotations
 
+import itertools
 import time
 import traceback
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,16 +22,16 @@ from actors.learner import LearnerGroup, prepare_model
 from actors.reward import RewardPool
 from actors.rollout import RolloutGroup
 from actors.round_selector import RoundSelector
-from actors.run_control import RunControl
+from actors.run_control import Heartbeat, RunControl
 from actors.run_log import RunLog
 from actors.weight_sync import weight_sync_for
-from actors.selection import (check_staleness, domain_accuracy, dynamic_metrics, evaluate, reward_metrics,
+from actors.selection import (check_trainable, domain_accuracy, dynamic_metrics, evaluate, reward_metrics,
                               sample_step, timed)
 from visiong1.algorithms.advantages import grpo_advantages
-from visiong1.config import RunConfig, absolute_paths, with_overrides, write_resolved
+from visiong1.config import RunConfig, with_overrides, write_resolved
 from visiong1.eval.heldout import blank_images
 from visiong1.selection.curriculum import CurriculumSampler
-from visiong1.store import DEFAULT_FILENAME, Round, RoundState, RunCancelled, RunNotFound, RunStore
+from visiong1.store import DEFAULT_FILENAME, Round, RoundState, RunCancelled, RunStore
 from visiong1.store.events import EventKind
 from visiong1.training.checkpoint import CheckpointStore, run_checkpoints
 from visiong1.types import RoundCursor
@@ -46,17 +46,18 @@ class Coordinator:
         self.base_config = config  # the run's config; `config` is the round in progress's (with its overrides)
         self.run_dir = Path(run_dir)
         self.checkpoints = run_checkpoints(config.learner.checkpoint_uri, run_id, run_dir)
-        self.round_index, self.global_step = 0, 0
         self.store = RunStore.open(config.store or Path(config.output_dir) / DEFAULT_FILENAME)
         self.log = RunLog(run_id, self.store, self.run_dir)
         self.control = RunControl(self.store, run_id)
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        """Where a run stands before its roles start (again, for a retry); a resume then restores from the store."""
+        self.config, self.round_index, self.global_step = self.base_config, 0, 0
         self.policy_version = 0  # the learner's newest weight version, as last pushed to rollout
-        self.selector = RoundSelector(config, self.run_dir, self.log.emit)
+        self.selector = RoundSelector(self.base_config, self.run_dir, self.log.emit)
         self.model_path, self.weight_sync = None, None  # the starting policy; the rollout.weight_sync transport
-        self.rollout: RolloutGroup | None = None
-        self.rewards: RewardPool | None = None
-        self.influence: InfluencePool | None = None
-        self.learner: LearnerGroup | None = None
+        self.rollout = self.rewards = self.influence = self.learner = None  # the role groups, from `_start_roles`
 
     def events(self, after: int = 0) -> list[dict]:
         """Events with sequence number >= `after`, in order."""
@@ -73,15 +74,16 @@ class Coordinator:
         self.log.phase_time(name, time.perf_counter() - started)
 
     def run(self) -> dict:
-        """Run every round end to end; returns the summary (also the `run_finished` event and summary.json). After
-        a restart of this actor (Ray retries `run`), it resumes from the last resumable checkpoint."""
-        resume_from = self._resume_point()
-        if resume_from is None:
-            self.store.create_run(self.run_id, self.config.model_dump(mode="json"))
-            self.log.emit(EventKind.RUN_STARTED, run_dir=str(self.run_dir), rounds=self.config.round.rounds,
-                          steps=self.config.round.steps)
+        """Run every round end to end; returns the summary (also the `run_finished` event and summary.json). A run
+        already in the store (Ray restarted this actor, or `POST /v1/runs/{id}/resume` replaced it) resumes from its
+        newest checkpoint that verifies; every failure ends in `run_failed` with its round `failed` (resumable)."""
         try:
-            summary = self._run(resume_from)
+            if not (resuming := self.control.register(self.config)):
+                self.log.emit(EventKind.RUN_STARTED, run_dir=str(self.run_dir), rounds=self.config.round.rounds,
+                              steps=self.config.round.steps)
+            CheckpointStore(self.checkpoints).remove_stale()
+            with Heartbeat(self.store, self.run_id, self.base_config.round.watchdog_s):
+                summary = self._run_with_retries(resuming)
         except RunCancelled as cancelled:  # a request through the store, honoured at a step boundary
             self.log.emit(EventKind.RUN_CANCELLED, reason=str(cancelled))
             self.log.emit(EventKind.RUN_FINISHED, cancelled=str(cancelled), steps=self.global_step)
@@ -94,23 +96,37 @@ class Coordinator:
         self.log.emit(EventKind.RUN_FINISHED, **summary)
         return summary
 
-    def _run(self, resume_from: str | None) -> dict:
+    def _run_with_retries(self, resuming: bool) -> dict:
+        """`_run`, retried from the newest checkpoint (roles restarted) after an actor's failure or a deadline, up
+        to `round.max_retries` times with doubling backoff; errors of the coordinator's own code are not retried."""
+        retry = self.base_config.round
+        for attempt in itertools.count(1):
+            try:
+                return self._run(resuming)
+            except (ray.exceptions.RayError, TimeoutError) as error:
+                if attempt > retry.max_retries:
+                    raise
+                backoff = retry.retry_backoff_s * 2 ** (attempt - 1)
+                self.log.emit(EventKind.RUN_RETRYING, attempt=attempt, error=f"{type(error).__name__}: {error}",
+                              backoff_s=backoff)
+            self._stop_roles()
+            self._fresh_state()
+            time.sleep(backoff)
+            resuming = True
+
+    def _run(self, resuming: bool) -> dict:
         """Start the roles, run the configured rounds and those started over REST, then the controls, the final
         checkpoint and the summary."""
         write_resolved(self.config, self.run_dir)
         self.log.open_trackers(self.config)
         self._start_roles()
-        cursor = self._restore(resume_from) if resume_from else None
-        if cursor is None:
+        cursor = self._restore() if resuming else None
+        if not any(evaluation["label"] == "initial" for evaluation in self.log.evaluations):
             with self._phase("evaluate"):
                 self._evaluate("initial")
-        done = sum(r.state is RoundState.DONE for r in self.store.list_rounds(self.run_id))
-        for _ in range(self.config.round.rounds - done):
-            stored = self.store.active_round(self.run_id) or self.store.start_round(self.run_id)
+        while (stored := self.control.next_round(self.base_config.round)) is not None:
             self._round(stored, cursor if cursor and cursor.round == stored.index else None)
             cursor = None
-        while (requested := self.control.wait_for_round(self.base_config.round.idle_timeout_s)) is not None:
-            self._round(requested)
         if self.config.eval.blank_image_control:
             with self._phase("evaluate"):
                 self._evaluate("blank_images", blank_images(self.selector.held_out_items()), control=True)
@@ -119,55 +135,49 @@ class Coordinator:
         return self.log.summary(checkpoint, self.config.round.rounds)
 
     def _fail(self, error: BaseException) -> None:
-        """Fail the round in progress (resumable) and publish `run_failed`."""
+        """Publish `run_failed` and fail the round in progress (resumable); the event goes out even when failing
+        the round raises."""
         message = f"{type(error).__name__}: {error}"
-        self.control.fail_active(message)
-        self.log.emit(EventKind.RUN_FAILED, error=message, traceback=traceback.format_exc())
-
-    def _resume_point(self) -> str | None:
-        """The checkpoint store to resume from if this run is in the store (the actor restarted); stale saves go."""
-        checkpoints = CheckpointStore(self.checkpoints)
-        checkpoints.remove_stale()
         try:
-            self.store.get_run(self.run_id)
-        except RunNotFound:
-            return None
-        if checkpoints.latest() is None:
-            raise RuntimeError(f"run {self.run_id} restarted before its first resumable checkpoint; start a new run "
-                               f"(round.checkpoint_every=1 makes every step resumable)")
-        return self.checkpoints
+            self.control.fail_active(message)
+        finally:
+            self.log.emit(EventKind.RUN_FAILED, error=message, traceback=traceback.format_exc())
 
-    def _restore(self, location: str) -> RoundCursor:
-        """Learner, data cursor, rollout weights and history from the newest checkpoint that verifies."""
-        timeout = self.config.round.step_timeout_s
-        path, extra = self.learner.restore_newest(location, timeout, lambda refused, error: self.log.emit(
-            EventKind.CHECKPOINT_REFUSED, path=refused, error=str(error)))
-        cursor = RoundCursor.from_json(extra)
-        self.global_step, self.log.store_round = cursor.steps_done, cursor.round
-        self.selector.restore(cursor)
-        self.policy_version = min(self.weight_sync.push(cursor.policy_version, timeout))
-        committed = self.store.last_committed_step(self.run_id, cursor.round)
-        if cursor.last_metrics and (committed is None or committed < self.global_step - 1):
+    def _restore(self) -> RoundCursor | None:
+        """Learner, data cursor and rollout weights from the newest checkpoint that verifies (None: there is none,
+        the first round is redone from the start). Steps committed after it are superseded: they are redone."""
+        timeout, path, cursor = self.config.round.step_timeout_s, None, None
+        if CheckpointStore(self.checkpoints).latest() is not None:
+            path, extra = self.learner.restore_newest(self.checkpoints, timeout, lambda refused, error: self.log.emit(
+                EventKind.CHECKPOINT_REFUSED, path=refused, error=str(error)))
+            cursor = RoundCursor.from_json(extra)
+            self.global_step, self.log.store_round = cursor.steps_done, cursor.round
+            self.selector.restore(cursor)
+            self.policy_version = min(self.weight_sync.push(cursor.policy_version, timeout))
+        self.store.supersede_steps(self.run_id, self.global_step)
+        if cursor and cursor.last_metrics and self.store.last_committed_step(self.run_id, cursor.round) != \
+                self.global_step - 1:
             self.log.commit_step(cursor.last_metrics)  # saved, then the actor died before committing it
         self.log.reload()
-        committed = self.log.history[-1]["step"] if self.log.history else -1
-        if committed >= self.global_step:
-            raise RuntimeError(f"steps up to {committed} are committed but the newest checkpoint holds "
-                               f"{self.global_step} steps: resuming would repeat steps (round.checkpoint_every=1 "
-                               f"checkpoints every step)")
-        self.log.emit(EventKind.RUN_RESUMED, checkpoint=path, steps_done=self.global_step, round=cursor.round)
+        self.log.emit(EventKind.RUN_RESUMED, checkpoint=path, steps_done=self.global_step,
+                      round=cursor.round if cursor else None)
         return cursor
 
     def _round(self, stored: Round, cursor: RoundCursor | None = None) -> None:
         """One round: select from the current pool, train, carry the curriculum over, evaluate, checkpoint. The
         round's overrides (`round.steps`, `selection.*`) apply to it alone. With a resume `cursor` from inside this
-        round's training, selection is not repeated and training continues after the checkpointed step."""
+        round's training, selection is not repeated and training continues after the checkpointed step; a round
+        restarted without one reuses its written selection (when it got that far) and trains from its first step."""
         self._begin_round(stored)
+        if cursor is not None and cursor.round_complete:  # saved by the checkpoint phase: only `done` is missing
+            self.control.advance(self.round_index, RoundState.DONE)
+            return
         if cursor is None:
-            scoring = RoundState.SCORING if self.config.selection.offline_difficulty else RoundState.SELECTING
-            with self._phase("select", scoring):
-                selected = self.selector.select(self.rollout, self.rewards, self.influence,
-                                                self.weight_sync.load_into)
+            if (selected := self.selector.written_selection()) is None:
+                scoring = RoundState.SCORING if self.config.selection.offline_difficulty else RoundState.SELECTING
+                with self._phase("select", scoring):
+                    selected = self.selector.select(self.rollout, self.rewards, self.influence,
+                                                    self.weight_sync.load_into)
             self._reset_reference()
             sampler, first_step = self.selector.sampler(selected), 0
         else:
@@ -181,7 +191,7 @@ class Coordinator:
         with self._phase("evaluate", RoundState.EVALUATING):
             self._evaluate(f"round_{self.round_index}")
         with self._phase("checkpoint", RoundState.CHECKPOINTING):
-            self._save_resumable(sampler, selected, self.global_step)
+            self._save_resumable(sampler, selected, self.global_step, round_complete=True)
         self.control.advance(self.round_index, RoundState.DONE)
 
     def _begin_round(self, stored: Round) -> None:
@@ -193,8 +203,7 @@ class Coordinator:
 
     def _reset_reference(self) -> None:
         """From round 1 on, with `learner.kl_reference: round`, the KL anchors to the policy the round starts from."""
-        learner = self.config.learner
-        if self.round_index and learner.kl_coef and learner.kl_reference == "round":
+        if self.round_index and self.config.learner.kl_coef and self.config.learner.kl_reference == "round":
             self.learner.reset_reference(self.config.round.step_timeout_s)
 
     def _train(self, sampler: CurriculumSampler, selected: list[str], first_step: int) -> None:
@@ -223,8 +232,9 @@ class Coordinator:
         """Sample, compute advantages, train on the kept groups and push the new weights; returns the metrics."""
         cfg, timings = self.config, {}
         sampled = sample_step(lambda count: self.selector.draw(sampler, count), self.rollout, self.rewards, cfg, timings)
+        self.store.schedule_samples(self.run_id, self.round_index, step, sampled.ledger_plan())
         trained = [s for s, keep in zip(sampled.scores, sampled.keep) if keep]
-        check_staleness(trained, self.policy_version, cfg.rollout.max_staleness)
+        check_trainable(trained, self.policy_version, cfg)
         advantages = grpo_advantages([s.rewards for s in sampled.scores], [s.excluded for s in sampled.scores],
                                      scale_by_std=cfg.learner.advantage_std_scale)
         advantages = [row if keep else [None] * len(row) for row, keep in zip(advantages, sampled.keep)]
@@ -242,12 +252,12 @@ class Coordinator:
                 "rollout/weight_version": self.policy_version, "time/step_s": sum(timings.values())}
 
     def _save_resumable(self, sampler: CurriculumSampler, selected: list[str], round_start: int,
-                        last_metrics: dict | None = None) -> str:
+                        last_metrics: dict | None = None, round_complete: bool = False) -> str:
         """Learner state plus the data cursor, so a restarted coordinator continues with the same prompts."""
         cursor = RoundCursor(steps_done=self.global_step, round=self.round_index, round_start_step=round_start,
                              policy_version=self.policy_version, active=self.selector.active,
                              retired=self.selector.retired, selected=selected, sampler=sampler.state_dict(),
-                             last_metrics=last_metrics)
+                             last_metrics=last_metrics, round_complete=round_complete)
         path = self.learner.save_checkpoint(self.checkpoints, self.global_step, cursor.to_json(),
                                             self.config.round.step_timeout_s)
         self.log.emit(EventKind.CHECKPOINT, path=path, steps_done=self.global_step, round=self.round_index)
@@ -288,13 +298,3 @@ class Coordinator:
                 group.shutdown()
         self.log.close()
 
-
-def start_run(config: RunConfig, detached: bool = False):
-    """Create the run's coordinator actor (named by the run id) and start its round; returns (id, handle, ref)."""
-    config = absolute_paths(config)
-    run_id = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    run_dir = Path(config.output_dir) / run_id
-    # A coordinator whose process dies is restarted once and its `run` retried: it resumes from its checkpoint.
-    options = {"name": run_id, "lifetime": "detached" if detached else None, "max_restarts": 1, "max_task_retries": 1}
-    coordinator = Coordinator.options(**options).remote(run_id, config, str(run_dir))
-    return run_id, coordinator, coordinator.run.remote()

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from visiong1.cluster import connect
-from actors.coordinator import start_run
+from actors.launch import start_run
 from visiong1.config import RunConfig, load_config_tree
 from visiong1.eval.plots import plot_metrics
 from visiong1.selection.lineage import corrupted_shares

@@ -15,6 +15,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.common import get_within, node_resources, quiet_transformers, size_torch_threads
 from visiong1.config import LearnerConfig, RunConfig
+from visiong1.faults import crash_once
 from visiong1.training.checkpoint import CheckpointCorruptError, CheckpointStore
 from visiong1.types import SampleGroup, TrainBatch, WeightUpdate
 
@@ -53,6 +54,7 @@ class LearnerWorker:
         return os.getpid()
 
     def train_step(self, step: int, advantages: list[list[float | None]], *shards: list[SampleGroup]) -> dict:
+        crash_once("train")
         groups = [group for shard in shards for group in shard]
         return self.trainer.train_step(TrainBatch(groups=groups, advantages=advantages, step=step))
 

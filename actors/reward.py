@@ -6,6 +6,7 @@ import ray
 
 from actors.common import node_resources, shard_bounds
 from visiong1.config import RewardConfig
+from visiong1.faults import crash_once
 from visiong1.rewards.judge import RewardJudge
 from visiong1.types import GroupScores, SampleGroup
 
@@ -23,6 +24,7 @@ class RewardWorker:
 
     def score_groups(self, *shards: list[SampleGroup]) -> list[GroupScores]:
         """Score every sample of every group; shards are the per-replica outputs of a rollout call."""
+        crash_once("score")
         groups = [group for shard in shards for group in shard]
         requests = [{"response": sample.text, "ground_truth": group.prompt.answer,
                      "answer_type": group.prompt.answer_type, "domain": group.prompt.domain,

@@ -17,6 +17,7 @@ from ray.exceptions import RayActorError
 
 from actors.common import get_within, node_resources, quiet_transformers, shard_bounds, size_torch_threads
 from visiong1.config import RolloutConfig
+from visiong1.faults import crash_once
 from visiong1.types import WeightUpdate, table_to_items
 
 
@@ -57,6 +58,7 @@ class RolloutWorker:
         """Arrow table of prompt items -> (list[SampleGroup], receipt). The receipt is small: the group reads it
         to learn the outcome without fetching the samples. `greedy` samples one answer per prompt (evaluation);
         `samples` overrides the group size (difficulty scoring)."""
+        crash_once("generate")
         started = time.perf_counter()
         params = dataclasses.replace(self.params, n=samples) if samples else self.params
         params = dataclasses.replace(params, n=1, greedy=True) if greedy else params
@@ -66,6 +68,7 @@ class RolloutWorker:
                         "version": self.engine.weight_version, "pid": os.getpid()}
 
     def update_weights(self, update: WeightUpdate) -> int:
+        crash_once("weight_load")
         self.engine.load_weights(ray.get(update.tensors), update.version)
         return update.version
 
@@ -163,12 +166,13 @@ class RolloutGroup:
         handle = RolloutWorker.options(**options).remote(self.model_path, self.config, self.engine,
                                                          self.system_prompt, self.seed + self.counters["started"])
         self.counters["started"] += 1
-        timeout = self.config.request_timeout_s
-        pid = get_within(handle.probe.remote(), timeout, "new rollout replica start")["pid"]
+        pid = get_within(handle.probe.remote(), self.config.start_timeout_s, "new rollout replica start "
+                         "(rollout.start_timeout_s)")["pid"]
         if self.catch_up is not None:  # serve only with the current weights
             self.catch_up(handle)
         elif self.update_ref is not None:
-            get_within(handle.update_weights.remote(self.update_ref), timeout, f"weight load into replica {pid}")
+            get_within(handle.update_weights.remote(self.update_ref), self.config.request_timeout_s,
+                       f"weight load into replica {pid}")
         return Replica(handle, pid)
 
     def scale(self, replicas: int) -> int:
@@ -284,14 +288,13 @@ class RolloutGroup:
         orphans = [receipt for receipt, (_, owner, _, _) in in_flight.items() if owner is replica]
         units = [in_flight.pop(receipt)[0] for receipt in orphans]
         self.counters["redispatched"] += len(units)
-        if self.counters["restarts"] < self.config.restart_budget:
-            self.counters["restarts"] += 1
-            successor = self._start_replica()
-            with self.lock:
-                self.replicas.append(successor)
-        elif self.size() == 0:
+        if self.counters["restarts"] >= self.config.restart_budget:  # fail loudly rather than shrink
             raise RuntimeError(f"rollout replica {replica.pid} failed and the restart budget "
-                               f"({self.config.restart_budget}) is spent")
+                               f"(rollout.restart_budget={self.config.restart_budget}) is spent")
+        self.counters["restarts"] += 1
+        successor = self._start_replica()
+        with self.lock:
+            self.replicas.append(successor)
         return units
 
     def replace(self, handles: list) -> list[int]:
@@ -317,15 +320,25 @@ class RolloutGroup:
             self._replace(replica, {})
         return [replica.pid for replica in failed]
 
-    def update_weights(self, update_ref, timeout_s: float) -> list[int]:
-        """Push one WeightUpdate (ObjectRef) to every replica and wait; later units run on the new version."""
+    def update_weights(self, update_ref, timeout_s: float) -> tuple[list[int], list[int]]:
+        """Push one WeightUpdate (ObjectRef) to every replica and wait; later units run on the new version. A
+        replica that dies loading it is replaced (its successor loads it before serving). Returns the versions the
+        replicas now hold and the PIDs replaced."""
         with self.lock:
             self.update_ref = update_ref
-            handles = [r.handle for r in self.replicas]
-        versions = get_within([h.update_weights.remote(update_ref) for h in handles], timeout_s,
-                              f"weight sync to {len(handles)} rollout replicas")
+            loads = {replica.handle.update_weights.remote(update_ref): replica for replica in self.replicas}
+        deadline, replaced = time.monotonic() + timeout_s, []
+        for ref, replica in loads.items():
+            try:
+                get_within(ref, max(0.0, deadline - time.monotonic()), f"weight load into replica {replica.pid}")
+            except RayActorError:
+                self._replace(replica, {})
+                replaced.append(replica.pid)
+        with self.lock:
+            probes = [replica.handle.probe.remote() for replica in self.replicas]
+        versions = [probe["version"] for probe in get_within(probes, timeout_s, "rollout replica versions")]
         self.version = min(versions)
-        return versions
+        return versions, replaced
 
     def metrics(self) -> dict[str, float]:
         with self.lock:

@@ -172,6 +172,14 @@ class RoundSelector:
             self.lineage[row.id].update(influence_score=score, influence=reason)
         return [row for row in candidates if self.influence_verdicts[row.id][1] == Influence.KEPT]
 
+    def written_selection(self) -> list[str] | None:
+        """The item ids this round selected before a restart (its lineage is read back), or None when the round had
+        not written its selection yet."""
+        if not (self.round_dir / "manifest.parquet").exists():
+            return None
+        self.resume_round()
+        return [item_id for item_id, row in self.lineage.items() if row["selected"]]
+
     def resume_round(self) -> None:
         """The lineage of a round whose selection was written before a restart."""
         self.lineage = {row["id"]: row for row in read_round_manifest(self.round_dir / "manifest.parquet")}

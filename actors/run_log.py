@@ -14,6 +14,7 @@ import numpy as np
 from visiong1.config import RunConfig
 from visiong1.eval.report import write_report
 from visiong1.eval.trackers import Trackers
+from visiong1.faults import crash_once
 from visiong1.store import RunStore
 from visiong1.store.events import EventKind
 
@@ -59,6 +60,7 @@ class RunLog:
     def commit_step(self, metrics: dict) -> None:
         """Persist a step (run store first, then metrics.jsonl and trackers) and publish it."""
         self.emit(EventKind.STEP, **metrics)
+        crash_once(f"committed_step_{metrics['step']}")
         self.history.append(metrics)
         with (self.run_dir / "metrics.jsonl").open("a") as sink:
             sink.write(json.dumps(metrics) + "\n")
@@ -80,6 +82,7 @@ class RunLog:
 
     def reload(self) -> None:
         """Step metrics and evaluations back from the store (after a coordinator restart)."""
+        crash_once("resuming")
         self.history = [row.metrics for row in self.store.metrics_for(self.run_id)]
         self.evaluations = [e.payload for e in self.store.events_after(self.run_id, 0, limit=100_000)
                             if e.kind == EventKind.EVALUATION]

@@ -17,6 +17,7 @@ from visiong1.config import RunConfig
 from visiong1.eval.heldout import pass_at_k, per_domain
 from visiong1.selection.difficulty import DifficultyStore, difficulty_record, in_band, pass_rate
 from visiong1.data.pool_index import ItemRow, read_items
+from visiong1.store import SampleGroupPlan
 from visiong1.types import GroupScores, PromptItem, items_to_table
 
 ACCURACY_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -95,6 +96,16 @@ class SampledStep:
     scores: list[GroupScores] = field(default_factory=list)
     keep: list[bool] = field(default_factory=list)
     batches: int = 0
+    drop_reasons: list[str | None] = field(default_factory=list)
+    """Per group: None when it trains, else `out_of_band` (mean accuracy outside its band) or `surplus` (beyond
+    the step's target)."""
+
+    def ledger_plan(self) -> list[SampleGroupPlan]:
+        """Every generated sample's planned fate for the ledger: trained, or dropped with its group's reason or,
+        in a kept group, `excluded` when the reward pool left it out."""
+        return [SampleGroupPlan(score.prompt_id, [group_reason or ("excluded" if score.excluded and score.excluded[i]
+                                                                    else None) for i in range(len(score.rewards))])
+                for score, group_reason in zip(self.scores, self.drop_reasons)]
 
 
 def dynamic_sample(draw: Callable[[int], list[PromptItem]], rollout, rewards, config: RunConfig,
@@ -116,7 +127,9 @@ def dynamic_sample(draw: Callable[[int], list[PromptItem]], rollout, rewards, co
         step.scores += scores
         for item, score in zip(items, scores):
             wanted = sum(step.keep) < target
-            step.keep.append(wanted and in_band(score.accuracies, selection.band(item.source, item.domain)))
+            banded = in_band(score.accuracies, selection.band(item.source, item.domain))
+            step.keep.append(wanted and banded)
+            step.drop_reasons.append(None if wanted and banded else "surplus" if not wanted else "out_of_band")
     return step
 
 
@@ -128,15 +141,22 @@ def sample_step(draw: Callable[[int], list[PromptItem]], rollout, rewards, confi
         return dynamic_sample(draw, rollout, rewards, config, timings)
     shard_refs, scores = generate_and_score(rollout, rewards, draw(config.round.prompts_per_step), config,
                                             timings=timings)
-    return SampledStep(shard_refs, scores, [True] * len(scores), 1)
+    return SampledStep(shard_refs, scores, [True] * len(scores), 1, [None] * len(scores))
 
 
-def check_staleness(scores: list[GroupScores], policy_version: int, max_staleness: int) -> None:
-    """Refuse to train on samples more than `max_staleness` versions behind `policy_version` (0: on-policy)."""
-    staleness = policy_version - min(s.weight_version for s in scores)
-    if staleness > max_staleness:
+def check_trainable(trained: list[GroupScores], policy_version: int, config: RunConfig) -> None:
+    """Refuse to train on samples more than `rollout.max_staleness` versions behind `policy_version` (0: on-policy)
+    or on fewer groups with a trainable sample than `round.min_step_groups_fraction` of `round.prompts_per_step`."""
+    staleness = policy_version - min(s.weight_version for s in trained)
+    if staleness > config.rollout.max_staleness:
         raise RuntimeError(f"samples are {staleness} weight versions behind the learner (version {policy_version}); "
-                           f"rollout.max_staleness={max_staleness}")
+                           f"rollout.max_staleness={config.rollout.max_staleness}")
+    usable = sum(not (s.excluded and all(s.excluded)) for s in trained)
+    wanted = config.round.min_step_groups_fraction * config.round.prompts_per_step
+    if usable < wanted:
+        raise RuntimeError(f"the step has {usable} groups with a trainable sample, fewer than "
+                           f"round.min_step_groups_fraction={config.round.min_step_groups_fraction} of "
+                           f"{config.round.prompts_per_step}")
 
 
 def dynamic_metrics(step: SampledStep) -> dict[str, float]:

@@ -64,22 +64,26 @@ def _ok(ref) -> bool:
 
 def weight_sync_for(config: RolloutConfig, learner, rollout, on_drop: Callable[[int], None]):
     """The configured transport between `learner` (a LearnerGroup) and `rollout` (a RolloutGroup); `on_drop(pid)`
-    hears of each replica a collective sync dropped and replaced."""
+    hears of each replica a sync dropped and replaced."""
     if config.weight_sync == "collective":
         return CollectiveWeightSync(learner, rollout, config.weight_sync_bucket_mb, config.weight_sync_timeout_s,
                                     on_drop)
-    return ObjectStoreWeightSync(learner, rollout, config.weight_sync_timeout_s)
+    return ObjectStoreWeightSync(learner, rollout, config.weight_sync_timeout_s, on_drop)
 
 
 class ObjectStoreWeightSync:
     """Rank 0's gathered tensors, put once in the object store; every replica (and every later one) reads them."""
 
-    def __init__(self, learner, rollout, timeout_s: float):
-        self.learner, self.rollout, self.timeout_s = learner, rollout, timeout_s
+    def __init__(self, learner, rollout, timeout_s: float, on_drop: Callable[[int], None] = lambda pid: None):
+        self.learner, self.rollout, self.timeout_s, self.on_drop = learner, rollout, timeout_s, on_drop
 
     def push(self, version: int, timeout_s: float) -> list[int]:
-        """Every replica loads the learners' current weights; returns the versions they report."""
-        return self.rollout.update_weights(self.learner.async_export_weights(), timeout_s)
+        """Every replica loads the learners' current weights (one that dies loading them is replaced, and
+        `on_drop(pid)` hears of it); returns the versions they report."""
+        versions, replaced = self.rollout.update_weights(self.learner.async_export_weights(), timeout_s)
+        for pid in replaced:
+            self.on_drop(pid)
+        return versions
 
     def load_into(self, handles: list) -> list[int]:
         """Load the learners' current weights into other actors with `update_weights` (the influence workers)."""

@@ -210,7 +210,7 @@ def train_and_sync(ray, learner, rollout, step: int, prompts) -> tuple[int, list
     groups = [group for shard in ray.get(shards) for group in shard]
     rewards = [[float((i + s) % 2) for s in range(len(g.samples))] for i, g in enumerate(groups)]
     metrics = ray.get(learner.async_train_step(step, grpo_advantages(rewards), shards))[0]
-    versions = rollout.update_weights(learner.async_export_weights(), timeout_s=120)
+    versions, _ = rollout.update_weights(learner.async_export_weights(), timeout_s=120)
     served = {pid: n - served_before.get(pid, 0) for pid, n in rollout.served.items() if pid in rollout_pids(rollout)}
     return metrics["train/version"], versions, served
 

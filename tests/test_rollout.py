@@ -161,3 +161,17 @@ def test_logprobs_match_the_learner(ray_cluster, group, tiny_model):
         differences[name] = learner_gap(reference, fetch(ray_cluster, group.generate(items_to_table(items), 120)))
     print(f"max |vLLM - learner| logprob: {differences}")
     assert differences["text"] <= 1e-4 and differences["image"] <= 1e-4, differences
+
+
+def test_a_replica_lost_with_the_restart_budget_spent_fails_loudly_instead_of_shrinking(ray_cluster, tiny_model,
+                                                                                         tmp_path):
+    config = rollout_config(**{"rollout.engine": "hf", "rollout.replicas": 2, "rollout.restart_budget": 0})
+    rollout = RolloutGroup(tiny_model, config, SYSTEM, seed=0, cache_root=str(tmp_path))
+    try:
+        victim = rollout.replicas[0].pid
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match=r"rollout.restart_budget=0\) is spent"):
+            rollout.check_health()
+        assert rollout.counters["restarts"] == 0 and rollout.counters["quarantined"] == 1
+    finally:
+        rollout.shutdown()

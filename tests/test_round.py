@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from actors.coordinator import start_run
+from actors.launch import start_run
 from visiong1.config import RunConfig, load_config
 from visiong1.data.pool import build_pool
 from visiong1.data.synthetic import generate_pool
@@ -177,6 +177,22 @@ def test_rounds_steps_and_events_are_committed_to_the_run_store(finished_run):
     assert {e.kind: missing for e in stored if (missing := missing_keys(e.kind, e.payload))} == {}
     checkpoints = [e.payload["round"] for e in stored if e.kind == "phase" and e.payload["phase"] == "checkpoint"]
     assert checkpoints == [0, 1, 1]  # each round's, then the final export: one event each
+
+
+def test_the_ledger_accounts_for_every_generated_sample(finished_run):
+    """Kept groups' samples train (or are excluded by the reward pool); dynamic sampling's other groups are
+    dropped; nothing is lost."""
+    config, _, _, run_dir = finished_run
+    with RunStore.open(config.output_dir) as store:
+        for index in (0, 1):
+            steps = [row.metrics for row in store.metrics_for(run_dir.name, index)]
+            ledger = store.ledger_summary(run_dir.name, index)
+            dropped = ledger["dropped"]
+            generated = sum(step["dynamic/groups_generated"] for step in steps) * config.rollout.samples_per_prompt
+            kept = sum(step["rollout/samples"] for step in steps)
+            assert (ledger["lost"], ledger["in_flight"], ledger["superseded"]) == (0, 0, 0)
+            assert ledger["samples"] == generated and ledger["trained"] + dropped.get("excluded", 0) == kept
+            assert dropped.get("out_of_band", 0) + dropped.get("surplus", 0) == generated - kept
 
 
 def test_the_run_writes_an_html_report_with_its_plots(finished_run):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from actors.coordinator import Coordinator, start_run
+from actors.coordinator import Coordinator
+from actors.launch import start_run
 from actors.demo import follow
 from visiong1.config import absolute_paths, load_config
 from visiong1.store import RoundState, RunStatus, RunStore

@@ -127,7 +127,7 @@ def _add_client_commands(commands) -> None:
         parser.add_argument("--url", help="control plane URL (default: $VISIONG1_API_URL or http://127.0.0.1:8000)")
         return parser
 
-    runs = commands.add_parser("runs", help="create, list, show and cancel runs on the control plane",
+    runs = commands.add_parser("runs", help="create, list, show, cancel and resume runs on the control plane",
                                description="REST client of `visiong1 serve`; the bearer token comes from "
                                            "VISIONG1_API_TOKEN.")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True)
@@ -136,7 +136,8 @@ def _add_client_commands(commands) -> None:
     create.add_argument("config_file", metavar="CONFIG", help="sparse YAML run config")
     create.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied last")
     with_url(runs_commands.add_parser("list", help="runs, newest first"))
-    for name, text in (("get", "a run with its rounds and config"), ("cancel", "cancel a run")):
+    for name, text in (("get", "a run with its rounds and config"), ("cancel", "cancel a run"),
+                       ("resume", "restart a failed run from its newest checkpoint")):
         with_url(runs_commands.add_parser(name, help=text)).add_argument("run_id", metavar="RUN")
     rounds = commands.add_parser("rounds", help="start, show and cancel rounds of a run",
                                  description="Rounds over REST follow a run's configured rounds.")

@@ -66,6 +66,9 @@ class Client:
     def cancel_run(self, run_id: str) -> dict:
         return self._post(f"/v1/runs/{run_id}/cancel", None)
 
+    def resume_run(self, run_id: str) -> dict:
+        return self._post(f"/v1/runs/{run_id}/resume", None)
+
     # Rounds
     def start_round(self, run_id: str, overrides: dict[str, Any] | None = None) -> dict:
         return self._post(f"/v1/runs/{run_id}/rounds", {"overrides": overrides or {}})
@@ -183,6 +186,8 @@ def run_command(args) -> int:
                     result = client.list_runs()
                 elif args.runs_command == "get":
                     result = client.get_run(args.run_id)
+                elif args.runs_command == "resume":
+                    result = client.resume_run(args.run_id)
                 else:
                     result = client.cancel_run(args.run_id)
             elif args.command == "rounds":

@@ -131,6 +131,9 @@ class RolloutConfig(Section):
     prompts_per_request: int = Field(4, ge=1)
     """Smallest dispatch unit in prompts; a call is cut into about one unit per serving replica (never smaller
     than this), and units go to the replica with the least outstanding work."""
+    start_timeout_s: float = Field(600.0, gt=0)
+    """Deadline for a new or replacement replica to start and answer its first probe (a GPU pod may first have to
+    be provisioned); separate from `request_timeout_s`."""
     request_timeout_s: float = Field(120.0, gt=0)
     """A replica that has not answered a unit within this is treated as hung: quarantined, its units re-dispatched."""
     restart_budget: int = Field(3, ge=0)
@@ -386,6 +389,17 @@ class RoundConfig(Section):
     """Deadline for any single phase of a step; expiry names the phase and actor."""
     idle_timeout_s: float = Field(0.0, ge=0)
     """After its configured rounds, the run waits this long for a round started over REST (0: the run ends)."""
+    min_step_groups_fraction: float = Field(0.5, gt=0, le=1)
+    """A step whose groups with a trainable sample are fewer than this share of `prompts_per_step` fails (naming
+    it) instead of training on them."""
+    max_retries: int = Field(1, ge=0)
+    """A run that fails restarts its roles and resumes from its newest checkpoint up to this many times (also the
+    coordinator process's restarts by Ray) before it ends `run_failed`."""
+    retry_backoff_s: float = Field(5.0, ge=0)
+    """Wait before the first automatic retry; doubled for each further one."""
+    watchdog_s: float = Field(120.0, gt=0)
+    """The API fails a running run (`coordinator_lost`) whose coordinator is gone or silent for this long; the
+    coordinator reports alive every `watchdog_s / 10` seconds (at most 5)."""
 
 
 class CurriculumConfig(Section):
@@ -458,6 +472,17 @@ class ApiConfig(Section):
     """How long POST /v1/runs waits for the new run's coordinator to register the run in the store."""
     events_poll_s: float = Field(0.25, gt=0)
     """How often an open event stream polls the store for new events."""
+    sse_send_timeout_s: float = Field(30.0, gt=0)
+    """An event stream whose client takes no data for this long is disconnected (it resumes with Last-Event-ID)."""
+    write_rate_per_s: float = Field(10.0, gt=0)
+    """Writes (POST/PUT/PATCH/DELETE) per second each token may sustain (each client host when no token is
+    configured), per API replica; past it and `write_burst` the API answers 429 with Retry-After."""
+    write_burst: int = Field(60, ge=1)
+    """Writes a token may make at once before `write_rate_per_s` applies."""
+    stream_rate_per_s: float = Field(1.0, gt=0)
+    """Event streams (GET /v1/runs/{id}/events) per second each token may open, per API replica."""
+    stream_burst: int = Field(30, ge=1)
+    """Event streams a token may open at once before `stream_rate_per_s` applies."""
 
 
 class RayConfig(Section):

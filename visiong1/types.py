@@ -157,6 +157,8 @@ class RoundCursor:
     """The curriculum sampler's state dict."""
     last_metrics: dict | None = None
     """The checkpointed step's metrics, committed on resume if the coordinator died before committing them."""
+    round_complete: bool = False
+    """Saved by the round's checkpoint phase (trained, carried over and evaluated): a resume only marks it done."""
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

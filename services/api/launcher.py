@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
 
-from actors.coordinator import start_run
+from actors.launch import coordinator_actor, start_run
 from actors.learner import plan_run
 from services.api.context import LaunchFailed, LaunchTimeout, PlanRefused
 from visiong1.config import RunConfig
@@ -15,16 +16,19 @@ from visiong1.store import NotFound, RunStore
 
 
 class RayLauncher:
-    def __init__(self, store: RunStore, namespace: str, start_timeout_s: float, poll_s: float = 0.1):
+    def __init__(self, store: RunStore, namespace: str, start_timeout_s: float, poll_s: float = 0.1,
+                 coordinator_env: dict[str, str] | None = None):
+        """`coordinator_env`: environment variables of every coordinator started (and of its role actors); the
+        chaos soak arms `visiong1.faults` crash points with them."""
         self.store, self.namespace = store, namespace
-        self.start_timeout_s, self.poll_s = start_timeout_s, poll_s
+        self.start_timeout_s, self.poll_s, self.coordinator_env = start_timeout_s, poll_s, coordinator_env
 
     def launch(self, config: RunConfig) -> str:
         """Start the coordinator and wait until it has committed the run (so a 201 means GET finds it)."""
         if not ray.is_initialized():  # a remote call now would start a private local cluster instead
             raise LaunchFailed("the API is not connected to a Ray cluster")
         self._check_plan(config)
-        run_id, _, finished = start_run(config, detached=True)
+        run_id, _, finished = start_run(config, detached=True, env=self.coordinator_env)
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             try:
@@ -45,6 +49,21 @@ class RayLauncher:
                                     f"{self.start_timeout_s} s (api.start_timeout_s); it may still be starting")
             time.sleep(self.poll_s)
 
+    def resume(self, run_id: str, config: RunConfig) -> None:
+        """Kill the run's coordinator by handle if it lives (its role actors die with it), wait until its name is
+        free, and start a new one that resumes from the run's newest checkpoint."""
+        if not ray.is_initialized():
+            raise LaunchFailed("the API is not connected to a Ray cluster")
+        deadline = time.monotonic() + self.start_timeout_s
+        while self.alive(run_id):
+            ray.kill(ray.get_actor(run_id, namespace=self.namespace), no_restart=True)
+            if time.monotonic() > deadline:
+                raise LaunchTimeout(f"the coordinator of run {run_id!r} did not stop within {self.start_timeout_s} s")
+            time.sleep(self.poll_s)
+        coordinator = coordinator_actor(run_id, config, str(Path(config.output_dir) / run_id), detached=True,
+                                        env=self.coordinator_env)
+        coordinator.run.remote()
+
     def _check_plan(self, config: RunConfig) -> None:
         """Refuse a run whose GPU roles do not fit `resources.gpu_memory_gib` (the same check as `visiong1 plan`)."""
         if config.resources.gpu_memory_gib is None or config.model.path is None:
@@ -56,7 +75,7 @@ class RayLauncher:
     def alive(self, run_id: str) -> bool | None:
         try:
             ray.get_actor(run_id, namespace=self.namespace)
-        except ValueError:
+        except ValueError:  # no live actor of that name
             return False
         return True
 
