@@ -67,7 +67,9 @@ def bench_app():
     from services.api.app import create_app
     from visiong1.config import load_config_tree
 
-    config = load_config_tree({"store": os.environ[STORE_ENV], "output_dir": str(Path(os.environ[STORE_ENV]).parent)})
+    # Every client shares one token: the per-token stream limit would refuse all but `api.stream_burst` of them.
+    config = load_config_tree({"store": os.environ[STORE_ENV], "output_dir": str(Path(os.environ[STORE_ENV]).parent),
+                               "api": {"stream_burst": 100_000}})
     return create_app(config, launcher=StoreOnlyLauncher())
 
 

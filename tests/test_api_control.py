@@ -62,13 +62,16 @@ class FakeLauncher:
     """Registers the run in the store as a coordinator would, and starts nothing."""
 
     def __init__(self, store: RunStore):
-        self.store, self.launched = store, []
+        self.store, self.launched, self.resumed = store, [], []
 
     def launch(self, config: RunConfig) -> str:
         run_id = f"{config.name}-{uuid.uuid4().hex[:8]}"
         self.store.create_run(run_id, config.model_dump(mode="json"))
         self.launched.append(config)
         return run_id
+
+    def resume(self, run_id: str, config: RunConfig) -> None:
+        self.resumed.append((run_id, config))
 
     def alive(self, run_id: str) -> bool | None:
         return None

@@ -1,7 +1,9 @@
 """The control plane's FastAPI app: runs, rounds, events (SSE), rollout scaling, cluster status, health, metrics.
 
 Every resource reads and writes the run store; runs execute in coordinator actors that commit to the same store,
-so this process keeps no state of its own and may restart (or run as several replicas) without touching training.
+so this process keeps no state of its own (but its rate limits' buckets, per replica) and may restart (or run as
+several replicas) without touching training.
+A watchdog task fails runs whose coordinator is gone or silent (`services.api.watchdog`).
 
     app = create_app(config)                        # store from config (or `store=`), runs started on Ray
     app = create_app(config, launcher=fake)         # tests: anything with launch/alive/ready/cluster
@@ -9,27 +11,48 @@ so this process keeps no state of its own and may restart (or run as several rep
 Errors: 400 bad Last-Event-ID, 401 missing/invalid token (with WWW-Authenticate), 403 read-only token on a write,
 404 unknown run or round, 409 state conflicts (active round, cancelled run, idempotency key in use), 413 body over
 `api.max_body_bytes`, 422 invalid config or request (with the field path) or an idempotency key reused with another
-body, 502/504 a coordinator that failed or did not register in time.
+body, 429 a token over its write or event stream rate (`api.write_*`, `api.stream_*`; with Retry-After), 502/504 a
+coordinator that failed or did not register in time. Error bodies are strict JSON even when the input was not
+(`services.api.errors`): bad input never gets a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from services.api.auth import Tokens, authorize
-from services.api.context import ApiContext, Launcher, LaunchFailed, LaunchTimeout, PlanRefused
+from services.api.context import (
+    ApiContext,
+    Launcher,
+    LaunchFailed,
+    LaunchTimeout,
+    PlanRefused,
+)
+from services.api.errors import error_response
 from services.api.feeds import Feeds
 from services.api.limits import BodyLimit
+from services.api.ratelimit import RateLimits, Throttled, limit_writes
 from services.api.routers import cluster, events, health, rollout, rounds, runs
 from services.api.telemetry import RequestMetrics, StoreCollector
+from services.api.watchdog import Watchdog
 from visiong1.config import ConfigError, RunConfig
-from visiong1.store import DEFAULT_FILENAME, Conflict, IdempotencyKeyReused, NotFound, RunStore
+from visiong1.store import (
+    DEFAULT_FILENAME,
+    Conflict,
+    IdempotencyKeyReused,
+    NotFound,
+    RunStore,
+)
 
 STORE_ENV = "VISIONG1_STORE_URL"
 
@@ -47,9 +70,10 @@ def server_config(config: RunConfig) -> RunConfig:
 
 
 def create_app(config: RunConfig, *, launcher: Launcher | None = None, store: RunStore | None = None,
-               tokens: Tokens | None = None) -> FastAPI:
+               tokens: Tokens | None = None, clock: Callable[[], float] = time.monotonic) -> FastAPI:
     """The app. Defaults: the store at `store_location(config)`, tokens from `api.token_file` and the env, and runs
-    started on Ray (which must already be connected in this process, see `server.main`)."""
+    started on Ray (which must already be connected in this process, see `server.main`). `clock` (seconds, never
+    going back) paces the rate limits."""
     config = server_config(config)
     store = store or RunStore.open(config.store)
     if launcher is None:
@@ -59,21 +83,27 @@ def create_app(config: RunConfig, *, launcher: Launcher | None = None, store: Ru
     tokens = tokens if tokens is not None else Tokens.load(config.api.token_file)
 
     feeds = Feeds(store, launcher, config.api.events_poll_s)
+    registry = CollectorRegistry()
+    watchdog = Watchdog(store, launcher, registry)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        sweeping = asyncio.get_running_loop().create_task(watchdog.run_forever(), name="watchdog")
         yield
+        sweeping.cancel()
         feeds.close()
         store.close()
 
     app = FastAPI(title="visiong1", version="0.1.0", lifespan=lifespan,
                   description="Control plane of visiong1: runs, rounds, event streams, rollout scaling.")
     app.state.context = ApiContext(config=config, store=store, launcher=launcher, tokens=tokens,
-                                    feeds=feeds)
-    app.state.registry = CollectorRegistry()
-    app.state.registry.register(StoreCollector(store))
+                                    feeds=feeds, limits=RateLimits.of(config.api, clock, registry))
+    app.state.registry, app.state.watchdog = registry, watchdog
+    registry.register(StoreCollector(store))
+    Gauge("visiong1_api_event_streams", "Event streams following a run in this API replica",
+          registry=registry).set_function(feeds.open_streams)
 
-    authorized = [Depends(authorize)]
+    authorized = [Depends(authorize), Depends(limit_writes)]
     for module in (runs, rounds, events, rollout, cluster):
         app.include_router(module.router, dependencies=authorized)
     app.include_router(health.router)
@@ -89,7 +119,7 @@ def create_app(config: RunConfig, *, launcher: Launcher | None = None, store: Ru
 def _add_error_handlers(app: FastAPI) -> None:
     def handler(status: int):
         async def respond(_request: Request, error: Exception) -> JSONResponse:
-            return JSONResponse({"detail": str(error)}, status)
+            return error_response(status, {"detail": str(error)})
         return respond
 
     # IdempotencyKeyReused is a ValueError, registered before nothing broader: only the store's own errors and
@@ -99,6 +129,15 @@ def _add_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(error_class, handler(status))
 
     async def refuse_plan(_request: Request, error: PlanRefused) -> JSONResponse:
-        return JSONResponse({"detail": str(error), "plan": error.plan}, 422)
+        return error_response(422, {"detail": str(error), "plan": error.plan})
+
+    async def refuse_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(422, {"detail": error.errors()})
+
+    async def throttle(_request: Request, error: Throttled) -> JSONResponse:
+        return error_response(429, {"detail": str(error), "limit": error.limit},
+                              headers={"Retry-After": str(error.retry_after_s)})
 
     app.add_exception_handler(PlanRefused, refuse_plan)
+    app.add_exception_handler(RequestValidationError, refuse_request)
+    app.add_exception_handler(Throttled, throttle)

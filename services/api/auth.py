@@ -50,26 +50,36 @@ class Tokens:
             entries.append((environ[TOKEN_ENV].strip().encode(), Scope.WRITE))
         return cls(tuple(entries))
 
-    def scope_of(self, presented: str) -> Scope | None:
+    def identify(self, presented: str) -> tuple[int, Scope] | None:
+        """The position of the presented token among the configured ones and its scope; None for no token of them."""
         candidate = presented.encode()
         found = None
-        for token, scope in self.entries:  # no early exit: every comparison runs
+        for index, (token, scope) in enumerate(self.entries):  # no early exit: every comparison runs
             if hmac.compare_digest(candidate, token) and found is None:
-                found = scope
+                found = index, scope
         return found
+
+    def scope_of(self, presented: str) -> Scope | None:
+        found = self.identify(presented)
+        return None if found is None else found[1]
 
 
 def authorize(request: Request) -> None:
-    """Dependency of every /v1 route: 401 without a valid token, 403 for a read-only token on a write."""
+    """Dependency of every /v1 route: 401 without a valid token, 403 for a read-only token on a write. Sets
+    `request.state.caller`, whom rate limits count against: the token's position (never the token itself), or the
+    client's host when no token is configured."""
     tokens: Tokens = request.app.state.context.tokens
     if not tokens.enabled:
+        request.state.caller = f"host {request.client.host if request.client else 'unknown'}"
         return
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not presented:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": 'Bearer realm="visiong1"'})
-    scope = tokens.scope_of(presented.strip())
-    if scope is None:
+    found = tokens.identify(presented.strip())
+    if found is None:
         raise HTTPException(401, "invalid bearer token",
                             headers={"WWW-Authenticate": 'Bearer realm="visiong1", error="invalid_token"'})
+    index, scope = found
     if scope is Scope.READ and request.method not in ("GET", "HEAD", "OPTIONS"):
         raise HTTPException(403, "this token may only read")
+    request.state.caller = f"token {index}"

@@ -1,7 +1,8 @@
 """What every request needs, injected by type: the run store, the server's config, and the run launcher.
 
 The API process keeps no state of its own beyond these handles: runs, rounds, events, metrics, replica targets and
-idempotency keys all live in the run store, so the API may be restarted or replicated freely.
+idempotency keys all live in the run store, so the API may be restarted or replicated freely. The one exception is
+the rate limits' buckets, which each replica keeps (and enforces) on its own.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import Depends, Request
 
 from services.api.auth import Tokens
 from services.api.feeds import Feeds
+from services.api.ratelimit import RateLimits
 from visiong1.config import ConfigError, RunConfig
 from visiong1.store import RunStore
 
@@ -39,6 +41,10 @@ class Launcher(Protocol):
     def launch(self, config: RunConfig) -> str:
         """Start a run's coordinator; return the run id once the run is in the store."""
 
+    def resume(self, run_id: str, config: RunConfig) -> None:
+        """Replace the run's coordinator (the old actor is killed if it still lives) with one that resumes the run
+        from its newest checkpoint; returns once the new coordinator is started."""
+
     def alive(self, run_id: str) -> bool | None:
         """Whether the run's coordinator is alive (None: cannot tell)."""
 
@@ -58,6 +64,8 @@ class ApiContext:
     tokens: Tokens
     feeds: Feeds
     """Shared per-run event pollers of this process's open streams (a cache of the store, not state)."""
+    limits: RateLimits
+    """Per-token request budgets of this process (each replica limits on its own)."""
 
 
 def _context(request: Request) -> ApiContext:

@@ -147,6 +147,10 @@ class Feeds:
         feed.subscribers += 1
         return feed
 
+    def open_streams(self) -> int:
+        """Streams following a run in this process now (safe from any thread: one snapshot of the feeds)."""
+        return sum(feed.subscribers for feed in list(self._feeds.values()))
+
     def unsubscribe(self, feed: RunFeed) -> None:
         feed.subscribers -= 1
         if feed.subscribers == 0:

@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from visiong1.config import RoundConfig, RolloutConfig
+from visiong1.config import RolloutConfig, RoundConfig
 from visiong1.store import Event, Round, RoundState, Run, RunStatus
+
+INT32_MAX = 2**31 - 1
+"""Largest round index or step the store holds (32-bit columns)."""
+INT64_MAX = 2**63 - 1
+"""Largest event id or row offset the store takes (64-bit)."""
+MAX_DEPTH = 32
+"""Deepest nesting a request body may have: config trees are a few levels deep, and deeper input only spends the
+recursion that parsing and validating it need."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def malformed(value: Any) -> str | None:
+    """What makes a parsed JSON value unusable (nesting past MAX_DEPTH, or a string with a lone surrogate, which
+    JSON's `\\ud800` escapes can carry but Unicode text cannot), or None."""
+    pending = [(value, 1)]
+    while pending:  # iterative: the input's depth is what is in question
+        node, depth = pending.pop()
+        if isinstance(node, str) and not node.isascii() and _SURROGATE.search(node):
+            return "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
+        if isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                return f"is nested deeper than {MAX_DEPTH} levels"
+            children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _well_formed(cls, value: Any) -> Any:
+        """Every field, before its own validation: refused (422 at that field) when `malformed`."""
+        problem = malformed(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class RunCreate(Body):
@@ -148,3 +183,19 @@ def redacted(config: dict[str, Any]) -> dict[str, Any]:
     if url.password is None:
         return config
     return {**config, "store": url.render_as_string(hide_password=True)}
+
+
+class RoundLedger(BaseModel):
+    """A round's generated samples by fate (`RunStore.ledger_summary`); `lost` counts samples still scheduled after
+    the round ended, and should be 0."""
+
+    round: int
+    state: RoundState
+    samples: int
+    trained: int
+    dropped: dict[str, int]
+    """By reason: `out_of_band`, `surplus`, `excluded`."""
+    superseded: int
+    """Redone after a restart (their step's rows were superseded)."""
+    in_flight: int
+    lost: int

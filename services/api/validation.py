@@ -43,10 +43,7 @@ def build_run_config(server: RunConfig, tree: dict[str, Any], overrides: list[st
     """The config of a run posted to this server, or ConfigError naming every bad field."""
     merged = _merge(server.model_dump(mode="json"), tree)
     for override in overrides:
-        try:
-            apply_override(merged, override)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"override {override.partition('=')[0]}: value is not valid YAML: {error}") from None
+        _override(merged, override)
     config = load_config_tree(merged)  # typed checks first: unknown fields, types, ranges
     problems = _beyond_the_model(config)
     served = server.model_dump(mode="json")
@@ -56,6 +53,22 @@ def build_run_config(server: RunConfig, tree: dict[str, Any], overrides: list[st
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return load_config_tree(_absolute_paths(resolved))
+
+
+def _override(tree: dict[str, Any], override: str) -> None:
+    """`apply_override`, refusing as ConfigError that names the override's key: a dotted key with an empty part
+    (`a..b`, `.a`: no setting has an empty name) and a value YAML cannot load."""
+    key, sep, _ = override.partition("=")
+    if sep and key and "" in key.split("."):
+        raise ConfigError(f"override {key}: the dotted key has an empty part")
+    try:
+        apply_override(tree, override)
+    except ConfigError:
+        raise
+    # ValueError: YAML's constructors on out-of-range input (an integer past Python's 4300-digit conversion limit,
+    # a date like 2001-13-45); RecursionError: flow collections nested deeper than the parser can recurse.
+    except (yaml.YAMLError, ValueError, RecursionError) as error:
+        raise ConfigError(f"override {key}: value is not valid YAML: {error}") from None
 
 
 def round_config(run_config: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
@@ -106,7 +119,8 @@ def _beyond_the_model(config: RunConfig) -> list[str]:
         elif isinstance(value, int) and not isinstance(value, bool):
             limit = SIZE_LIMITS.get(path, MAX_ANY_INT)
             if abs(value) > limit:
-                problems.append(f"{path}: {value} is beyond the largest accepted value {limit}")
+                shown = value if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
+                problems.append(f"{path}: {shown} is beyond the largest accepted value {limit}")
     return problems
 
 
@@ -127,9 +141,10 @@ def _paths_outside_roots(resolved: dict[str, Any], served: dict[str, Any], roots
     trusted = set(_data_paths(served))
     problems = []
     for path, value in _data_paths(resolved):
-        if (path, value) in trusted or _inside(value, roots):
-            continue
-        problems.append(f"{path}: {value!r} is outside the allowed data roots (api.data_roots)")
+        if "\0" in value:  # no file has such a name, and the OS refuses to resolve it
+            problems.append(f"{path}: contains a NUL character")
+        elif (path, value) not in trusted and not _inside(value, roots):
+            problems.append(f"{path}: {value!r} is outside the allowed data roots (api.data_roots)")
     return problems
 
 

@@ -1,17 +1,29 @@
-"""Rounds of a run: start the next one (with overrides of selection and steps), get, list, cancel."""
+"""Rounds of a run: start the next one (with overrides of selection and steps), get, list, cancel, and each
+round's sample ledger."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 
 from services.api.context import RunLauncher, Store
 from services.api.idempotency import IdempotencyKey, fingerprint, respond_once
-from services.api.models import RoundCreate, RoundList, RoundOut, round_setting
+from services.api.models import (
+    INT32_MAX,
+    RoundCreate,
+    RoundLedger,
+    RoundList,
+    RoundOut,
+    round_setting,
+)
 from services.api.validation import round_config
 from visiong1.store import Conflict, Round, RunStore
 from visiong1.store.events import TERMINAL_EVENTS
 
 router = APIRouter(prefix="/v1/runs/{run_id}/rounds", tags=["rounds"])
+RoundIndex = Annotated[int, Path(ge=0, le=INT32_MAX)]
+
 
 @router.post("", status_code=201, response_model=RoundOut, responses={404: {}, 409: {}, 422: {}})
 def start_round(run_id: str, body: RoundCreate, request: Request, store: Store, launcher: RunLauncher,
@@ -43,13 +55,21 @@ def list_rounds(run_id: str, store: Store) -> RoundList:
 
 
 @router.get("/{index}", response_model=RoundOut, responses={404: {}})
-def get_round(run_id: str, index: int, store: Store) -> RoundOut:
+def get_round(run_id: str, index: RoundIndex, store: Store) -> RoundOut:
     steps = round_setting(store.get_run(run_id), "steps")
     return _out(store, store.get_round(run_id, index), steps)
 
 
+@router.get("/{index}/ledger", response_model=RoundLedger, responses={404: {}})
+def round_ledger(run_id: str, index: RoundIndex, store: Store) -> RoundLedger:
+    """Every sample the round's steps generated, by fate: trained, dropped (by reason), superseded by a redo, in
+    flight, or lost (scheduled but unsettled after the round ended)."""
+    return RoundLedger(**store.ledger_summary(run_id, index))
+
+
 @router.post("/{index}/cancel", status_code=202, response_model=RoundOut, responses={404: {}, 409: {}})
-def cancel_round(run_id: str, index: int, request: Request, store: Store, idempotency_key: IdempotencyKey = None):
+def cancel_round(run_id: str, index: RoundIndex, request: Request, store: Store,
+                 idempotency_key: IdempotencyKey = None):
     """Ask the coordinator to stop the round at its next step boundary (it ends `cancelled`); 409 once ended."""
     def cancel() -> RoundOut:
         steps = round_setting(store.get_run(run_id), "steps")
