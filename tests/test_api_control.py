@@ -7,9 +7,7 @@ launcher stands in for Ray when a run is created: it registers the run in the st
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
 import time
 import uuid
@@ -19,10 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from services.api.app import create_app
 from services.api.auth import Scope, Tokens
+from services.api.server import serving_in_thread as serving
 from visiong1 import cli
 from visiong1.client import parse_sse
 from visiong1.config import RunConfig, load_config_tree
@@ -31,31 +29,6 @@ from visiong1.store import RoundState, RunStatus, RunStore
 WRITER, READER = "writer-token-0123456789", "reader-token-9876543210"
 TOKENS = Tokens(((WRITER.encode(), Scope.WRITE), (READER.encode(), Scope.READ)))
 AUTH = {"authorization": f"Bearer {WRITER}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free loopback port in a thread of this process; stop it on exit."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start in 30 s"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "uvicorn did not stop in 30 s"
 
 
 class FakeLauncher:

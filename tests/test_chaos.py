@@ -24,6 +24,7 @@ def test_a_run_over_rest_survives_a_kill_in_every_role(ray_cluster, model_cache,
     assert result["faults_per_role"] == {"coordinator": 2, "rollout replica": 2, "reward worker": 1,
                                          "learner rank": 1}
     assert result["rounds_done"] == 2 and result["steps"] == list(range(6))  # each step committed once
+    assert 2 in result["superseded_steps"]  # committed after the checkpoint at 2 steps, then the coordinator died
     assert result["samples_lost"] == 0 and all(ledger["in_flight"] == 0 for ledger in result["ledgers"])
     assert sum(ledger["trained"] + ledger["dropped"].get("excluded", 0) for ledger in result["ledgers"]) == 6 * 16
     # score and train make the run retry; a replica dying in generation or in a weight load is replaced in place (the

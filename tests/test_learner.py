@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from actors.common import get_within
 from actors.learner import LearnerGroup
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import LearnerConfig
@@ -127,7 +128,10 @@ def train(ray_cluster, group: LearnerGroup, batches: list[TrainBatch]) -> list[f
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_equals_the_uninterrupted_run(ray_cluster, tiny_model, batches, tmp_path):
+def test_a_rank_killed_mid_step_after_a_save_resumes_equal_to_the_uninterrupted_run(ray_cluster, tiny_model, batches,
+                                                                                     tmp_path):
+    """The kill lands while step 4 is in flight on both ranks (after the checkpoint of step 3): the step is lost,
+    the resumed group redoes it from the checkpoint and ends bit-equal to a run that was never killed."""
     settings = config(backend="fsdp2", ranks=2)
     straight = LearnerGroup(tiny_model, settings, temperature=1.0)
     expected_losses = train(ray_cluster, straight, batches)
@@ -138,7 +142,10 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(ray_cluster, tiny_mod
     losses = train(ray_cluster, first, batches[:3])
     location = str(tmp_path / "checkpoints")
     path = first.save_checkpoint(location, 3, {"steps_done": 3}, timeout_s=120)
+    in_flight = first.async_train_step(batches[3].step, batches[3].advantages, [ray_cluster.put(batches[3].groups)])
     os.kill(first.pids[0], signal.SIGKILL)
+    with pytest.raises(ray_cluster.exceptions.RayActorError):
+        get_within(in_flight, 120, "the killed step")
     first.shutdown()
 
     resumed = LearnerGroup(tiny_model, settings, temperature=1.0)

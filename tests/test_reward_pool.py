@@ -53,11 +53,19 @@ def test_metrics_are_labelled_by_domain_type_and_reason(ray_cluster, pool):
     assert 'visiong1_reward_latency_seconds_bucket{answer_type="math"' in text
 
 
-def test_pool_scales_while_scoring_continues(ray_cluster, pool):
-    assert pool.scale(2) == 2
+def test_pool_grows_while_scoring_is_in_flight_and_shrinks_between_calls(ray_cluster, pool):
+    """Growing adds workers beside calls in flight (they finish on the old worker); shrinking kills the removed
+    worker, so it happens between calls."""
     requests = [{"response": rf"\boxed{{{i}}}", "ground_truth": str(i % 3), "answer_type": "count"} for i in range(10)]
-    results = [r for part in ray_cluster.get(pool.async_score_texts(requests), timeout=60) for r in part]
-    assert [r["reason"] for r in results] == ["correct" if i % 3 == i else "wrong" for i in range(10)]
+    expected = ["correct" if i % 3 == i else "wrong" for i in range(10)]
+    assert pool.scale(1) == 1
+    in_flight = pool.async_score_texts(requests)
+    assert pool.scale(2) == 2
+    spread = pool.async_score_texts(requests)
+    assert len(in_flight) == 1 and len(spread) == 2
+    for refs in (in_flight, spread):
+        results = [r for part in ray_cluster.get(refs, timeout=60) for r in part]
+        assert [r["reason"] for r in results] == expected
     sandbox_pids = [pid for pids in ray_cluster.get([w.sandbox_pids.remote() for w in pool.workers]) for pid in pids]
     assert len(set(sandbox_pids)) == 2 * pool.config.sandbox_workers  # each actor has its own sandbox processes
     assert pool.scale(1) == 1
