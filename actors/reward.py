@@ -72,7 +72,9 @@ class RewardPool:
         if workers < 1:
             raise ValueError(f"a reward pool needs at least one worker, got {workers}")
         while len(self.workers) < workers:
-            actor = RewardWorker.options(num_cpus=self.config.num_cpus,
+            # Scoring is pure: a restarted actor may re-run the calls its predecessor died in.
+            actor = RewardWorker.options(num_cpus=self.config.num_cpus, max_restarts=self.config.max_restarts,
+                                         max_task_retries=self.config.max_restarts,
                                          resources=node_resources(self.config.node_resource))
             self.workers.append(actor.remote(self.config, len(self.workers)))
         while len(self.workers) > workers:

@@ -49,15 +49,18 @@ def role_of(fault: str) -> str:
     return ROLE_OF[fault.partition("@")[0].rstrip("0123456789").rstrip("_")]
 
 
+IN_STEP_POINTS = ("generate", "weight_load", "score", "train")
+
+
 def fault_schedule(steps: int, rounds: int, per_point: int) -> list[str]:
-    """`per_point` faults at each crash point, spread over the run: coordinator kills after every few committed
-    steps (each followed by a kill during the resume it causes, for half of them), the others at every few
-    arrivals of their point."""
+    """`per_point` faults at each crash point, spread over the run so that recoveries rarely overlap: coordinator
+    kills after evenly spaced committed steps (the first half of them followed by a kill during the resume they
+    cause), and the in-step points at arrivals staggered between them (each point arrives about once a step)."""
     total_steps = steps * rounds
-    spacing = max(1, total_steps // (per_point + 1))
-    faults = [f"committed_step_{spacing * (i + 1) - 1}" for i in range(per_point)]
+    spacing = max(len(IN_STEP_POINTS) + 2, total_steps // per_point)
+    faults = [f"committed_step_{spacing * i + spacing - 1}" for i in range(per_point)]
     faults += [f"resuming@{i + 1}" for i in range(0, per_point, 2)]
-    faults += [f"{point}@{3 * (i + 1)}" for point in ("generate", "weight_load", "score", "train")
+    faults += [f"{point}@{spacing * i + offset + 1}" for offset, point in enumerate(IN_STEP_POINTS)
                for i in range(per_point)]
     return faults
 

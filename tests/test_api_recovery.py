@@ -38,6 +38,8 @@ def test_the_watchdog_fails_a_silent_or_gone_coordinator_once_and_counts_it(api)
         api.store.heartbeat(run_id)
         time.sleep(0.01)  # strictly later heartbeats, so a sweep time can fall between them
     silent_at, beating_at = (api.store.get_run(run_id).heartbeat_at for run_id in (silent, beating))
+    shown = httpx.get(f"{api.url}/v1/runs/{silent}", headers=AUTH).json()
+    assert (shown["heartbeat_at"], shown["attempt"]) == (silent_at, 1)
     watchdog = Watchdog(api.store, GoneLauncher(api.store, {gone}), registry=None)
 
     assert watchdog.sweep(now=beating_at + 29.0) == [gone]  # silent only 29 s or so: within round.watchdog_s

@@ -27,9 +27,9 @@ def test_a_run_over_rest_survives_a_kill_in_every_role(ray_cluster, model_cache,
     assert 2 in result["superseded_steps"]  # committed after the checkpoint at 2 steps, then the coordinator died
     assert result["samples_lost"] == 0 and all(ledger["in_flight"] == 0 for ledger in result["ledgers"])
     assert sum(ledger["trained"] + ledger["dropped"].get("excluded", 0) for ledger in result["ledgers"]) == 6 * 16
-    # score and train make the run retry; a replica dying in generation or in a weight load is replaced in place (the
-    # weight load's replacement is announced)
-    assert result["retries"] >= 2 and result["replicas_replaced"] >= 1
+    # only the learner rank makes the run retry: Ray restarts a reward actor and re-runs its call, a replica dying
+    # in generation or in a weight load is replaced in place (the weight load's replacement is announced)
+    assert result["retries"] == 1 and result["replicas_replaced"] >= 1
     assert all(seconds is not None for seconds in result["recovery_s"].values())
     model = load_model(result["summary"]["checkpoint"])
     assert sum(parameter.numel() for parameter in model.parameters()) > 0

@@ -193,6 +193,9 @@ class RewardConfig(Section):
     """Custom Ray resource that only reward (CPU) nodes offer (e.g. `reward_node`); None places anywhere."""
     timeout_s: float = Field(60.0, gt=0)
     """Deadline for scoring one batch; expiry names the reward pool."""
+    max_restarts: int = Field(3, ge=0)
+    """Times Ray restarts a reward actor that dies, re-running the calls it had in flight (scoring is pure); past
+    them the run retries from its checkpoint (`round.max_retries`)."""
     sample_deadline_s: float = Field(2.0, gt=0)
     """Wall deadline per sample on the symbolic path; the sandbox worker is killed when it passes."""
     sandbox_workers: int = Field(2, ge=1)

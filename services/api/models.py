@@ -101,13 +101,18 @@ class RunSummary(BaseModel):
     updated_at: float
     events: str
     """Path of the run's event stream."""
+    heartbeat_at: float | None = None
+    """When the run's coordinator last reported alive (the watchdog fails a running run silent past
+    `round.watchdog_s`)."""
+    attempt: int = 1
+    """1 + how many times a restart superseded steps of the run."""
 
     @classmethod
     def of(cls, run: Run) -> RunSummary:
         return cls(id=run.id, name=run.config.get("name", ""), status=run.status,
                    cancel_requested=run.cancel_requested, rollout_replicas=replicas_target(run),
                    last_event_id=run.last_event_id, created_at=run.created_at, updated_at=run.updated_at,
-                   events=f"/v1/runs/{run.id}/events")
+                   events=f"/v1/runs/{run.id}/events", heartbeat_at=run.heartbeat_at, attempt=run.attempt)
 
 
 class RunOut(RunSummary):
