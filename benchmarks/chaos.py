@@ -19,6 +19,7 @@ import json
 import statistics
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -35,9 +36,12 @@ from visiong1.faults import fault_env
 from visiong1.store import RunStore
 
 TOKEN = "chaos-token-0123456789abcdef"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
 NAMESPACE = "visiong1-chaos"
 ROLE_OF = {"committed_step": "coordinator", "resuming": "coordinator", "generate": "rollout replica",
-           "weight_load": "rollout replica", "score": "reward worker", "train": "learner rank"}
+           "weight_load": "rollout replica", "score": "reward worker", "train": "learner rank",
+           "writing_shards": "learner rank", "before_manifest": "coordinator", "before_rename": "coordinator",
+           "before_retain": "coordinator"}
 SMALL_RUN = ["data.num_items=32", "eval.enabled=false", "round.prompts_per_step=4", "rollout.samples_per_prompt=4",
              "rollout.engine=hf", "rollout.max_new_tokens=8", "rollout.num_cpus=0.5", "reward.num_cpus=0.1",
              "model.warm_start_steps=60", "round.checkpoint_every=2", "round.retry_backoff_s=0.5",
@@ -65,31 +69,36 @@ def fault_schedule(steps: int, rounds: int, per_point: int) -> list[str]:
     return faults
 
 
-def run_over_rest(url: str, overrides: list[str], timeout_s: float) -> tuple[str, list[dict]]:
-    """POST the run and follow its events (reconnecting with Last-Event-ID) until its terminal event."""
-    headers = {"authorization": f"Bearer {TOKEN}"}
-    created = httpx.post(f"{url}/v1/runs", json={"overrides": overrides}, headers=headers, timeout=300)
+def start_over_rest(url: str, overrides: list[str]) -> str:
+    """POST a run with `overrides`; its id."""
+    created = httpx.post(f"{url}/v1/runs", json={"overrides": overrides}, headers=AUTH, timeout=300)
     created.raise_for_status()
-    run_id, events, deadline = created.json()["id"], [], time.monotonic() + timeout_s
+    return created.json()["id"]
+
+
+def follow(url: str, run_id: str, events: list[dict], timeout_s: float) -> list[dict]:
+    """Append the run's events after the last of `events` to it (reconnecting with Last-Event-ID when a stream
+    drops) until a terminal event; returns `events`."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         resume = {"Last-Event-ID": events[-1]["id"]} if events else {}
         try:
-            with httpx.stream("GET", f"{url}/v1/runs/{run_id}/events", headers={**headers, **resume},
+            with httpx.stream("GET", f"{url}/v1/runs/{run_id}/events", headers={**AUTH, **resume},
                               timeout=httpx.Timeout(60, read=120)) as stream:
                 for event in parse_sse(stream.iter_lines()):
                     if "id" in event:
                         events.append(event)
                     if event["event"] in ("run_finished", "run_failed"):
-                        return run_id, events
+                        return events
         except httpx.TransportError:  # the stream dropped (a slow poll); resume where it stopped
             continue
     raise TimeoutError(f"run {run_id} did not end within {timeout_s} s")
 
 
-def soak(output_dir: Path, model_cache: str, overrides: list[str], faults: list[str], namespace: str = NAMESPACE,
-         timeout_s: float = 3600) -> dict:
-    """One run over REST with `faults` armed (none: the fault-free baseline) on the connected Ray cluster, whose
-    namespace is `namespace`; returns its accounting."""
+@contextmanager
+def control_plane(output_dir: Path, model_cache: str, faults: list[str], namespace: str = NAMESPACE):
+    """A real control plane on the connected Ray cluster (namespace `namespace`) whose coordinators, and their
+    role actors, run with `faults` armed (markers in `<output_dir>/faults`); yields (url, store)."""
     markers = output_dir / "faults"
     markers.mkdir(parents=True, exist_ok=True)
     config = load_config_tree({"output_dir": str(output_dir), "model": {"cache_dir": model_cache},
@@ -98,11 +107,18 @@ def soak(output_dir: Path, model_cache: str, overrides: list[str], faults: list[
         launcher = RayLauncher(store, namespace, start_timeout_s=300,
                                coordinator_env=fault_env(markers, *faults) if faults else None)
         app = create_app(config, launcher=launcher, tokens=Tokens(((TOKEN.encode(), Scope.WRITE),)))
-        started = time.monotonic()
         with serving_in_thread(app) as url:
-            run_id, events = run_over_rest(url, overrides, timeout_s)
-        wall_s = time.monotonic() - started
-        return account(store, run_id, events, markers, wall_s)
+            yield url, store
+
+
+def soak(output_dir: Path, model_cache: str, overrides: list[str], faults: list[str], namespace: str = NAMESPACE,
+         timeout_s: float = 3600) -> dict:
+    """One run over REST with `faults` armed (none: the fault-free baseline); returns its accounting."""
+    with control_plane(output_dir, model_cache, faults, namespace) as (url, store):
+        started = time.monotonic()
+        run_id = start_over_rest(url, overrides)
+        events = follow(url, run_id, [], timeout_s)
+        return account(store, run_id, events, output_dir / "faults", time.monotonic() - started)
 
 
 def account(store: RunStore, run_id: str, events: list[dict], markers: Path, wall_s: float) -> dict:

@@ -18,8 +18,8 @@ from visiong1.config import LearnerConfig
 from visiong1.data.synthetic import generate_pool
 from visiong1.engines.hf import HFEngine, SamplingParams
 from visiong1.training.batching import collate, token_logprobs
-from visiong1.training.checkpoint import (FAULT_POINT_ENV, CheckpointCorruptError, CheckpointFormatError,
-                                          CheckpointStore)
+from visiong1.faults import fault_env
+from visiong1.training.checkpoint import CheckpointCorruptError, CheckpointFormatError, CheckpointStore
 from visiong1.training.export import export_checkpoint
 from visiong1.training.trainer import PolicyTrainer
 from visiong1.types import TrainBatch
@@ -251,12 +251,14 @@ store.commit(staging, 2, trainer.save_checkpoint(store, staging, {"steps_done": 
 
 
 @pytest.mark.parametrize("point", ["writing_shards", "before_manifest", "before_rename", "before_retain"])
-def test_a_kill_during_a_save_always_leaves_a_loadable_checkpoint(saved, tiny_model, point):
+def test_a_kill_during_a_save_always_leaves_a_loadable_checkpoint(saved, tiny_model, point, tmp_path):
     """The saving process is SIGKILLed at `point` (a deterministic hook): the newest complete checkpoint loads, and
     what the crash left is removed at the next start."""
     store, path, trainer = saved
+    (tmp_path / "markers").mkdir()
     process = subprocess.run([sys.executable, "-c", SAVE_STEP_2, tiny_model, store.root],
-                             env={**os.environ, FAULT_POINT_ENV: point}, capture_output=True, text=True)
+                             env={**os.environ, **fault_env(tmp_path / "markers", point)}, capture_output=True,
+                             text=True)
     assert process.returncode == -signal.SIGKILL, process.stderr
     committed = point == "before_retain"  # the rename is the commit
     assert [step for step, _ in store.complete()] == ([1, 2] if committed else [1])

@@ -1,19 +1,23 @@
-"""A coordinator killed before the run's first checkpoint: Ray restarts it and the round is redone from its
-written selection, the steps committed before the kill superseded. Every other role and kill point is in the chaos
-soak (tests/test_chaos.py)."""
+"""Recovery paths the chaos soak (tests/test_chaos.py) does not take: a coordinator killed before the run's first
+checkpoint (the round is redone from its written selection), and a failed run resumed over REST whose newest
+checkpoint has meanwhile been corrupted (the one before it is loaded)."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from actors.launch import coordinator_actor
+from benchmarks.chaos import AUTH, SMALL_RUN, control_plane, follow, start_over_rest
+from tests.conftest import TEST_NAMESPACE
 from tests.test_round_control import control_config  # noqa: F401 - a fixture
 from visiong1.config import absolute_paths
 from visiong1.faults import fault_env
-from visiong1.store import RoundState, RunStore
+from visiong1.store import RoundState, RunStatus, RunStore
+from visiong1.training.checkpoint import CheckpointStore
 
 pytestmark = pytest.mark.slow
 
@@ -45,4 +49,34 @@ def test_a_coordinator_killed_before_the_first_checkpoint_redoes_round_0_from_it
         assert kinds.count("run_resumed") == 1 and kinds.count("steps_superseded") == 1
         resumed = next(e for e in store.events_after(run_id, 0, limit=10_000) if e.kind == "run_resumed")
         assert resumed.payload == {"checkpoint": None, "steps_done": 0, "round": None}
+        assert store.get_round(run_id, 0).state is RoundState.DONE
+
+
+def test_a_failed_run_resumed_over_rest_falls_back_past_a_corrupt_newest_checkpoint(ray_cluster, model_cache,
+                                                                                    tmp_path):
+    """No retry is allowed, so the learner rank killed in step 3's training fails the run. A byte of the newest
+    checkpoint (after step 2) is then flipped: the resume refuses it, loads the one after step 1, redoes steps 2 on,
+    and finishes with every step committed once and no sample lost."""
+    overrides = SMALL_RUN + ["round.rounds=1", "round.steps=5", "round.checkpoint_every=1", "round.max_retries=0"]
+    with control_plane(tmp_path, model_cache, ["train@4"], TEST_NAMESPACE) as (url, store):
+        run_id = start_over_rest(url, overrides)
+        events = follow(url, run_id, [], timeout_s=600)
+        assert events[-1]["event"] == "run_failed" and "ActorDiedError" in events[-1]["data"]
+        assert store.get_run(run_id).status is RunStatus.FAILED
+        checkpoints = CheckpointStore(str(tmp_path / run_id / "checkpoints"))
+        newest = Path(checkpoints.latest())
+        shard = max((p for p in newest.rglob("*.distcp")), key=lambda p: p.stat().st_size)
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        shard.write_bytes(bytes(data))
+
+        resumed = httpx.post(f"{url}/v1/runs/{run_id}/resume", headers=AUTH, timeout=120)
+        assert resumed.status_code == 202, resumed.text
+        follow(url, run_id, events, timeout_s=600)
+        kinds = [event["event"] for event in events]
+        assert kinds[-1] == "run_finished" and kinds.count("checkpoint_refused") == 1
+        assert [row.step for row in store.metrics_for(run_id)] == list(range(5))
+        assert [row.step for row in store.superseded_for(run_id)] == [2]
+        ledger = store.ledger_summary(run_id, 0)
+        assert (ledger["lost"], ledger["superseded"]) == (0, 2 * 16)  # step 2 committed, step 3 in flight
         assert store.get_round(run_id, 0).state is RoundState.DONE

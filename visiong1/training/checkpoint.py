@@ -15,17 +15,17 @@ import hashlib
 import json
 import os
 import re
-import signal
 import time
 import uuid
 
 from pyarrow import fs as pafs
 
+from visiong1.faults import crash_once
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2  # 1: one writer, the whole model gathered into model.safetensors; 2: per-rank DCP shards
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _CHUNK = 16 << 20
-FAULT_POINT_ENV = "VISIONG1_CHECKPOINT_FAULT"
 
 
 class CheckpointCorruptError(RuntimeError):
@@ -34,13 +34,6 @@ class CheckpointCorruptError(RuntimeError):
 
 class CheckpointFormatError(RuntimeError):
     """A checkpoint this version cannot resume from (an older format, or a world size its format cannot change)."""
-
-
-def fault_point(name: str) -> None:
-    """Deterministic crash hook for the fault tests: SIGKILL this process when VISIONG1_CHECKPOINT_FAULT names this
-    point (`writing_shards`, `before_manifest`, `before_rename`, `before_retain`)."""
-    if os.environ.get(FAULT_POINT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_checkpoints(uri: str | None, run_id: str, run_dir: str) -> str:
@@ -105,15 +98,15 @@ class CheckpointStore:
             raise CheckpointCorruptError(f"{staging}: files reported written are missing: {missing[:5]}")
         manifest = {"format": FORMAT_VERSION, "step": step, "metric": metric, "created": time.time(), **facts,
                     "sha256": dict(sorted(digests.items()))}
-        fault_point("before_manifest")
+        crash_once("before_manifest")
         self.write_file(f"{staging}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
         final = self._final(step)
         if self.local:
-            fault_point("before_rename")
+            crash_once("before_rename")
             self._delete_checkpoint(final)  # a re-run of the same step replaces it
             self.fs.move(staging, final)
             _fsync_directory(self.root)
-        fault_point("before_retain")
+        crash_once("before_retain")
         self._retain()
         return final
 

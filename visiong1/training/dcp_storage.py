@@ -17,7 +17,8 @@ from pyarrow import fs as pafs
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.filesystem import FileSystemBase
 
-from visiong1.training.checkpoint import CheckpointStore, fault_point
+from visiong1.faults import crash_once
+from visiong1.training.checkpoint import CheckpointStore
 
 
 class _HashingWriter(io.RawIOBase):
@@ -35,7 +36,7 @@ class _HashingWriter(io.RawIOBase):
         self.raw.write(view)
         self.sha256.update(view)
         self.position += len(view)
-        fault_point("writing_shards")
+        crash_once("writing_shards")
         return len(view)
 
     def tell(self) -> int:
