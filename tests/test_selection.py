@@ -3,7 +3,8 @@ sampler's control logic (refill, trim, give up)."""
 
 import pytest
 
-from actors.selection import DynamicSamplingExhausted, SampledStep, accuracy_histogram, dynamic_metrics, dynamic_sample
+from actors.selection import (DynamicSamplingExhausted, SampledStep, accuracy_histogram, check_trainable,
+                              dynamic_metrics, dynamic_sample)
 from visiong1.config import ConfigError, PassRateBand, load_config
 from visiong1.data.synthetic import generate_pool
 from visiong1.selection.difficulty import DifficultyStore, decide, difficulty_record, pass_rate
@@ -97,11 +98,29 @@ def test_dynamic_sampling_refills_until_the_step_is_full_and_trims_extras(script
     assert metrics["dynamic/groups_kept"] == 3 and metrics["dynamic/groups_generated"] == 9
     assert metrics["dynamic/groups_acc_1"] == 2 and metrics["dynamic/groups_acc_0"] == 2
     assert metrics["dynamic/groups_acc_0.4_0.6"] == 5
+    assert step.drop_reasons == ["out_of_band", None, "out_of_band", "out_of_band", None, "out_of_band", None,
+                                 "surplus", "surplus"]
+    plans = step.ledger_plan()  # every generated sample's planned fate, group by group
+    assert [plan.drop_reasons for plan in plans[:2]] == [["out_of_band"] * 4, [None] * 4]
 
 
 def test_dynamic_sampling_gives_up_with_a_named_error(scripted):
     with pytest.raises(DynamicSamplingExhausted, match="kept 1 of 3 groups after 2 generation batches"):
         scripted([[ALL_RIGHT, MIXED, ALL_RIGHT], [ALL_WRONG] * 3], "selection.max_generation_batches=2")
+
+
+def test_samples_the_reward_pool_excluded_are_planned_as_dropped_and_a_step_needs_enough_usable_groups():
+    config = load_config(None, ["round.prompts_per_step=4", "round.min_step_groups_fraction=0.5",
+                                "rollout.max_staleness=1"])
+    usable = GroupScores("p0", [1.0, 0.0], [1.0, 0.0], ["correct", "wrong"], 3, excluded=[False, True])
+    all_excluded = GroupScores("p1", [0.0, 0.0], [0.0, 0.0], ["timeout"] * 2, 3, excluded=[True, True])
+    step = SampledStep([], [usable, all_excluded], [True, True], 1, [None, None])
+    assert [plan.drop_reasons for plan in step.ledger_plan()] == [[None, "excluded"], ["excluded", "excluded"]]
+    check_trainable([usable, usable], policy_version=4, config=config)  # 2 of 4 groups, 1 version behind: fine
+    with pytest.raises(RuntimeError, match=r"1 groups with a trainable sample.*min_step_groups_fraction=0.5"):
+        check_trainable([usable, all_excluded], policy_version=4, config=config)
+    with pytest.raises(RuntimeError, match="2 weight versions behind.*max_staleness=1"):
+        check_trainable([usable, usable], policy_version=5, config=config)
 
 
 def test_accuracy_histogram_bins_cover_every_group():
