@@ -155,8 +155,8 @@ def test_tokens_file_and_env(tmp_path):
     path = tmp_path / "tokens"
     path.write_text("# operators\nalpha\nbeta read\n")
     tokens = Tokens.load(str(path), environ={"VISIONG1_API_TOKEN": "gamma"})
-    assert [tokens.scope_of(t) for t in ("alpha", "beta", "gamma", "delta")] == \
-        [Scope.WRITE, Scope.READ, Scope.WRITE, None]
+    assert [tokens.identify(t) for t in ("alpha", "beta", "gamma", "delta")] == \
+        [(0, Scope.WRITE), (1, Scope.READ), (2, Scope.WRITE), None]
     path.write_text("alpha admin\n")
     with pytest.raises(ValueError, match=r"tokens:1") as raised:
         Tokens.load(str(path), environ={})

@@ -59,10 +59,6 @@ class Tokens:
                 found = index, scope
         return found
 
-    def scope_of(self, presented: str) -> Scope | None:
-        found = self.identify(presented)
-        return None if found is None else found[1]
-
 
 def authorize(request: Request) -> None:
     """Dependency of every /v1 route: 401 without a valid token, 403 for a read-only token on a write. Sets
