@@ -103,9 +103,12 @@ class SampledStep:
     def ledger_plan(self) -> list[SampleGroupPlan]:
         """Every generated sample's planned fate for the ledger: trained, or dropped with its group's reason or,
         in a kept group, `excluded` when the reward pool left it out."""
-        return [SampleGroupPlan(score.prompt_id, [group_reason or ("excluded" if score.excluded and score.excluded[i]
-                                                                    else None) for i in range(len(score.rewards))])
-                for score, group_reason in zip(self.scores, self.drop_reasons)]
+        plans = []
+        for score, group_reason in zip(self.scores, self.drop_reasons):
+            excluded = score.excluded or [False] * len(score.rewards)
+            plans.append(SampleGroupPlan(score.prompt_id, [group_reason or ("excluded" if out else None)
+                                                           for out in excluded]))
+        return plans
 
 
 def dynamic_sample(draw: Callable[[int], list[PromptItem]], rollout, rewards, config: RunConfig,
@@ -129,7 +132,7 @@ def dynamic_sample(draw: Callable[[int], list[PromptItem]], rollout, rewards, co
             wanted = sum(step.keep) < target
             banded = in_band(score.accuracies, selection.band(item.source, item.domain))
             step.keep.append(wanted and banded)
-            step.drop_reasons.append(None if wanted and banded else "surplus" if not wanted else "out_of_band")
+            step.drop_reasons.append(None if wanted and banded else ("out_of_band" if wanted else "surplus"))
     return step
 
 

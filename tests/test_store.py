@@ -447,6 +447,21 @@ def test_the_ledger_settles_each_sample_once_and_counts_the_lost(store):
     assert events == [{"from_step": 1, "attempt": 1, "steps": [], "samples": 2}]
 
 
+def test_a_step_committed_after_a_later_redo_began_settles_its_own_samples(store):
+    """The resume commits a checkpointed step its coordinator died before committing, after superseding what came
+    later: that step's samples, scheduled under the attempt it died in, are settled all the same."""
+    store.create_run("r1", {})
+    store.start_round("r1")
+    store.transition_round("r1", 0, RoundState.TRAINING)
+    store.schedule_samples("r1", 0, 0, [SampleGroupPlan("p0", [None, "excluded"])])
+    store.schedule_samples("r1", 0, 1, [SampleGroupPlan("p1", [None])])
+    store.supersede_steps("r1", 1)
+    store.record_metrics("r1", 0, 0, {"step": 0})
+    summary = store.ledger_summary("r1", 0)
+    assert (summary["trained"], summary["dropped"], summary["superseded"], summary["in_flight"]) == \
+        (1, {"excluded": 1}, 1, 0)
+
+
 def test_heartbeats_and_a_lost_coordinator_fail_the_active_round_once(store):
     store.create_run("r1", {})
     assert store.get_run("r1").heartbeat_at is None

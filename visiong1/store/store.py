@@ -331,7 +331,7 @@ class RunStore:
         metrics = dict(metrics)
         now = time.time()
         with self._writes.begin() as conn:
-            run = _lock_run(conn, run_id)
+            _lock_run(conn, run_id)
             current = _round(_select_round(conn, run_id, round_index))
             if not current.active:
                 raise Conflict(f"round {round_index} of run {run_id!r} is {current.state.value}: "
@@ -341,10 +341,11 @@ class RunStore:
                                           "recorded")
             conn.execute(schema.metrics.insert().values(run_id=run_id, round_index=round_index, step=step,
                                                         metrics=_to_json(metrics), created_at=now))
-            ledger = schema.ledger.c  # the step's scheduled samples meet their planned fate with it
-            conn.execute(schema.ledger.update().where(
-                ledger.run_id == run_id, ledger.step == step, ledger.attempt == run.attempt,
-                ledger.fate == SCHEDULED).values(fate=ledger.planned))
+            # The step's open samples meet their planned fate with it; a redo superseded those of earlier attempts,
+            # except for a step saved and then committed by the resume (its samples are of the attempt it died in).
+            ledger = schema.ledger.c
+            conn.execute(schema.ledger.update().where(ledger.run_id == run_id, ledger.step == step,
+                                                      ledger.fate == SCHEDULED).values(fate=ledger.planned))
             return _append_event(conn, run_id, EventKind.STEP.value, round_index, now,
                                  {"round": round_index, "step": step, "metrics": metrics})
 
