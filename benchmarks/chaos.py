@@ -22,7 +22,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 
 from benchmarks.common import RESULTS, start_local, write_result
@@ -30,13 +29,12 @@ from services.api.app import create_app
 from services.api.auth import Scope, Tokens
 from services.api.launcher import RayLauncher
 from services.api.server import serving_in_thread
-from visiong1.client import parse_sse
+from visiong1.client import Client
 from visiong1.config import load_config_tree
 from visiong1.faults import fault_env
 from visiong1.store import RunStore
 
 TOKEN = "chaos-token-0123456789abcdef"
-AUTH = {"authorization": f"Bearer {TOKEN}"}
 NAMESPACE = "visiong1-chaos"
 ROLE_OF = {"committed_step": "coordinator", "resuming": "coordinator", "generate": "rollout replica",
            "weight_load": "rollout replica", "score": "reward worker", "train": "learner rank",
@@ -69,36 +67,10 @@ def fault_schedule(steps: int, rounds: int, per_point: int) -> list[str]:
     return faults
 
 
-def start_over_rest(url: str, overrides: list[str]) -> str:
-    """POST a run with `overrides`; its id."""
-    created = httpx.post(f"{url}/v1/runs", json={"overrides": overrides}, headers=AUTH, timeout=300)
-    created.raise_for_status()
-    return created.json()["id"]
-
-
-def follow(url: str, run_id: str, events: list[dict], timeout_s: float) -> list[dict]:
-    """Append the run's events after the last of `events` to it (reconnecting with Last-Event-ID when a stream
-    drops) until a terminal event; returns `events`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        resume = {"Last-Event-ID": events[-1]["id"]} if events else {}
-        try:
-            with httpx.stream("GET", f"{url}/v1/runs/{run_id}/events", headers={**AUTH, **resume},
-                              timeout=httpx.Timeout(60, read=120)) as stream:
-                for event in parse_sse(stream.iter_lines()):
-                    if "id" in event:
-                        events.append(event)
-                    if event["event"] in ("run_finished", "run_failed"):
-                        return events
-        except httpx.TransportError:  # the stream dropped (a slow poll); resume where it stopped
-            continue
-    raise TimeoutError(f"run {run_id} did not end within {timeout_s} s")
-
-
 @contextmanager
 def control_plane(output_dir: Path, model_cache: str, faults: list[str], namespace: str = NAMESPACE):
     """A real control plane on the connected Ray cluster (namespace `namespace`) whose coordinators, and their
-    role actors, run with `faults` armed (markers in `<output_dir>/faults`); yields (url, store)."""
+    role actors, run with `faults` armed (markers in `<output_dir>/faults`); yields (its client, its store)."""
     markers = output_dir / "faults"
     markers.mkdir(parents=True, exist_ok=True)
     config = load_config_tree({"output_dir": str(output_dir), "model": {"cache_dir": model_cache},
@@ -107,17 +79,17 @@ def control_plane(output_dir: Path, model_cache: str, faults: list[str], namespa
         launcher = RayLauncher(store, namespace, start_timeout_s=300,
                                coordinator_env=fault_env(markers, *faults) if faults else None)
         app = create_app(config, launcher=launcher, tokens=Tokens(((TOKEN.encode(), Scope.WRITE),)))
-        with serving_in_thread(app) as url:
-            yield url, store
+        with serving_in_thread(app) as url, Client(url, TOKEN, timeout_s=300) as client:
+            yield client, store
 
 
 def soak(output_dir: Path, model_cache: str, overrides: list[str], faults: list[str], namespace: str = NAMESPACE,
          timeout_s: float = 3600) -> dict:
     """One run over REST with `faults` armed (none: the fault-free baseline); returns its accounting."""
-    with control_plane(output_dir, model_cache, faults, namespace) as (url, store):
+    with control_plane(output_dir, model_cache, faults, namespace) as (client, store):
         started = time.monotonic()
-        run_id = start_over_rest(url, overrides)
-        events = follow(url, run_id, [], timeout_s)
+        run_id = client.create_run(overrides=overrides)["id"]
+        events = list(client.events(run_id))
         return account(store, run_id, events, output_dir / "faults", time.monotonic() - started)
 
 
@@ -134,9 +106,9 @@ def account(store: RunStore, run_id: str, events: list[dict], markers: Path, wal
     per_role: dict[str, int] = {}
     for marker in struck:
         per_role[role_of(marker.name)] = per_role.get(role_of(marker.name), 0) + 1
-    kinds = [event["event"] for event in events]
+    kinds = [event["type"] for event in events]
     return {"run_id": run_id, "ended": kinds[-1], "wall_s": round(wall_s, 1),
-            "summary": json.loads(events[-1]["data"])["payload"],
+            "summary": events[-1]["payload"],
             "rounds_done": sum(round_.state.value == "done" for round_ in rounds),
             "steps": [row.step for row in rows], "superseded_steps": [row.step for row in store.superseded_for(run_id)],
             "ledgers": ledgers, "samples_lost": sum(ledger["lost"] for ledger in ledgers),

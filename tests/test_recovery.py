@@ -7,11 +7,10 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from actors.launch import coordinator_actor
-from benchmarks.chaos import AUTH, SMALL_RUN, control_plane, follow, start_over_rest
+from benchmarks.chaos import SMALL_RUN, control_plane
 from tests.conftest import TEST_NAMESPACE
 from tests.test_round_control import control_config  # noqa: F401 - a fixture
 from visiong1.config import absolute_paths
@@ -58,10 +57,10 @@ def test_a_failed_run_resumed_over_rest_falls_back_past_a_corrupt_newest_checkpo
     checkpoint (after step 2) is then flipped: the resume refuses it, loads the one after step 1, redoes steps 2 on,
     and finishes with every step committed once and no sample lost."""
     overrides = SMALL_RUN + ["round.rounds=1", "round.steps=5", "round.checkpoint_every=1", "round.max_retries=0"]
-    with control_plane(tmp_path, model_cache, ["train@4"], TEST_NAMESPACE) as (url, store):
-        run_id = start_over_rest(url, overrides)
-        events = follow(url, run_id, [], timeout_s=600)
-        assert events[-1]["event"] == "run_failed" and "ActorDiedError" in events[-1]["data"]
+    with control_plane(tmp_path, model_cache, ["train@4"], TEST_NAMESPACE) as (client, store):
+        run_id = client.create_run(overrides=overrides)["id"]
+        events = list(client.events(run_id))
+        assert events[-1]["type"] == "run_failed" and "ActorDiedError" in events[-1]["payload"]["error"]
         assert store.get_run(run_id).status is RunStatus.FAILED
         checkpoints = CheckpointStore(str(tmp_path / run_id / "checkpoints"))
         newest = Path(checkpoints.latest())
@@ -70,10 +69,9 @@ def test_a_failed_run_resumed_over_rest_falls_back_past_a_corrupt_newest_checkpo
         data[len(data) // 2] ^= 0xFF
         shard.write_bytes(bytes(data))
 
-        resumed = httpx.post(f"{url}/v1/runs/{run_id}/resume", headers=AUTH, timeout=120)
-        assert resumed.status_code == 202, resumed.text
-        follow(url, run_id, events, timeout_s=600)
-        kinds = [event["event"] for event in events]
+        assert client.resume_run(run_id)["status"] == "failed"  # 202: the new coordinator has not resumed yet
+        events += client.events(run_id, after=events[-1]["id"])
+        kinds = [event["type"] for event in events]
         assert kinds[-1] == "run_finished" and kinds.count("checkpoint_refused") == 1
         assert [row.step for row in store.metrics_for(run_id)] == list(range(5))
         assert [row.step for row in store.superseded_for(run_id)] == [2]
