@@ -269,7 +269,7 @@ class Coordinator:
         if not (items := self.selector.held_out_items() if items is None else items):
             return
         result = {"label": label, "round": self.round_index if label != "initial" else None,
-                  "step": self.global_step, **evaluate(items, self.rollout, self.rewards, self.config)}
+                  "step": self.global_step, **evaluate(items, self.rollout, self.rewards, self.config, not control)}
         self.log.evaluation(result, control)
 
     def _start_roles(self) -> None:

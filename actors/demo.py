@@ -50,6 +50,9 @@ def _show(event: dict, progress: Progress, task, console: Console) -> None:
     elif kind == "evaluation" and not event.get("control"):
         console.print(f"held-out accuracy ({event['label']}): mean {event['accuracy_mean']:.3f}  " +
                       "  ".join(f"{domain} {value:.2f}" for domain, value in event["accuracy"].items()))
+        if event.get("benchmarks"):
+            console.print("benchmarks (official scorers): " + "  ".join(
+                f"{name} {figures['accuracy']:.3f}" for name, figures in event["benchmarks"].items()))
     elif kind == "selection":
         console.print(f"selection: {event['kept']} of {event['pool']} items kept ({event['targets']} "
                       f"influence targets, {event['in_band']} in the pass-rate band)")

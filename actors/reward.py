@@ -38,12 +38,14 @@ class RewardWorker:
                            [v.result.reason for v in verdicts], min(s.weight_version for s in group.samples),
                            [v.excluded for v in verdicts])
 
-    def score_texts(self, requests: list[dict]) -> list[dict]:
+    def score_texts(self, requests: list[dict], unscorable_ok: bool = False) -> list[dict]:
         """Score raw `{response, ground_truth, answer_type, domain?, meta?}` requests (benchmarks and tools);
-        `latency_s` runs from this call's start to the sample's verdict."""
-        return [{"score": v.result.score, "reason": v.result.reason, "accuracy": v.result.accuracy,
-                 "excluded": v.excluded, "seconds": v.seconds, "latency_s": latency}
-                for v, latency in self.judge.judge_many(requests)]
+        `latency_s` runs from this call's start to the sample's verdict. With `unscorable_ok`, a request whose
+        ground truth its scorer cannot use answers `{"unscorable": why}` instead of failing the call."""
+        return [{"unscorable": str(v)} if isinstance(v, Exception) else
+                {"score": v.result.score, "reason": v.result.reason, "accuracy": v.result.accuracy,
+                 "extracted": v.result.extracted, "excluded": v.excluded, "seconds": v.seconds, "latency_s": latency}
+                for v, latency in self.judge.judge_many(requests, unscorable_ok)]
 
     def metrics_text(self) -> str:
         return self.judge.metrics.exposition().decode()
@@ -85,7 +87,7 @@ class RewardPool:
         """One ObjectRef of list[GroupScores] per rollout shard, spread round-robin over the workers."""
         return [self.workers[i % len(self.workers)].score_groups.remote(ref) for i, ref in enumerate(shard_refs)]
 
-    def async_score_texts(self, requests: list[dict]) -> list[ray.ObjectRef]:
+    def async_score_texts(self, requests: list[dict], unscorable_ok: bool = False) -> list[ray.ObjectRef]:
         """Split raw requests evenly over the workers; one ObjectRef of results per worker, in request order."""
-        return [worker.score_texts.remote(requests[start:stop])
+        return [worker.score_texts.remote(requests[start:stop], unscorable_ok)
                 for worker, (start, stop) in zip(self.workers, shard_bounds(len(requests), len(self.workers)))]

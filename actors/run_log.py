@@ -74,7 +74,9 @@ class RunLog:
             return
         self.evaluations.append(result)
         self.trackers.log({"eval/accuracy_mean": result["accuracy_mean"],
-                           **{f"eval/accuracy_{d}": v for d, v in result["accuracy"].items()}}, result["step"])
+                           **{f"eval/accuracy_{d}": v for d, v in result["accuracy"].items()},
+                           **{f"eval/benchmark_{name}": figures["accuracy"]
+                              for name, figures in result.get("benchmarks", {}).items()}}, result["step"])
         self.emit(EventKind.EVALUATION, **result)
 
     def phase_time(self, name: str, seconds: float) -> None:

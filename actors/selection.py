@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from actors.common import get_within
 from visiong1.config import RunConfig
+from visiong1.eval.benchmarks.results import summarise
 from visiong1.eval.heldout import pass_at_k, per_domain
 from visiong1.selection.difficulty import DifficultyStore, difficulty_record, in_band, pass_rate
 from visiong1.data.pool_index import ItemRow, read_items
@@ -170,11 +171,12 @@ def dynamic_metrics(step: SampledStep) -> dict[str, float]:
             **accuracy_histogram(step.scores)}
 
 
-def evaluate(items: list[PromptItem], rollout, rewards, config: RunConfig) -> dict:
+def evaluate(items: list[PromptItem], rollout, rewards, config: RunConfig, benchmarks: bool = True) -> dict:
     """Held-out evaluation: greedy accuracy per domain, and pass@k from `eval.pass_k` samples at the rollout
     temperature (when k > 1); means are over domains (each domain counts once). Items whose metadata names a
     `template` (the synthetic generators do) also get greedy accuracy per `domain/template`: a domain's mean can
-    hide one template stuck at zero (the tiny model cannot localize)."""
+    hide one template stuck at zero (the tiny model cannot localize). With `benchmarks` and `eval.benchmarks` set,
+    `benchmarks` holds each benchmark's summary on the run's fixed sample, scored by its official rule."""
     timings: dict = {}
     _, greedy = generate_and_score(rollout, rewards, items, config, greedy=True, timings=timings)
     accuracy = per_domain([(item.domain, score.accuracies[0]) for item, score in zip(items, greedy)])
@@ -188,6 +190,13 @@ def evaluate(items: list[PromptItem], rollout, rewards, config: RunConfig) -> di
         passed = per_domain([(item.domain, pass_at_k(k, sum(a == 1.0 for a in score.accuracies), k))
                              for item, score in zip(items, sampled)])
         result |= {"pass_at_k": passed, "pass_at_k_mean": sum(passed.values()) / len(passed), "pass_k": k}
+    if benchmarks and config.eval.benchmarks:
+        from actors.benchmark_eval import evaluate_benchmarks, run_benchmark_items  # imports the actor groups
+
+        started = time.perf_counter()
+        records = evaluate_benchmarks(run_benchmark_items(config.eval, config.round.seed), rollout, rewards, config)
+        result["benchmarks"] = summarise(records)
+        timings["time/benchmarks_s"] = time.perf_counter() - started
     return result | {"seconds": round(sum(timings.values()), 2)}
 
 

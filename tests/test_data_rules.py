@@ -11,6 +11,7 @@ from visiong1.data.images import normalise_image
 from visiong1.data.rules import (check_verifiable, choice_to_free_form, conversion_rules, count_sub_questions,
                                  infer_answer_type, normalise_choices, reject_multiple_questions)
 from visiong1.data.schema import Candidate, Rejected
+from visiong1.rewards import score
 
 POLICY = ImagePolicyConfig(min_side=28, max_aspect_ratio=20, min_pixels=56 * 56, max_pixels=112 * 112)
 
@@ -87,6 +88,26 @@ def test_answers_their_own_scorer_rejects_are_unverifiable():
     assert reason_of(lambda: check_verifiable(candidate(answer=long_text, answer_type="text"), 4)) \
         == "answer_unverifiable"
     assert check_verifiable(candidate(answer="[0, 0, 14, 14]", answer_type="point"), 4).answer == "[0, 0, 14, 14]"
+
+
+@pytest.mark.parametrize("written, stored, answer_type, choices", [
+    (r"\text{(B)}", "B", "choice", ["cat", "dog"]),
+    (r"$\text{Paris}$", "Paris", "text", None),
+    (r"3 \text{ cm}", "3 cm", "math", None),
+    ("28 percent", r"28\%", "math", None),
+    (r"\frac{1}{\mathrm{e}}", r"\frac{1}{e}", "math", None),
+])
+def test_import_normalises_ground_truths_and_keeps_the_original(written, stored, answer_type, choices):
+    """Data import stores the normalised answer, records the source's own, and both score as correct."""
+    config = DataConfig()
+    item = candidate(answer=written, choices=choices)
+    for rule in conversion_rules(config):
+        item = rule(item)
+    assert (item.answer, item.answer_type, item.metadata["original_answer"]) == (stored, answer_type, written)
+    response = rf"\boxed{{{item.answer}}}"
+    meta = {"choices": item.choices} if item.choices else {}
+    assert score(response, written, item.answer_type, **meta).reason == "correct"
+    assert score(response, item.answer, item.answer_type, **meta).reason == "correct"
 
 
 def test_configured_rules_include_free_form_only_when_asked():

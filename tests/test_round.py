@@ -10,6 +10,7 @@ import pytest
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from actors.launch import start_run
+from tests.test_benchmark_eval import write_benchmarks
 from visiong1.config import RunConfig, load_config
 from visiong1.data.pool import build_pool
 from visiong1.data.synthetic import generate_pool
@@ -29,8 +30,11 @@ SELECTION = ["selection.offline_difficulty=true", "selection.difficulty_samples=
 
 
 @pytest.fixture(scope="module")
-def finished_run(ray_cluster, small_run_overrides_module):
-    config = load_config(None, small_run_overrides_module)
+def finished_run(ray_cluster, small_run_overrides_module, tmp_path_factory):
+    """The small two-round run, also evaluating two public benchmarks (copies in their official formats)."""
+    root = write_benchmarks(tmp_path_factory.mktemp("benchmarks"))
+    config = load_config(None, small_run_overrides_module + [
+        "eval.benchmarks=[mathvista,mmstar]", f"eval.benchmark_root={root}", "eval.benchmark_items=3"])
     run_id, coordinator, done = start_run(config)
     summary = ray_cluster.get(done, timeout=600)
     events = ray_cluster.get(coordinator.events.remote(0))
@@ -229,7 +233,22 @@ def test_step_and_evaluation_scalars_reach_tensorboard(finished_run):
             event = Event.FromString(data[offset + 12:offset + 12 + length])
             tags.update(value.tag for value in event.summary.value)
             offset += 12 + length + 4
-    assert {"reward/accuracy", "train/loss", "eval/accuracy_mean", "eval/accuracy_counting"} <= tags
+    assert {"reward/accuracy", "train/loss", "eval/accuracy_mean", "eval/accuracy_counting",
+            "eval/benchmark_mathvista", "eval/benchmark_mmstar"} <= tags
+
+
+def test_benchmarks_are_evaluated_every_round_on_a_fixed_sample_and_reported(finished_run):
+    """`eval.benchmarks`: each evaluation (not the blank-image control) scores `eval.benchmark_items` items per
+    benchmark by the official rules, and the report tabulates and plots them per round."""
+    _, summary, _, run_dir = finished_run
+    assert [sorted(e["benchmarks"]) for e in summary["evaluations"]] == [["mathvista", "mmstar"]] * 3
+    for evaluation in summary["evaluations"]:
+        for figures in evaluation["benchmarks"].values():
+            assert (figures["items"], figures["scored"]) == (3, 3) and 0.0 <= figures["accuracy"] <= 1.0
+    assert "benchmarks" not in summary["controls"][0]
+    page = (run_dir / "report" / "report.html").read_text()
+    assert "Benchmarks per round" in page and "<td>mmstar</td>" in page
+    assert (run_dir / "report" / "benchmarks.png").stat().st_size > 5000
 
 
 def test_synthetic_influence_targets_come_clean_from_outside_a_noisy_pool(ray_cluster, small_run_overrides_module,

@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 from visiong1.config import ConfigError, load_config
+from visiong1.eval.benchmarks import BENCHMARKS
 
 # `visiong1 demo` and `visiong1 ablate` without -c run the method demo: 3 rounds of selection and GRPO over the 8
 # synthetic domains (configs/demo.yaml, the built-in defaults, is the 75-s one-round counting demo).
 METHOD_DEMO_CONFIG = "demo_8domains.yaml"
-RUNNERS = {"demo": "actors.demo:main", "ablate": "actors.demo:ablate", "serve": "services.api.server:main",
-           "reward serve": "services.reward.server:main"}
+RUNNERS = {"demo": "actors.demo:main", "ablate": "actors.demo:ablate", "eval": "actors.benchmark_eval:main",
+           "serve": "services.api.server:main", "reward serve": "services.reward.server:main"}
 
 
 def bundled_config(name: str) -> Path:
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "directory, or a checkpoint store whose newest is taken).")
     export.add_argument("checkpoint", help="checkpoint directory, store path or pyarrow filesystem URI")
     export.add_argument("output_dir", help="Hugging Face model directory to write")
+    _add_eval_command(commands)
     _add_data_commands(commands)
     _add_client_commands(commands)
     report = commands.add_parser("report", help="write a run's HTML report with plots",
@@ -97,6 +99,38 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
     build.add_argument("--size", default="tiny", choices=["tiny", "mid"])
     return parser
+
+
+def _add_eval_command(commands) -> None:
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a model on public benchmarks with their official scorers",
+        description="Greedy answers from the rollout engine (vLLM, or the config's engine) on local copies of the "
+                    "benchmarks (their Hugging Face Parquet or VLMEvalKit TSV), scored by each benchmark's official "
+                    "rule; writes <benchmark>.json (per item: prediction, extracted answer, score), summary.json "
+                    "and benchmarks.png.")
+    evaluate.add_argument("model", help="Hugging Face model directory, a run's checkpoint/ or a checkpoint store")
+    evaluate.add_argument("--benchmarks", required=True,
+                          help="comma-separated: " + ",".join(BENCHMARKS))
+    evaluate.add_argument("--data-root", required=True, help="directory holding <benchmark>/ local copies")
+    evaluate.add_argument("--output", default="eval-results", help="directory the results are written to")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of each benchmark")
+    _add_config_arguments(evaluate)
+
+
+def _run_eval(args, config) -> int:
+    from visiong1.eval.benchmarks import BenchmarkFormatError
+
+    names = [name.strip() for name in args.benchmarks.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown or not names:
+        print(f"visiong1 eval: --benchmarks: unknown {unknown or names}; known: {', '.join(BENCHMARKS)}",
+              file=sys.stderr)
+        return 2
+    try:
+        return _load_runner("eval")(config, args.model, names, args.data_root, args.output, args.limit)
+    except (BenchmarkFormatError, FileNotFoundError) as error:
+        print(f"visiong1 eval: {error}", file=sys.stderr)
+        return 2
 
 
 def _add_data_commands(commands) -> None:
@@ -234,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "plan":
         return _plan(config, args.json)
+    if args.command == "eval":
+        return _run_eval(args, config)
     if args.command == "reward":
         return _load_runner(f"reward {args.reward_command}")(config, token_env=args.token_env)
     return _load_runner(args.command)(config)

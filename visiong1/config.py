@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from visiong1.eval.benchmarks import BENCHMARKS
 
 
 class Section(BaseModel):
@@ -50,11 +53,14 @@ class SourceConfig(Section):
 
     name: str = Field(min_length=1)
     """Source label recorded on every item (and in the manifest's per-source counts)."""
-    format: Literal["jsonl", "parquet", "hf_disk", "verl"]
-    """`jsonl`/`parquet`: one row per item; `hf_disk`: a Hugging Face `save_to_disk` directory; `verl`: the
-    verl/Vision-G1 training Parquet (prompt messages, images, reward_model.ground_truth, data_source)."""
+    format: Literal["jsonl", "parquet", "hf_disk", "hf_hub", "llava", "verl"]
+    """`jsonl`/`parquet`: one row per item; `hf_disk`: a Hugging Face `save_to_disk` directory; `hf_hub`: a
+    Hugging Face dataset in the local hub cache, by name (never downloaded); `llava`: LLaVA `conversations` records
+    (JSON list or JSONL), one item per human/gpt pair; `verl`: the verl/Vision-G1 training Parquet (prompt
+    messages, images, reward_model.ground_truth, data_source)."""
     path: str
-    """File or directory to read."""
+    """File or directory to read; for `parquet`/`verl` also a glob (`data/train-*.parquet`, `**` crosses
+    directories) or a directory of `*.parquet` shards; for `hf_hub` the dataset's name `ORG/NAME`."""
     domain: str | None = None
     """Domain of every item (None: read from the `domain` column)."""
     dimension: str | None = None
@@ -66,7 +72,37 @@ class SourceConfig(Section):
     """Pool field -> source column, for fields named differently (`question`, `answer`, `choices`, `image`,
     `images`, `id`, `domain`, `answer_type`, `dimension`)."""
     image_root: str | None = None
-    """Directory that relative image paths are resolved against (default: the source file's directory)."""
+    """Directory that relative image paths are resolved against (default: the source file's directory; for a
+    glob, its directory before the first wildcard; for `hf_hub`, the snapshot directory)."""
+    revision: str | None = None
+    """`hf_hub`: branch or tag (a name under the cached repository's `refs/`) or full commit hash of the snapshot
+    to read (None: `main`)."""
+    subset: str | None = None
+    """`hf_hub`: the dataset's configuration (subset), the top directory of its Parquet files (None: `default`,
+    that is `data/`, or the only one cached)."""
+    split: str | None = None
+    """`hf_hub`, and `hf_disk` on a DatasetDict directory (one with `dataset_dict.json`): split to read (None:
+    `train`)."""
+    cache_dir: str | None = None
+    """`hf_hub`: the Hugging Face hub cache to look in (None: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+    `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`, as huggingface_hub resolves it)."""
+
+    @field_validator("path")
+    @classmethod
+    def _hub_path_is_a_dataset_name(cls, path: str, info: ValidationInfo) -> str:
+        if info.data.get("format") == "hf_hub" and not re.fullmatch(r"([\w.-]+/)?[\w.-]+", path):
+            raise ValueError(f"format hf_hub takes a dataset name ORG/NAME, got {path!r}")
+        return path
+
+    @field_validator("revision", "subset", "split", "cache_dir")
+    @classmethod
+    def _set_only_where_read(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A field the format ignores is a mistake in the config (say, `split` on a Parquet glob), not a no-op.
+        readers = ("hf_hub", "hf_disk") if info.field_name == "split" else ("hf_hub",)
+        source_format = info.data.get("format")
+        if value is not None and source_format is not None and source_format not in readers:
+            raise ValueError(f"read by format {' or '.join(readers)} only, not {source_format}")
+        return value
 
 
 class ImagePolicyConfig(Section):
@@ -251,6 +287,13 @@ class InfluenceConfig(Section):
     """Influence-scoring actors; the pool is sharded across them."""
     num_cpus: float = Field(1.0, gt=0)
     """Ray CPUs per influence actor."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs per influence actor (the model in bf16, sketches in fp32); 0 runs on CPU in fp32. Selection runs while
+    the learners are idle, so on a GPU node the influence actors share the learners' GPUs by asking for a fraction
+    (e.g. 0.5 beside a learner holding 0.5); the planner counts their memory on the same GPU."""
+    score_chunk: int = Field(64, ge=1)
+    """Candidates scored per chunk; each finished chunk's scores are persisted under the round directory, so a
+    selection interrupted by a failure scores only what is missing when it runs again."""
     node_resource: str | None = None
     """Custom Ray resource that only the nodes meant for influence scoring offer; None places anywhere."""
     targets: str = "pool"
@@ -445,6 +488,22 @@ class EvalConfig(Section):
     blank_image_control: bool = True
     """After the last round, also evaluate with every image blanked: accuracy should stay near chance (answers are
     not guessable from the question text)."""
+    benchmarks: list[str] = []
+    """Public benchmarks evaluated with the held-out items, each by its official scorer (names as in
+    `visiong1 eval --benchmarks`); their local copies live under `benchmark_root/<name>/`."""
+    benchmark_root: str | None = None
+    """Directory holding the benchmarks' local copies (required when `benchmarks` is set)."""
+    benchmark_items: int = Field(100, ge=1)
+    """Items per benchmark evaluated each round: a sample fixed by the run's seed (the whole benchmark when smaller)."""
+
+    @model_validator(mode="after")
+    def _benchmarks_are_known(self) -> "EvalConfig":
+        unknown = sorted(set(self.benchmarks) - set(BENCHMARKS))
+        if unknown:
+            raise ValueError(f"benchmarks: unknown {unknown}; known: {', '.join(BENCHMARKS)}")
+        if self.benchmarks and not self.benchmark_root:
+            raise ValueError("benchmark_root: required when benchmarks are set")
+        return self
 
 
 class TrackingConfig(Section):

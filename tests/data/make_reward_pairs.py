@@ -67,6 +67,44 @@ POINT = [
     ("(11, 5)", "[0, 0, 10, 10]", False), ("(5, -1)", "[0, 0, 10, 10]", False), ("(5)", "[0, 0, 10, 10]", False),
 ]
 
+# Ground truths as real datasets write them (MATH-style LaTeX, benchmark-style options): (answer, truth, type, meta,
+# equivalent). Several answers are ordered unless the item's metadata says `answer_order: free`.
+GROUND_TRUTH_FORMS = [
+    ("Paris", "\\text{Paris}", "text", {}, True), ("paris", "\\textbf{Paris}", "text", {}, True),
+    ("blue", "$\\text{blue}$", "text", {}, True), ("London", "\\text{Paris}", "text", {}, False),
+    ("3", "3 cm", "text", {}, True), ("4", "3 cm", "text", {}, False),
+    ("B", "\\text{(B)}", "choice", {}, True), ("B", "(B)", "choice", {}, True), ("C", "C.", "choice", {}, True),
+    ("(C)", "\\text{C}", "choice", {}, True), ("B", "$\\text{B}$", "choice", {}, True),
+    ("A", "\\text{(B)}", "choice", {}, False), ("A", "C.", "choice", {}, False),
+    ("C", "\\text{blue}", "choice", {"choices": ["red", "green", "blue"]}, True),
+    ("blue", "\\text{(C)}", "choice", {"choices": ["red", "green", "blue"]}, True),
+    ("red", "\\text{(C)}", "choice", {"choices": ["red", "green", "blue"]}, False),
+    ("45\\%", "45\\%", "math", {}, True), ("45", "45\\%", "math", {}, True), ("0.45", "45\\%", "math", {}, True),
+    ("45 percent", "45\\%", "math", {}, True), ("28", "28 percent", "math", {}, True),
+    ("0.28", "28 percent", "math", {}, True), ("4.5", "45\\%", "math", {}, False), ("45", "28\\%", "math", {}, False),
+    ("3", "3 \\text{ cm}", "math", {}, True), ("3 cm", "3 \\text{ cm}", "math", {}, True),
+    ("3\\text{ cm}", "3 \\text{cm}", "math", {}, True), ("3 m", "3 \\text{ cm}", "math", {}, False),
+    ("4", "3 \\text{ cm}", "math", {}, False), ("12", "12 \\mathrm{m}^2", "math", {}, True),
+    ("45", "45^\\circ", "math", {}, True), ("45^\\circ", "45°", "math", {}, True),
+    ("2.5 kg", "2.5\\text{ kg}", "math", {}, True), ("30", "45^\\circ", "math", {}, False),
+    ("10", "10\\text{ inches}", "math", {}, True), ("\\frac{1}{e}", "\\frac{1}{\\mathrm{e}}", "math", {}, True),
+    ("5", "$5$", "math", {}, True), ("5", "\\(5\\)", "math", {}, True),
+    ("\\sqrt{2}", "\\[\\sqrt{2}\\]", "math", {}, True),
+    ("6", "\\(5\\)", "math", {}, False), ("e", "\\mathrm{e}", "math", {}, True),
+    ("\\frac{\\sqrt{3}}{2}", "\\dfrac{\\sqrt{3}}{2}", "math", {}, True), ("18.90", "\\$18.90", "math", {}, True),
+    ("(1, 2), (2, 1)", "(1, 2), (2, 1)", "math", {}, True),
+    ("(2, 1), (1, 2)", "(1, 2), (2, 1)", "math", {"answer_order": "free"}, True),
+    ("(2, 1), (1, 2)", "(1, 2), (2, 1)", "math", {}, False), ("1, 2", "2, 1", "math", {"answer_order": "free"}, True),
+    ("1, 2", "2, 1", "math", {}, False), ("1, 3", "1, 2", "math", {"answer_order": "free"}, False),
+    ("1, 2, 3", "1, 2", "math", {"answer_order": "free"}, False),
+    ("(1, 2)", "(1, 2), (2, 1)", "math", {"answer_order": "free"}, False),
+    ("-1, 1", "1, -1", "math", {"answer_order": "free"}, True), ("\\frac{1}{2}, 3", "0.5, 3", "math", {}, True),
+    ("12", "\\textbf{12}", "count", {}, True), ("12", "$12$", "count", {}, True),
+    ("11", "\\text{12}", "count", {}, False),
+    # Equal to a careful grader, not to the rules (no unit conversion, no unit synonyms): kept to measure the gap.
+    ("300 cm", "3 \\text{ m}", "math", {}, True), ("5 sq ft", "5 \\text{ square feet}", "math", {}, True),
+]
+
 
 def rows():
     for answer, truth, same in MATH:
@@ -81,6 +119,9 @@ def rows():
         yield {"answer": answer, "truth": truth, "type": "bbox", "meta": meta, "equivalent": same}
     for answer, truth, same in POINT:
         yield {"answer": answer, "truth": truth, "type": "point", "meta": {}, "equivalent": same}
+    for answer, truth, kind, meta, same in GROUND_TRUTH_FORMS:
+        yield {"answer": answer, "truth": truth, "type": kind, "meta": meta, "equivalent": same,
+               "group": "ground_truth_forms"}
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from visiong1.config import DataConfig, SourceConfig
-from visiong1.data.adapters import hf_disk_files, plan_units, pool_row_to_verl, read_arrow_stream, read_unit
+from visiong1.data.adapters import plan_units, pool_row_to_verl, read_unit, source_rows
 from visiong1.data.curate import curate_source_rows, curate_synthetic
 from visiong1.data.schema import POOL_SCHEMA, SCHEMA_VERSION
 from visiong1.types import PromptItem, table_to_items
@@ -195,14 +195,9 @@ def ray_curated_tables(config: DataConfig) -> Iterator[pa.Table]:
 
 
 def expected_rows(config: DataConfig) -> int | None:
-    """Rows the build will see, where cheap to know (None if a JSONL source would have to be read)."""
-    total = config.num_items
-    for spec in config.sources:
-        if spec.format == "jsonl":
-            return None
-        total += (sum(read_arrow_stream(path).num_rows for path in hf_disk_files(spec.path))
-                  if spec.format == "hf_disk" else pq.ParquetFile(spec.path).metadata.num_rows)
-    return total
+    """Rows the build will see, where cheap to know (None if a JSONL or LLaVA source would have to be read)."""
+    counts = [source_rows(spec) for spec in config.sources]
+    return None if None in counts else config.num_items + sum(counts)
 
 
 def build_pool(config: DataConfig, out_dir: str | Path, engine: Literal["ray", "local"] = "ray",

@@ -16,17 +16,33 @@ from visiong1.data.schema import Candidate, Rejected
 from visiong1.rewards import ANSWER_TYPES, AnswerParseError, GroundTruthError, score
 from visiong1.rewards.choice import letter_of
 from visiong1.rewards.grounding import reference_answer
+from visiong1.rewards.math import as_number, normalise_latex
+from visiong1.rewards.normalise import normalise_answer, split_unit
 
 _OPTION_PREFIX = re.compile(r"^\s*\(?([A-Za-z])\)?[.:)]\s+")
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
+_LATEX_COMMAND = re.compile(r"\\[a-zA-Z]+")
 # "(1) ... (2) ...", "1. ... 2. ...", "(ii) ..." enumerations of sub-questions ("a) cat b) dog" are options)
 _ENUMERATED = re.compile(r"(?:^|\s)(?:\(\s*(?:[1-9]|i{1,3}|iv)\s*\)|[1-9][.)]\s)", re.IGNORECASE)
 
 
+def normalise_ground_truth(candidate: Candidate) -> Candidate:
+    """The answer as the scorers normalise it (LaTeX wrappers off, percent words as `\\%`); a changed answer keeps
+    the source's original in metadata["original_answer"] (the scorers accept both)."""
+    answer = normalise_answer(candidate.answer)
+    if answer != candidate.answer:
+        candidate.metadata = {**candidate.metadata, "original_answer": candidate.answer}
+        candidate.answer = answer
+    return candidate
+
+
 def infer_answer_type(candidate: Candidate) -> Candidate:
-    """Fill a missing answer type: `choice` with options, `math` for numbers, else `text`; reject unknown types."""
+    """Fill a missing answer type: `choice` with options, `math` for numbers (`1,000`, `3/4`, `28\\%`, with or
+    without a unit) and LaTeX commands, else `text`; reject unknown types."""
     if candidate.answer_type is None:
-        candidate.answer_type = "choice" if candidate.choices else ("math" if _NUMBER.match(candidate.answer) else "text")
+        value = split_unit(candidate.answer)[0]
+        mathematical = as_number(normalise_latex(value)) is not None or _LATEX_COMMAND.search(candidate.answer)
+        candidate.answer_type = "choice" if candidate.choices else ("math" if mathematical else "text")
     if candidate.answer_type not in ANSWER_TYPES:
         raise Rejected("unknown_answer_type", f"{candidate.answer_type!r} (known: {', '.join(ANSWER_TYPES)})")
     return candidate
@@ -101,7 +117,7 @@ def check_verifiable(candidate: Candidate, max_text_words: int) -> Candidate:
 
 def conversion_rules(config: DataConfig) -> list[Callable[[Candidate], Candidate]]:
     """The rules in order, as configured."""
-    rules = [infer_answer_type, normalise_choices]
+    rules = [normalise_ground_truth, infer_answer_type, normalise_choices]
     if config.reject_multi_question:
         rules.append(reject_multiple_questions)
     if config.free_form_choices:

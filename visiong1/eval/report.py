@@ -110,14 +110,46 @@ def plot_step_time(rows: list[dict], path: Path) -> Path:
     return _save(figure, path)
 
 
-def _evaluation_table(evaluations: list[dict], key: str = "accuracy", with_mean: bool = True) -> str:
+def _evaluation_table(evaluations: list[dict], key: str = "accuracy", with_mean: bool = True,
+                      name_header: str | None = None) -> str:
     """HTML table of `evaluation[key]` (name -> accuracy) with one column per evaluation."""
     head = "".join(f"<th>{html.escape(e['label'])}</th>" for e in evaluations)
     body = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{e[key][name]:.3f}</td>" for e in evaluations)
                    + "</tr>" for name in evaluations[0][key])
-    mean = "".join(f"<td><b>{e['accuracy_mean']:.3f}</b></td>" for e in evaluations)
-    mean_row = f"<tr><td><b>mean</b></td>{mean}</tr>" if with_mean else ""
-    return f"<table><tr><th>{'domain' if with_mean else 'domain/template'}</th>{head}</tr>{body}{mean_row}</table>"
+    mean_row = ""
+    if with_mean:
+        mean = "".join(f"<td><b>{e['accuracy_mean']:.3f}</b></td>" for e in evaluations)
+        mean_row = f"<tr><td><b>mean</b></td>{mean}</tr>"
+    name_header = name_header or ("domain" if with_mean else "domain/template")
+    return f"<table><tr><th>{name_header}</th>{head}</tr>{body}{mean_row}</table>"
+
+
+def benchmark_accuracy(evaluations: list[dict]) -> list[dict]:
+    """The evaluations that scored benchmarks, as `{label, accuracy: {benchmark: accuracy}}`."""
+    return [{"label": e["label"], "accuracy": {name: figures["accuracy"] for name, figures in e["benchmarks"].items()}}
+            for e in evaluations if e.get("benchmarks")]
+
+
+def plot_benchmarks_by_round(evaluations: list[dict], path: Path) -> Path:
+    """One line per benchmark: accuracy by its official scorer at each evaluation."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    labels = [e["label"] for e in evaluations]
+    for name in evaluations[0]["accuracy"]:
+        axis.plot(labels, [e["accuracy"][name] for e in evaluations], marker="s", label=name)
+    axis.set(ylim=(0, 1), ylabel="accuracy (official scorer)", title="Benchmarks per round")
+    axis.legend(fontsize=7, ncol=2)
+    axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def _benchmark_section(evaluations: list[dict], out: Path) -> tuple[str, list[tuple[str, Path]]]:
+    """HTML table and figure of the benchmarks per round (nothing when the run evaluated none)."""
+    scored = benchmark_accuracy(evaluations)
+    if not scored:
+        return "", []
+    table = "<h2>Benchmarks per round (official scorers, the run's fixed sample)</h2>" + _evaluation_table(
+        scored, with_mean=False, name_header="benchmark")
+    return table, [("Benchmarks per round", plot_benchmarks_by_round(scored, out / "benchmarks.png"))]
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -135,12 +167,15 @@ def write_report(run_dir: str | Path) -> Path:
         figures.insert(0, ("Held-out accuracy per domain per round", plot_accuracy_by_round(evaluations, out / "accuracy.png")))
     if funnels:
         figures.append(("Selection funnel per domain", plot_funnels(funnels, out / "funnel.png")))
+    benchmark_table, benchmark_figures = _benchmark_section(evaluations, out)
+    figures[1:1] = benchmark_figures
     sections = "".join(f"<h2>{html.escape(title)}</h2><img src='{path.name}' alt='{html.escape(title)}'>"
                        for title, path in figures)
     table = _evaluation_table(evaluations) if evaluations else "<p>No held-out evaluation in this run.</p>"
     if evaluations and all(e.get("accuracy_by_template") for e in evaluations):
         table += "<h2>Held-out accuracy per template</h2>" + _evaluation_table(evaluations, "accuracy_by_template",
                                                                               with_mean=False)
+    table += benchmark_table
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>visiong1 run {html.escape(run_dir.name)}</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
             "td,th{padding:2px 10px;text-align:right}</style></head>"

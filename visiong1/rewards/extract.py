@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from visiong1.rewards.normalise import unwrap_latex
+
 Fallback = Literal["answer_tag", "answer_is"]
 _BOX_OPENERS = ("\\boxed{", "\\fbox{")
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}")
 _BRACES = re.compile(r"[{}]")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _ANSWER_IS = re.compile(r"the (?:final )?answer is[:\s]*(.+?)(?:\.\s|\.?$)", re.IGNORECASE | re.MULTILINE)
@@ -26,7 +27,7 @@ _CONTROL_CHARS = {code: None for code in range(32) if chr(code) not in "\t\n\r"}
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` or `\\fbox{...}`, nested braces kept, `\\text{}` unwrapped.
+    """Content of the last `\\boxed{...}` or `\\fbox{...}`, nested braces kept, LaTeX wrappers removed (`unwrap_latex`).
 
     >>> extract_boxed(r"so \\boxed{1} then \\boxed{\\frac{1}{2}}")
     '\\\\frac{1}{2}'
@@ -43,7 +44,7 @@ def extract_boxed(text: str) -> str | None:
     for brace in _BRACES.finditer(text, start):  # regex scan: a megabyte without braces costs microseconds
         depth += 1 if brace.group() == "{" else -1
         if depth == 0:
-            return _TEXT_WRAPPER.sub(r"\1", text[start:brace.start()]).strip()
+            return unwrap_latex(text[start:brace.start()])
     return None  # the last box never closed
 
 
@@ -64,5 +65,5 @@ def extract_answer(response: str, fallbacks: tuple[Fallback, ...] = ()) -> str |
         pattern = {"answer_tag": _ANSWER_TAG, "answer_is": _ANSWER_IS}[fallback]
         matches = pattern.findall(response)
         if matches:
-            return _TEXT_WRAPPER.sub(r"\1", matches[-1]).strip()
+            return unwrap_latex(matches[-1])
     return None

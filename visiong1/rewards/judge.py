@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from visiong1.config import RewardConfig
 from visiong1.rewards import score
-from visiong1.rewards.base import RewardResult
+from visiong1.rewards.base import GroundTruthError, RewardResult
 from visiong1.rewards.math import SYMBOLIC_FUNCTION
 from visiong1.rewards.metrics import RewardMetrics
 from visiong1.rewards.sandbox import SymbolicSandbox
@@ -48,15 +48,22 @@ class RewardJudge:
             self.metrics.excluded.labels(domain).inc()
         return Judgement(result, excluded, seconds)
 
-    def judge_many(self, requests: list[dict]) -> list[tuple[Judgement, float]]:
+    def judge_many(self, requests: list[dict], unscorable_ok: bool = False
+                   ) -> list[tuple[Judgement | GroundTruthError, float]]:
         """Judge `{response, ground_truth, answer_type, domain?, meta?}` requests concurrently, so a sample waiting
         on its sandbox deadline does not hold up the others. Returns (judgement, seconds from the call's start to
-        this verdict) in request order."""
+        this verdict) in request order. A ground truth its scorer cannot use raises, or with `unscorable_ok` takes
+        the judgement's place as the GroundTruthError (evaluation counts such items instead of stopping)."""
         started = time.perf_counter()
 
-        def one(request: dict) -> tuple[Judgement, float]:
-            verdict = self.judge(request["response"], request["ground_truth"], request["answer_type"],
-                                 request.get("domain", "default"), **request.get("meta", {}))
+        def one(request: dict) -> tuple[Judgement | GroundTruthError, float]:
+            try:
+                verdict = self.judge(request["response"], request["ground_truth"], request["answer_type"],
+                                     request.get("domain", "default"), **request.get("meta", {}))
+            except GroundTruthError as error:
+                if not unscorable_ok:
+                    raise
+                verdict = error
             return verdict, time.perf_counter() - started
 
         return list(self._threads.map(one, requests))

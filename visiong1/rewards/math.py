@@ -7,6 +7,7 @@ from fractions import Fraction
 
 from visiong1.rewards.base import AnswerParseError, RewardResult
 from visiong1.rewards.guard import check_answer
+from visiong1.rewards.normalise import top_level_parts
 from visiong1.rewards.sandbox import SymbolicSandbox
 
 SYMBOLIC_FUNCTION = "visiong1.rewards.math:symbolic_equal"
@@ -59,20 +60,39 @@ def _numbers_equal(predicted: tuple[Fraction, bool], truth: tuple[Fraction, bool
     return any(abs(a - b) <= rel * abs(b) or round(a, 6) == round(b, 6) for a, b in readings)
 
 
-def score_math(extracted: str, ground_truth: str, sandbox: SymbolicSandbox, **meta) -> RewardResult:
+def score_math(extracted: str, ground_truth: str, sandbox: SymbolicSandbox, answer_order: str = "fixed",
+               **meta) -> RewardResult:
     """Equivalence of two math answers: fractions, decimals, percents, LaTeX, intervals, sets, expressions.
+
+    A ground truth of several answers (`(1, 2), (2, 1)`; commas outside brackets, not a thousands separator) is
+    compared answer by answer in order, unless the item's `answer_order` is `free`: then as sets.
 
     Differs from Vision-G1's released rule on purpose: only the extracted (last boxed) answer is judged, never the
     whole response, since matching anywhere in the text rewards answers that list several candidates.
 
     >>> from visiong1.rewards import default_sandbox
-    >>> score_math("0.5", "\\\\frac{1}{2}", default_sandbox()).reason
+    >>> score_math("0.5", "\\frac{1}{2}", default_sandbox()).reason
     'correct'
     >>> score_math("[1, 2)", "(1, 2]", default_sandbox()).reason
     'wrong'
+    >>> [score_math("2, 1", "1, 2", default_sandbox(), order).reason for order in ("fixed", "free")]
+    ['wrong', 'correct']
     """
     check_answer(extracted)
     predicted, truth = normalise_latex(extracted), normalise_latex(ground_truth)
+    truth_parts = top_level_parts(truth)
+    if len(truth_parts) > 1 and as_number(truth) is None and answer_order != "free":
+        predicted_parts = top_level_parts(predicted)
+        if len(predicted_parts) != len(truth_parts):
+            return RewardResult.verdict(False, extracted)
+        verdicts = [_equivalent(p, t, extracted, sandbox) for p, t in zip(predicted_parts, truth_parts)]
+        failed = next((v for v in verdicts if v.reason not in ("correct", "wrong")), None)
+        return failed or RewardResult.verdict(all(v.accuracy == 1.0 for v in verdicts), extracted)
+    return _equivalent(predicted, truth, extracted, sandbox)
+
+
+def _equivalent(predicted: str, truth: str, extracted: str, sandbox: SymbolicSandbox) -> RewardResult:
+    """One normalised answer against one normalised ground truth: exact, numeric, then symbolic."""
     if predicted == truth:
         return RewardResult.verdict(True, extracted)
     predicted_number, truth_number = as_number(predicted), as_number(truth)
