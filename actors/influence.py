@@ -3,8 +3,9 @@
 A scoring pass: every actor loads the current policy weights (when given); with `precondition`, the actors sum the
 squared target gradients of their target shard and the mean (`[parameter subset size]`) is broadcast back as the
 preconditioner; the target items are sharded and featurised, their features broadcast per domain, then the
-candidates are sharded and scored against them. Only scores cross back to the driver (candidate features stay in the
-actors). The math is in visiong1.selection.influence.
+candidates are scored against them chunk by chunk, each chunk sharded over the actors and its scores persisted (an
+interrupted pass resumes after its last whole chunk). Only scores cross back to the driver (candidate features stay
+in the actors). The math is in visiong1.selection.influence.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import ray
 
 from actors.common import get_within, node_resources, quiet_transformers, shard_bounds, size_torch_threads
 from visiong1.config import InfluenceConfig
-from visiong1.selection.scoring import domain_targets, influence_scores
+from visiong1.faults import crash_once
+from visiong1.selection.scoring import InfluenceStore, domain_targets, influence_scores
 from visiong1.data.pool_index import ItemRow, read_items
 from visiong1.types import WeightUpdate
 
@@ -66,8 +68,12 @@ class InfluenceWorker:
         """`[len(rows), projection_dim]` unit-norm features of the items (read from storage here)."""
         return self.featurizer.features(read_items(rows), samples)
 
+    def weight_version(self) -> int:
+        return self.version
+
     def scores(self, rows: list[ItemRow], targets: dict[str, np.ndarray], samples: dict | None = None) -> dict:
         """`[len(rows)]` scores against `targets` (per domain, `[targets, projection_dim]` unit-norm features)."""
+        crash_once("influence_score")
         started = time.perf_counter()
         features = self.featurizer.features(read_items(rows), samples)
         scores = influence_scores(features, [row.domain for row in rows], targets, self.featurizer.config.aggregate)
@@ -84,7 +90,8 @@ class InfluencePool:
 
     def __init__(self, model_path: str, config: InfluenceConfig, system_prompt: str, temperature: float):
         self.config = config
-        options = {"num_cpus": config.num_cpus, "resources": node_resources(config.node_resource)}
+        options = {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus,
+                   "resources": node_resources(config.node_resource)}
         self.workers = [InfluenceWorker.options(**options).remote(model_path, config, system_prompt, temperature)
                         for _ in range(config.workers)]
 
@@ -93,28 +100,50 @@ class InfluencePool:
             ray.kill(worker)
 
     def score(self, candidates: list[ItemRow], targets: list[ItemRow], timeout_s: float,
-              load_policy: Callable[[list], Any] | None = None, samples: dict | None = None
-              ) -> tuple[np.ndarray, dict]:
+              load_policy: Callable[[list], Any] | None = None, samples: dict | None = None,
+              store: InfluenceStore | None = None, round_index: int = 0) -> tuple[np.ndarray, dict]:
         """Influence scores of `candidates` against `targets` (`samples` by item id for the policy-gradient
         loss), after `load_policy(actors)` put the current policy into every actor (the run's weight sync);
-        returns (scores, metrics). Only the rows' locators travel: each actor reads its shard's items from storage."""
+        returns (scores, metrics). Candidates go in chunks of `score_chunk`; each finished chunk is appended to
+        `store`, and candidates it already scored on the same weight version are not scored again. Only the rows'
+        locators travel: each actor reads its shard's items from storage."""
         started = time.perf_counter()
         if load_policy is not None:
             load_policy(self.workers)
+        version = get_within(self.workers[0].weight_version.remote(), timeout_s, "influence actor")
+        known = store.scores(version) if store is not None else {}
+        todo = [row for row in candidates if row.id not in known]
+        if todo:
+            per_domain = self._target_features(targets, samples, timeout_s)
+            for start in range(0, len(todo), self.config.score_chunk):
+                chunk = todo[start:start + self.config.score_chunk]
+                scores = self._score_chunk(chunk, per_domain, samples, timeout_s)
+                rows = [{"round": round_index, "id": row.id, "score": float(value), "version": version}
+                        for row, value in zip(chunk, scores)]
+                if store is not None:
+                    store.append(rows)
+                known.update({row["id"]: row["score"] for row in rows})
+        seconds = time.perf_counter() - started
+        return np.array([known[row.id] for row in candidates], dtype=np.float32), {
+            "influence/scored": len(todo), "influence/resumed": len(candidates) - len(todo),
+            "influence/targets": len(targets), "influence/items_per_s": (len(todo) + len(targets)) / seconds,
+            "influence/workers": len(self.workers), "influence/version": version, "time/influence_pass_s": seconds}
+
+    def _target_features(self, targets: list[ItemRow], samples: dict | None, timeout_s: float) -> ray.ObjectRef:
+        """Precondition every actor (when configured), then the targets' features per domain, in the object store."""
         target_shards = shards(targets, len(self.workers))
         self._precondition(target_shards, samples, timeout_s)
         target_features = get_within([worker.features.remote(shard, samples)
                                       for worker, shard in zip(self.workers, target_shards)],
                                      timeout_s, "influence target features")
-        per_domain = ray.put(domain_targets(np.concatenate(target_features), [t.domain for t in targets]))
+        return ray.put(domain_targets(np.concatenate(target_features), [t.domain for t in targets]))
+
+    def _score_chunk(self, chunk: list[ItemRow], per_domain: ray.ObjectRef, samples: dict | None,
+                     timeout_s: float) -> np.ndarray:
         outcomes = get_within([worker.scores.remote(shard, per_domain, samples)
-                               for worker, shard in zip(self.workers, shards(candidates, len(self.workers)))],
+                               for worker, shard in zip(self.workers, shards(chunk, len(self.workers)))],
                               timeout_s, "influence scoring")
-        scores = np.concatenate([o["scores"] for o in outcomes]) if outcomes else np.zeros(0)
-        seconds = time.perf_counter() - started
-        return scores, {"influence/scored": len(candidates), "influence/targets": len(targets),
-                        "influence/items_per_s": (len(candidates) + len(targets)) / seconds,
-                        "influence/workers": len(self.workers), "time/influence_pass_s": seconds}
+        return np.concatenate([outcome["scores"] for outcome in outcomes])
 
     def _precondition(self, target_shards: list[list[ItemRow]], samples: dict | None, timeout_s: float) -> None:
         """Every actor preconditions with the mean squared target gradient (`config.precondition`), else not."""

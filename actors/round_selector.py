@@ -22,7 +22,7 @@ from visiong1.eval.heldout import (TARGET_SEED_OFFSET, distinct_synthetic, sampl
 from visiong1.selection.curriculum import CurriculumSampler, answer_strata, carry_over
 from visiong1.selection.difficulty import DifficultyStore
 from visiong1.selection.lineage import funnel, new_lineage, read_round_manifest, write_round_manifest
-from visiong1.selection.scoring import keep_decisions
+from visiong1.selection.scoring import InfluenceStore, keep_decisions
 from visiong1.selection.verdicts import Difficulty, Influence
 from visiong1.store.events import EventKind
 from visiong1.types import PromptItem, RoundCursor
@@ -161,7 +161,8 @@ class RoundSelector:
             samples = {i: {"responses": row["responses"], "rewards": row["rewards"]} for i, row in difficulty.items()}
             scores, metrics = influence.score(fresh, self.targets.values(), self.config.round.step_timeout_s,
                                               load_policy if self.round_index else None,
-                                              samples if config.loss == "policy_gradient" else None)
+                                              samples if config.loss == "policy_gradient" else None,
+                                              InfluenceStore(self.round_dir / "influence"), self.round_index)
             decisions = keep_decisions(scores, [row.domain for row in fresh], config.keep, config.threshold,
                                        config.top_fraction)
             self.influence_verdicts.update({row.id: (float(score), reason)

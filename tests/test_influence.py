@@ -13,8 +13,9 @@ from visiong1.config import InfluenceConfig, load_config
 from visiong1.data.pool_index import PoolIndex, write_items
 from visiong1.data.synthetic import generate_pool
 from visiong1.selection.difficulty import DifficultyStore
-from visiong1.selection.influence import PRECONDITIONER_DAMPING, CountSketch, GradientFeaturizer, normalise
-from visiong1.selection.scoring import domain_targets, influence_scores
+from visiong1.faults import fault_env
+from visiong1.selection.influence import PRECONDITIONER_DAMPING, GradientFeaturizer, HashedSketch, normalise
+from visiong1.selection.scoring import InfluenceStore, domain_targets, influence_scores
 
 SYSTEM = "Answer the question. Put the final answer in \\boxed{}."
 
@@ -30,15 +31,18 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(rank(a), rank(b))[0, 1])
 
 
-def test_count_sketch_preserves_inner_products_on_average():
+def test_hashed_sketch_preserves_inner_products_on_average_and_is_the_same_everywhere():
     torch.manual_seed(0)
-    x, y = torch.randn(1, 20000), torch.randn(1, 20000)
+    x, y = torch.randn(20000), torch.randn(20000)
     y = 0.6 * x + 0.8 * y
-    estimates = [float(CountSketch(20000, 512, seed).project(x) @ CountSketch(20000, 512, seed).project(y).T)
+    blocks = lambda v: list(v.split([12000, 8000]))  # noqa: E731 (two parameter blocks)
+    estimates = [float(HashedSketch(512, seed).project(blocks(x)) @ HashedSketch(512, seed).project(blocks(y)))
                  for seed in range(20)]
-    assert abs(np.mean(estimates) - float(x @ y.T)) < 0.05 * float(x @ y.T)
-    sketch = CountSketch(20000, 512, seed=3)
-    assert torch.equal(sketch.project(x), CountSketch(20000, 512, seed=3).project(x))  # seeded: same in every actor
+    assert abs(np.mean(estimates) - float(x @ y)) < 0.05 * float(x @ y)
+    assert torch.equal(HashedSketch(512, 3).project(blocks(x)), HashedSketch(512, 3).project(blocks(x)))
+    assert not torch.equal(HashedSketch(512, 3).project(blocks(x)), HashedSketch(512, 4).project(blocks(x)))
+    swapped = HashedSketch(512, 3).project([x[12000:], x[:12000]])  # blocks hash apart: order matters
+    assert not torch.allclose(swapped, HashedSketch(512, 3).project([x[:12000], x[12000:]]))
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,25 @@ def test_projected_scores_rank_like_exact_gradient_similarities(featurizer, prec
     assert spearman(exact, projected) >= 0.9
 
 
+@pytest.mark.parametrize("precondition", [False, True])
+def test_streamed_features_equal_the_dense_hashed_sketch(featurizer, precondition):
+    """Sketching each parameter's gradient in a backward hook equals sketching the whole exact gradient."""
+    items = generate_pool(["counting", "spatial"], 6, seed=7)
+    sizes = [param.numel() for param in featurizer.params]
+    gradients = torch.stack([featurizer.gradient(item) for item in items])
+    v = (gradients ** 2).mean(dim=0)
+    featurizer.precondition_with(v.numpy() if precondition else None)
+    scale = (v + PRECONDITIONER_DAMPING * v.mean()).rsqrt() if precondition else torch.ones_like(v)
+    try:
+        dense = normalise(torch.stack([featurizer.sketch.project(list((g * scale).split(sizes))) for g in gradients]))
+        np.testing.assert_allclose(featurizer.features(items), dense.numpy(), atol=1e-5)
+        np.testing.assert_allclose(featurizer.squared_gradient_sum(items), (gradients ** 2).sum(0).numpy(),
+                                   rtol=1e-5, atol=1e-12)
+    finally:
+        featurizer.precondition_with(None)
+    assert all(param.grad is None for param in featurizer.params)  # each block freed once sketched
+
+
 def test_policy_gradient_loss_is_zero_for_uniform_rewards(featurizer):
     item = generate_pool(["counting"], 1)[0]
     encode = featurizer.processor.tokenizer.encode
@@ -85,18 +108,57 @@ def test_policy_gradient_loss_is_zero_for_uniform_rewards(featurizer):
 
 
 @pytest.mark.slow
-def test_influence_pool_scores_match_one_process_and_shard_across_actors(ray_cluster, tiny_model, featurizer, tmp_path):
-    config = InfluenceConfig(projection_dim=1024, workers=2, num_cpus=0.5)
-    pool = InfluencePool(tiny_model, config, SYSTEM, temperature=1.0)
+def test_influence_pool_scores_match_one_process_and_two_workers_match_one(ray_cluster, tiny_model, featurizer,
+                                                                         tmp_path):
+    candidates = generate_pool(["counting", "gui"], 10, seed=4)
+    targets = generate_pool(["counting", "gui"], 6, seed=5)
+    rows = rows_of(candidates, tmp_path / "c.parquet"), rows_of(targets, tmp_path / "t.parquet")
+    results = {}
+    for workers in (1, 2):
+        pool = InfluencePool(tiny_model, InfluenceConfig(projection_dim=1024, workers=workers, num_cpus=0.5,
+                                                         score_chunk=4), SYSTEM, temperature=1.0)
+        try:
+            results[workers] = pool.score(*rows, timeout_s=300)
+        finally:
+            pool.shutdown()
+    np.testing.assert_allclose(results[1][0], featurizer.scores(candidates, targets), atol=1e-5)
+    np.testing.assert_allclose(results[2][0], results[1][0], atol=1e-6)
+    assert [(m["influence/scored"], m["influence/workers"]) for _, m in results.values()] == [(10, 1), (10, 2)]
+
+
+def killed_in_the_second_chunk(model_path: str, rows: tuple, store_dir: str) -> str:
+    """Score in a Ray task whose actors inherit `influence_score@2`: the actor dies in the second chunk."""
+    pool = InfluencePool(model_path, InfluenceConfig(projection_dim=1024, num_cpus=0.5, score_chunk=4), SYSTEM, 1.0)
     try:
-        candidates = generate_pool(["counting", "gui"], 10, seed=4)
-        targets = generate_pool(["counting", "gui"], 6, seed=5)
-        scores, metrics = pool.score(rows_of(candidates, tmp_path / "c.parquet"), rows_of(targets, tmp_path / "t.parquet"),
-                                     timeout_s=300)
+        pool.score(*rows, timeout_s=300, store=InfluenceStore(store_dir))
+    except Exception as error:  # noqa: BLE001 (the failure is what this task reports)
+        return type(error).__name__
     finally:
         pool.shutdown()
+    return "finished"
+
+
+@pytest.mark.slow
+def test_influence_scores_resume_after_a_killed_worker_without_recomputing_finished_chunks(
+        ray_cluster, tiny_model, featurizer, tmp_path):
+    candidates = generate_pool(["counting", "gui"], 10, seed=4)
+    targets = generate_pool(["counting", "gui"], 6, seed=5)
+    rows = rows_of(candidates, tmp_path / "c.parquet"), rows_of(targets, tmp_path / "t.parquet")
+    store_dir, markers = tmp_path / "influence", tmp_path / "markers"
+    markers.mkdir()
+    task = ray_cluster.remote(killed_in_the_second_chunk).options(
+        runtime_env={"env_vars": fault_env(markers, "influence_score@2")}, num_cpus=0)
+    assert ray_cluster.get(task.remote(tiny_model, rows, str(store_dir)), timeout=300) == "ActorDiedError"
+    first = {path.name: path.read_bytes() for path in InfluenceStore(store_dir).chunks()}
+    assert len(first) == 1 and (markers / "influence_score@2").exists()
+    pool = InfluencePool(tiny_model, InfluenceConfig(projection_dim=1024, num_cpus=0.5, score_chunk=4), SYSTEM, 1.0)
+    try:
+        scores, metrics = pool.score(*rows, timeout_s=300, store=InfluenceStore(store_dir))
+    finally:
+        pool.shutdown()
+    assert (metrics["influence/resumed"], metrics["influence/scored"]) == (4, 6)
+    assert all((store_dir / name).read_bytes() == data for name, data in first.items())
     np.testing.assert_allclose(scores, featurizer.scores(candidates, targets), atol=1e-5)
-    assert metrics["influence/scored"] == 10 and metrics["influence/workers"] == 2
 
 
 @pytest.mark.slow

@@ -554,6 +554,7 @@ def test_every_reward_actor_metrics_port_is_declared_allowed_and_scraped(name):
 
 
 PLACEMENT_FIELDS = {"model.cache_dir", "rollout.node_resource", "learner.node_resource", "reward.node_resource",
+                    "selection.influence.node_resource",
                     "reward.metrics_port", "api.host", "ray.address", "ray.num_cpus"}
 
 

@@ -73,3 +73,22 @@ def test_cpu_roles_are_reported_not_checked():
     influence = next(role for role in roles if role.role == "influence worker")
     assert influence.device == "cpu" and influence.total > 30 * GIB  # an fp32 7B copy each
     assert shortfalls(roles, 80) == []
+
+
+def test_an_influence_worker_on_a_gpu_holds_bf16_weights_and_is_checked_with_the_learner_it_shares():
+    """On a GPU the influence worker holds bf16 weights (half its CPU figure) and one parameter's gradient at a
+    time; sharing a learner's GPU, the two are checked together, since the idle learner's state stays resident."""
+    shared = ["resources.gpu_memory_gib=80", "learner.num_gpus=0.5", "selection.influence.num_gpus=0.5"]
+    _, cpu_roles = plan(load_config(PAPER, ["resources.gpu_memory_gib=80"]))
+    _, roles = plan(load_config(PAPER, shared))
+    by_name = {role.role: role for role in roles}
+    cpu_influence = next(role for role in cpu_roles if role.role == "influence worker")
+    influence, learner = by_name["influence worker"], by_name["learner rank"]
+    assert influence.device == "gpu" and influence.parts["weights"] * 2 == cpu_influence.parts["weights"]
+    assert influence.parts["gradient block"] < influence.parts["preconditioner"]  # never the whole subset's
+    together = by_name["learner rank + influence worker (one GPU)"]
+    assert together.total == learner.total + influence.total
+    too_small = learner.total / GIB + 1  # the learner alone fits; with the influence worker beside it, not
+    assert any(p.startswith("learner rank + influence worker") for p in shortfalls(roles, too_small))
+    _, apart = plan(load_config(PAPER, ["resources.gpu_memory_gib=80", "selection.influence.num_gpus=1"]))
+    assert not any("+ influence" in role.role for role in apart)  # a GPU of its own: checked alone

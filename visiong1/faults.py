@@ -6,9 +6,9 @@ processes): the process that makes that arrival creates the marker `<markers>/<n
 fault strikes once: a restarted process arrives later in the count. Unset, `crash_once` does nothing.
 
 Points: `committed_step_<n>` and `resuming` (coordinator), `generate` and `weight_load` (rollout replica),
-`score` (reward worker), `train` (learner rank), and in a checkpoint save `writing_shards` (each write of a learner
-rank's shard files) and `before_manifest`, `before_rename`, `before_retain` (the committing process, the
-coordinator in a run).
+`score` (reward worker), `train` (learner rank), `influence_score` (influence actor, each chunk's shard), and in a
+checkpoint save `writing_shards` (each write of a learner rank's shard files) and `before_manifest`,
+`before_rename`, `before_retain` (the committing process, the coordinator in a run).
 """
 
 from __future__ import annotations

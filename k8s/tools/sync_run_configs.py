@@ -25,6 +25,7 @@ PLACEMENT = [
     "rollout.node_resource=rollout_node",   # only the rollout worker group advertises it
     "learner.node_resource=learner_node",   # only the learner worker group advertises it
     "reward.node_resource=reward_node",     # only the reward worker group advertises it
+    "selection.influence.node_resource=learner_node",  # CPU workers beside the learners, idle during selection
     "reward.metrics_port=9300",             # reward actor i serves /metrics on 9300 + i (PodMonitor)
     "api.host=0.0.0.0",
     "api.port=8000",

@@ -14,7 +14,11 @@ on this machine, else from the shape presets below (copied from the published co
 - rollout replica (vLLM): it takes `gpu_memory_utilization` of each of its GPUs; inside that the bf16 weights
   (split over `tensor_parallel_size`) and the KV cache in what is left, which must hold one `max_model_len`
   sequence.
-- influence worker: an fp32 copy of the model and the gradients of the scored layers (on CPU).
+- influence worker: a copy of the model (bf16 on a GPU, fp32 on CPU), the preconditioner (fp32, one value per scored
+  parameter), one parameter's fp32 gradient at a time (gradients are sketched as backward produces them), the scored
+  layers' activations and the head's logits for one item of up to `rollout.max_model_len` tokens. An influence
+  worker that shares a learner's GPU (`learner.num_gpus + selection.influence.num_gpus <= 1`) is checked together
+  with the learner rank, whose memory stays resident while it idles during selection.
 
 `resources.gpu_memory_gib` is what one GPU holds; a GPU role whose need exceeds it is refused, naming the role and
 the shortfall. CPU roles are reported, not checked.
@@ -211,10 +215,30 @@ def rollout_replica(config: RunConfig, shape: ModelShape, gpu_memory: int | None
 
 
 def influence_worker(config: RunConfig, shape: ModelShape) -> RoleMemory:
-    influence = config.selection.influence
-    scored = influence.last_layers * shape.decoder_layer
-    return RoleMemory("influence worker", "cpu", influence.workers if influence.enabled else 0,
-                      {"weights": 4 * shape.parameters, "gradients": 4 * scored})
+    """One influence worker's memory (see the module docstring)."""
+    influence, learner = config.selection.influence, config.learner
+    gpu = influence.num_gpus > 0
+    compute_bytes = 2 if gpu else 4
+    tokens = config.rollout.max_model_len
+    per_layer = tokens * (5 * shape.hidden + 3 * shape.intermediate) * compute_bytes
+    parts = {"weights": compute_bytes * shape.parameters,
+             "preconditioner": 4 * influence.last_layers * shape.decoder_layer if influence.precondition else 0,
+             "gradient block": 4 * shape.hidden * shape.intermediate,  # the largest scored parameter, in fp32
+             "activations": per_layer * influence.last_layers,
+             "logits": _logits_bytes(learner, tokens, shape.vocab)}
+    return RoleMemory("influence worker", "gpu" if gpu else "cpu", influence.workers if influence.enabled else 0,
+                      parts, share=influence.num_gpus if gpu else 1.0)
+
+
+def colocated_influence(learner: RoleMemory, influence: RoleMemory, config: RunConfig) -> list[RoleMemory]:
+    """The learner rank and influence worker on one GPU, when the config shares it between them (checked as one)."""
+    shared = config.learner.num_gpus + config.selection.influence.num_gpus <= 1
+    if not (learner.device == influence.device == "gpu" and influence.count and shared):
+        return []
+    parts = {f"learner {name}": value for name, value in learner.parts.items()} | {
+        f"influence {name}": value for name, value in influence.parts.items()}
+    return [RoleMemory("learner rank + influence worker (one GPU)", "gpu", min(learner.count, influence.count),
+                       parts)]
 
 
 def weight_export(config: RunConfig, shape: ModelShape) -> RoleMemory:
@@ -228,8 +252,9 @@ def plan(config: RunConfig) -> tuple[ModelShape, list[RoleMemory]]:
     """The model's counts and every role's memory for `config`."""
     shape = model_shape(config)
     gpu_memory = int(config.resources.gpu_memory_gib * GIB) if config.resources.gpu_memory_gib else None
-    return shape, [learner_rank(config, shape), rollout_replica(config, shape, gpu_memory),
-                   influence_worker(config, shape), weight_export(config, shape)]
+    learner, influence = learner_rank(config, shape), influence_worker(config, shape)
+    return shape, [learner, rollout_replica(config, shape, gpu_memory), influence, weight_export(config, shape),
+                   *colocated_influence(learner, influence, config)]
 
 
 def shortfalls(roles: list[RoleMemory], gpu_memory_gib: float | None) -> list[str]:

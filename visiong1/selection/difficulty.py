@@ -60,9 +60,11 @@ def difficulty_record(round_index: int, item, rewards: list[float], accuracies: 
             "keep": keep, "reason": reason, "responses": responses or []}
 
 
-class DifficultyStore:
-    """Per-round difficulty results as Parquet chunks in `directory`. A chunk is written to a temporary name and
-    renamed, so after an interruption the store holds whole chunks only and scoring resumes after them."""
+class ChunkStore:
+    """Results as Parquet chunks of `schema` in `directory`. A chunk is written to a temporary name and renamed, so
+    after an interruption the store holds whole chunks only and work resumes after them."""
+
+    schema: pa.Schema
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
@@ -72,15 +74,22 @@ class DifficultyStore:
         return sorted(self.directory.glob("chunk-*.parquet"))
 
     def scored_ids(self) -> set[str]:
-        return {row_id for path in self.chunks() for row_id in pq.read_table(path, columns=["id"]).column("id").to_pylist()}
+        return {row_id for path in self.chunks()
+                for row_id in pq.read_table(path, columns=["id"]).column("id").to_pylist()}
 
     def append(self, rows: list[dict]) -> Path:
         target = self.directory / f"chunk-{len(self.chunks()):06d}.parquet"
         staging = target.with_suffix(".partial")
-        pq.write_table(pa.Table.from_pylist(rows, schema=DIFFICULTY_SCHEMA), staging)
+        pq.write_table(pa.Table.from_pylist(rows, schema=self.schema), staging)
         os.replace(staging, target)
         return target
 
     def read(self) -> pa.Table:
-        tables = [pq.read_table(path, schema=DIFFICULTY_SCHEMA) for path in self.chunks()]
-        return pa.concat_tables(tables) if tables else DIFFICULTY_SCHEMA.empty_table()
+        tables = [pq.read_table(path, schema=self.schema) for path in self.chunks()]
+        return pa.concat_tables(tables) if tables else self.schema.empty_table()
+
+
+class DifficultyStore(ChunkStore):
+    """Per-round difficulty results (DIFFICULTY_SCHEMA rows)."""
+
+    schema = DIFFICULTY_SCHEMA

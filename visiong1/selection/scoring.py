@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
+from visiong1.selection.difficulty import ChunkStore
 from visiong1.selection.verdicts import Influence
 
 
@@ -53,3 +55,18 @@ def keep_decisions(scores: np.ndarray, domains: list[str], keep: str, threshold:
         for i in sorted(members, key=lambda i: -scores[i])[:quota]:
             decisions[i] = (True, Influence.KEPT)
     return decisions
+
+
+INFLUENCE_SCHEMA = pa.schema([("round", pa.int32()), ("id", pa.string()), ("score", pa.float32()),
+                              ("version", pa.int64())])
+
+
+class InfluenceStore(ChunkStore):
+    """Per-round influence scores, each with the policy weight version it was computed on (INFLUENCE_SCHEMA)."""
+
+    schema = INFLUENCE_SCHEMA
+
+    def scores(self, version: int) -> dict[str, float]:
+        """Item id -> score of the chunks computed on `version` (chunks of another version are stale)."""
+        table = self.read()
+        return {row["id"]: row["score"] for row in table.to_pylist() if row["version"] == version}
