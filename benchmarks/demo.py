@@ -5,12 +5,13 @@ Each seed runs `visiong1 demo` (the user's command, in its own process and Ray c
 differ only by their data), then reads the run's summary.json. Reported per seed and as mean and spread (population
 standard deviation) over the seeds: held-out greedy accuracy per domain at the warm start and after the last round,
 the gain, the blank-image control, the demo's wall time (by default from an empty model cache: tiny model, warm
-start and engine compile included), and the gain of every domain whose warm-start accuracy is inside the default
-pass-rate band.
+start and engine compile included), the gain of every domain whose warm-start accuracy is inside the default
+pass-rate band, and per round the share of known-corrupted items at each selection stage (with
+`data.corrupt_fraction` set).
 
-Run: python -m benchmarks.demo [--seeds 0 1 2] [-c CONFIG] [--warm-cache] [override ...]
+Run: python -m benchmarks.demo [--seeds 0 1 2] [-c CONFIG] [--warm-cache] [--name demo] [override ...]
 (config and overrides as for `visiong1 demo`: without -c, configs/demo_8domains.yaml).
-Writes benchmarks/results/demo.json and demo.png.
+Writes benchmarks/results/<name>.json and <name>.png.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks.common import RESULTS, write_result  # noqa: E402
+from visiong1.selection.lineage import corrupted_shares, funnel, read_round_manifest  # noqa: E402
 
 
 BAND = (0.2, 0.8)  # the default pass-rate band; a domain whose warm-start accuracy is inside it must improve
@@ -49,7 +51,15 @@ def run_demo(seed: int, config: str | None, overrides: list[str], output_dir: Pa
     (run_dir,) = output_dir.glob("*/summary.json")
     run_dir = run_dir.parent
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"seed": seed, "wall_s": round(wall_s, 1), "run_dir": str(run_dir), **seed_figures(summary)}
+    return {"seed": seed, "wall_s": round(wall_s, 1), "run_dir": str(run_dir), **seed_figures(summary),
+            "corrupted_shares": round_corrupted_shares(run_dir)}
+
+
+def round_corrupted_shares(run_dir: Path) -> list[dict[str, float]]:
+    """Per round, the share of known-corrupted items at each selection stage (pool, band, influence, trained), from
+    the rounds' manifests; all zero on a clean pool."""
+    return [{stage: round(share, 4) for stage, share in corrupted_shares(funnel(read_round_manifest(path))).items()}
+            for path in sorted(run_dir.glob("rounds/*/manifest.parquet"))]
 
 
 def seed_figures(summary: dict) -> dict:
@@ -116,6 +126,7 @@ def main() -> None:
     parser.add_argument("--warm-cache", action="store_true",
                         help="reuse the tiny model, warm starts and engine cache in model.cache_dir (default: build "
                              "them per seed in a scratch directory, so the wall time is a first run's)")
+    parser.add_argument("--name", default="demo", help="results name: benchmarks/results/<name>.json and .png")
     parser.add_argument("overrides", nargs="*", help="config overrides passed to every demo")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="visiong1-demo-bench-") as scratch:
@@ -123,10 +134,10 @@ def main() -> None:
                          None if args.warm_cache else Path(scratch) / f"cache{seed}" / "models") for seed in args.seeds]
     summary = aggregate(runs)
     show(runs, summary)
-    summary["plot"] = str(plot(runs, RESULTS / "demo.png"))
+    summary["plot"] = str(plot(runs, RESULTS / f"{args.name}.png"))
     for run in runs:
         run.pop("run_dir")
-    print(write_result("demo", {"runs": runs, **summary}, {"seeds": args.seeds, "config": args.config,
+    print(write_result(args.name, {"runs": runs, **summary}, {"seeds": args.seeds, "config": args.config,
                                                           "overrides": args.overrides, "warm_cache": args.warm_cache}))
 
 
