@@ -5,7 +5,8 @@ from __future__ import annotations
 import ray
 
 from actors.common import node_resources, shard_bounds
-from visiong1.config import RewardConfig
+from visiong1.algorithms.overlong import apply_overlong
+from visiong1.config import RewardConfig, RolloutConfig
 from visiong1.faults import crash_once
 from visiong1.rewards.judge import RewardJudge
 from visiong1.types import GroupScores, SampleGroup
@@ -22,15 +23,19 @@ class RewardWorker:
 
             start_http_server(config.metrics_port + index, registry=self.judge.metrics.registry)
 
-    def score_groups(self, *shards: list[SampleGroup]) -> list[GroupScores]:
-        """Score every sample of every group; shards are the per-replica outputs of a rollout call."""
+    def score_groups(self, *shards: list[SampleGroup], training: RolloutConfig | None = None) -> list[GroupScores]:
+        """Score every sample of every group; shards are the per-replica outputs of a rollout call. For training
+        samples, `training` (the run's rollout config) applies its overlong filtering and punishment."""
         crash_once("score")
         groups = [group for shard in shards for group in shard]
         requests = [{"response": sample.text, "ground_truth": group.prompt.answer,
                      "answer_type": group.prompt.answer_type, "domain": group.prompt.domain,
                      "meta": group.prompt.scorer_meta()} for group in groups for sample in group.samples]
         verdicts = iter(verdict for verdict, _ in self.judge.judge_many(requests))
-        return [self._group_scores(group, [next(verdicts) for _ in group.samples]) for group in groups]
+        scores = [self._group_scores(group, [next(verdicts) for _ in group.samples]) for group in groups]
+        if training is None or not (training.overlong.filter or training.overlong.punish):
+            return scores
+        return [apply_overlong(score, group.samples, training) for score, group in zip(scores, groups)]
 
     @staticmethod
     def _group_scores(group: SampleGroup, verdicts: list) -> GroupScores:
@@ -83,9 +88,12 @@ class RewardPool:
             ray.kill(self.workers.pop())
         return len(self.workers)
 
-    def async_score(self, shard_refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
-        """One ObjectRef of list[GroupScores] per rollout shard, spread round-robin over the workers."""
-        return [self.workers[i % len(self.workers)].score_groups.remote(ref) for i, ref in enumerate(shard_refs)]
+    def async_score(self, shard_refs: list[ray.ObjectRef],
+                    training: RolloutConfig | None = None) -> list[ray.ObjectRef]:
+        """One ObjectRef of list[GroupScores] per rollout shard, spread round-robin over the workers (`training`:
+        as for `RewardWorker.score_groups`)."""
+        return [self.workers[i % len(self.workers)].score_groups.remote(ref, training=training)
+                for i, ref in enumerate(shard_refs)]
 
     def async_score_texts(self, requests: list[dict], unscorable_ok: bool = False) -> list[ray.ObjectRef]:
         """Split raw requests evenly over the workers; one ObjectRef of results per worker, in request order."""

@@ -38,15 +38,17 @@ def timed(timings: dict, name: str) -> Iterator[None]:
 
 
 def generate_and_score(rollout, rewards, items: list[PromptItem], config: RunConfig, samples: int | None = None,
-                       timings: dict | None = None, greedy: bool = False) -> tuple[list[ray.ObjectRef], list[GroupScores]]:
+                       timings: dict | None = None, greedy: bool = False,
+                       training: bool = False) -> tuple[list[ray.ObjectRef], list[GroupScores]]:
     """Sample `items` on the rollout group (`samples` each, or one greedy answer) and score them on the reward
-    pool: (shard refs, scores in order). Seconds spent are added to `timings["time/generate_s"]` and
-    `timings["time/reward_s"]`."""
+    pool: (shard refs, scores in order); `training` samples get `rollout.overlong`'s handling. Seconds spent are
+    added to `timings["time/generate_s"]` and `timings["time/reward_s"]`."""
     timings = {} if timings is None else timings
     started = time.perf_counter()
     shard_refs = rollout.generate(items_to_table(items), config.round.step_timeout_s, greedy=greedy, samples=samples)
     generated = time.perf_counter()
-    shards = get_within(rewards.async_score(shard_refs), config.reward.timeout_s, "reward pool")
+    shards = get_within(rewards.async_score(shard_refs, config.rollout if training else None),
+                        config.reward.timeout_s, "reward pool")
     timings["time/generate_s"] = timings.get("time/generate_s", 0.0) + generated - started
     timings["time/reward_s"] = timings.get("time/reward_s", 0.0) + time.perf_counter() - generated
     return shard_refs, [score for shard in shards for score in shard]
@@ -125,7 +127,7 @@ def dynamic_sample(draw: Callable[[int], list[PromptItem]], rollout, rewards, co
                 f"dynamic sampling kept {sum(step.keep)} of {target} groups after {step.batches} generation "
                 f"batches (selection.max_generation_batches); mean accuracies outside the band everywhere")
         items = draw(target)
-        shard_refs, scores = generate_and_score(rollout, rewards, items, config, timings=timings)
+        shard_refs, scores = generate_and_score(rollout, rewards, items, config, timings=timings, training=True)
         step.batches += 1
         step.shard_refs += shard_refs
         step.scores += scores
@@ -144,7 +146,7 @@ def sample_step(draw: Callable[[int], list[PromptItem]], rollout, rewards, confi
     if config.selection.dynamic_sampling:
         return dynamic_sample(draw, rollout, rewards, config, timings)
     shard_refs, scores = generate_and_score(rollout, rewards, draw(config.round.prompts_per_step), config,
-                                            timings=timings)
+                                            timings=timings, training=True)
     return SampledStep(shard_refs, scores, [True] * len(scores), 1, [None] * len(scores))
 
 

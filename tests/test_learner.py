@@ -41,7 +41,7 @@ def batches(tiny_model) -> list[TrainBatch]:
 
 
 def config(**changes) -> LearnerConfig:
-    return LearnerConfig(lr=1e-3, num_cpus=1, micro_batch_tokens=256, **changes)
+    return LearnerConfig(**({"lr": 1e-3, "num_cpus": 1, "micro_batch_tokens": 256} | changes))
 
 
 def sequence_logprob(trainer: PolicyTrainer, batch: TrainBatch, sign: int) -> float:
@@ -68,6 +68,21 @@ def test_gradient_checkpointing_and_recomputed_old_logprobs(tiny_model, batches)
     assert checkpointed["train/loss"] == pytest.approx(plain["train/loss"], abs=1e-6)
     recomputed = PolicyTrainer(tiny_model, config(old_logprobs="recompute")).train_step(batches[0])
     assert recomputed["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # on-policy: ratio exactly 1
+
+
+def test_later_mini_batches_see_the_ratio_move_and_the_clips_bind(tiny_model, batches):
+    """Three optimizer steps in one RL step (one group each) at a high learning rate: the first trains on-policy
+    (ratio exactly 1), the later ones against the behaviour logprobs of the policy as the step began."""
+    trainer = PolicyTrainer(tiny_model, config(lr=5e-2, mini_batches=3, old_logprobs="recompute"))
+    metrics = trainer.train_step(batches[0])
+    assert metrics["train/mini_batches"] == 3 and metrics["train/version"] == 1
+    assert metrics["train/mini_batch_0/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["train/mini_batch_0/clip_fraction_high"] == metrics["train/mini_batch_0/clip_fraction_low"] == 0
+    for index in (1, 2):
+        assert abs(metrics[f"train/mini_batch_{index}/ratio_mean"] - 1.0) > 1e-3
+    assert sum(metrics[f"train/mini_batch_{index}/clip_fraction_{side}"] for index in (1, 2)
+               for side in ("high", "low")) > 0
+    assert trainer.scheduler.last_epoch == 3  # one scheduler step per optimizer step
 
 
 def save(trainer: PolicyTrainer, store: CheckpointStore, step: int, extra: dict, metric: float | None = None) -> str:

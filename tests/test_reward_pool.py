@@ -71,3 +71,19 @@ def test_pool_grows_while_scoring_is_in_flight_and_shrinks_between_calls(ray_clu
     assert pool.scale(1) == 1
     with pytest.raises(ValueError):
         pool.scale(0)
+
+
+def test_training_groups_get_overlong_filtering_and_punishment_and_others_do_not(ray_cluster, pool):
+    """DAPO's overlong handling in the pool: max_new_tokens 10 with a 5-token punished stretch; one response cut at
+    the limit (excluded with `filter`, -1 with `punish`), one 7 tokens long (-0.4), one short."""
+    item = group("counting", "count", "3", [])
+    lengths, finishes = (10, 7, 2), ("length", "stop", "stop")
+    item.samples = [RolloutSample(item.prompt.id, [1], [2] * n, [-0.1] * n, r"\boxed{3}", 3, finish)
+                    for n, finish in zip(lengths, finishes)]
+    rollout = load_config(None, ["rollout.max_new_tokens=10", "rollout.overlong.filter=true",
+                                 "rollout.overlong.punish=true", "rollout.overlong.cache_tokens=5"]).rollout
+    training, evaluation = (ray_cluster.get(pool.async_score([ray_cluster.put([item])], config), timeout=60)[0][0]
+                            for config in (rollout, None))
+    assert training.excluded == [True, False, False]
+    assert training.rewards == pytest.approx([0.0, 0.6, 1.0]) and training.accuracies == [1.0, 1.0, 1.0]
+    assert evaluation.excluded == [False, False, False] and evaluation.rewards == [1.0, 1.0, 1.0]

