@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from visiong1.algorithms.advantages import grpo_advantages
-from visiong1.algorithms.losses import LossSettings, StepTotals, low_variance_kl, policy_loss
+from visiong1.algorithms.losses import (LossSettings, StepTotals, low_variance_kl, policy_loss,
+                                       truncated_importance_weight)
+from visiong1.config import LearnerConfig
 
 SETTINGS = LossSettings(clip_low=0.2, clip_high=0.28, dual_clip=3.0)
 
@@ -76,3 +78,23 @@ def test_kl_and_entropy_terms():
     assert loss.item() == pytest.approx(0.5 * kl - 0.1 * 2.0) and stats["kl_ref"] == pytest.approx(kl)
     with pytest.raises(ValueError, match="reference logprobs"):
         policy_loss(logprobs, logprobs, torch.zeros(1, 1), mask, settings, StepTotals(2, 1))
+
+
+def test_truncated_importance_weight_caps_the_learner_to_engine_ratio_and_weighs_the_loss():
+    old = torch.log(torch.tensor([[0.5, 0.5, 0.9]]))
+    rollout = torch.log(torch.tensor([[0.5, 0.1, 0.3]]))
+    assert truncated_importance_weight(old, rollout, 2.0)[0].tolist() == pytest.approx([1.0, 2.0, 2.0])
+    mask, advantages = torch.ones(1, 3), torch.tensor([[1.0]])
+    totals = StepTotals(tokens=3, sequences=1)
+    plain, _ = policy_loss(old, old, advantages, mask, LossSettings(), totals, rollout_logprobs=rollout)
+    capped, stats = policy_loss(old, old, advantages, mask, LossSettings(importance_cap=2.0), totals,
+                                rollout_logprobs=rollout)
+    assert float(plain) == pytest.approx(-1.0) and float(capped) == pytest.approx(-5 / 3)
+    assert stats["importance_weight_mean"] == pytest.approx(5 / 3)
+    assert stats["importance_capped_fraction"] == pytest.approx(2 / 3)
+
+
+def test_importance_cap_is_refused_without_recomputed_old_logprobs():
+    with pytest.raises(ValueError, match="old_logprobs=recompute"):
+        LearnerConfig(importance_cap=2.0, old_logprobs="rollout")
+    assert LearnerConfig(importance_cap=2.0, old_logprobs="recompute").importance_cap == 2.0

@@ -68,6 +68,8 @@ def test_gradient_checkpointing_and_recomputed_old_logprobs(tiny_model, batches)
     assert checkpointed["train/loss"] == pytest.approx(plain["train/loss"], abs=1e-6)
     recomputed = PolicyTrainer(tiny_model, config(old_logprobs="recompute")).train_step(batches[0])
     assert recomputed["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # on-policy: ratio exactly 1
+    capped = PolicyTrainer(tiny_model, config(old_logprobs="recompute", importance_cap=1.0)).train_step(batches[0])
+    assert 0 < capped["train/importance_weight_mean"] <= 1.0 and "train/importance_weight_mean" not in recomputed
 
 
 def test_later_mini_batches_see_the_ratio_move_and_the_clips_bind(tiny_model, batches):

@@ -425,6 +425,10 @@ class LearnerConfig(Section):
     engine/learner numeric mismatch), or the rollout engine's own logprobs (saves a forward pass)."""
     freeze_vision: bool = True
     """Keep the vision tower frozen (Vision-G1); only the language model is trained and synced."""
+    importance_cap: float | None = Field(None, ge=1)
+    """Truncated importance sampling against the rollout engine (None: off): with `old_logprobs: recompute`, each
+    token's loss is weighted by min(pi_old / pi_rollout, cap), correcting for the engine sampling from a slightly
+    different distribution than the learner computes (verl's TIS; 2 is a common cap)."""
     mini_batches: int = Field(1, ge=1)
     """Optimizer steps per RL step (verl's PPO mini-batches): the step's sequences split into this many parts, each
     trained against the behaviour logprobs of the policy as the step began, so later parts see the ratio move and
@@ -446,6 +450,13 @@ class LearnerConfig(Section):
     """Where resumable checkpoints go: a path or a pyarrow filesystem URI (`s3://bucket/prefix?endpoint_override=
     host:port&scheme=http`, credentials from the usual AWS environment); each run writes under `<uri>/<run id>`.
     None: `<run dir>/checkpoints`."""
+
+    @model_validator(mode="after")
+    def _importance_cap_needs_recomputed_logprobs(self) -> "LearnerConfig":
+        if self.importance_cap is not None and self.old_logprobs != "recompute":
+            raise ValueError("importance_cap weighs the learner's old logprobs against the engine's: it needs "
+                             "old_logprobs=recompute")
+        return self
 
 
 class RoundConfig(Section):

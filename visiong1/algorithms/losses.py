@@ -22,6 +22,7 @@ class LossSettings:
     aggregation: Aggregation = "token-mean"
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
+    importance_cap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,14 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, settings: L
     return torch.where(advantages < 0, torch.minimum(loss, -advantages * settings.dual_clip), loss)
 
 
+def truncated_importance_weight(old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor,
+                                cap: float) -> torch.Tensor:
+    """Per-token min(pi_old / pi_rollout, cap), without gradient: corrects for the rollout engine sampling from a
+    slightly different distribution than the learner's (truncated importance sampling, Ionides 2008; as verl applies
+    it to engine/learner mismatch)."""
+    return torch.exp(old_logprobs - rollout_logprobs).clamp(max=cap).detach()
+
+
 def low_variance_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """k3 estimator of KL(policy || reference) per token: exp(r - p) - (r - p) - 1 >= 0."""
     delta = ref_logprobs - logprobs
@@ -58,14 +67,23 @@ def low_variance_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch
 
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 settings: LossSettings, totals: StepTotals, ref_logprobs: torch.Tensor | None = None,
-                entropy: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped policy loss, plus `kl_coef` x KL to the reference and minus `entropy_coef` x entropy when given.
+                entropy: torch.Tensor | None = None,
+                rollout_logprobs: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped policy loss, plus `kl_coef` x KL to the reference and minus `entropy_coef` x entropy when given; with
+    `settings.importance_cap` and the engine's `rollout_logprobs`, each token's surrogate is weighted by the
+    truncated importance weight of the learner's old policy against the engine's.
 
     Returns (this micro-batch's contribution to the step loss, its statistics as token means).
     """
     ratio = torch.exp(logprobs - old_logprobs)
-    loss = aggregate(clipped_surrogate(ratio, advantages, settings), mask, settings.aggregation, totals)
+    surrogate = clipped_surrogate(ratio, advantages, settings)
     stats: dict[str, float] = {}
+    if settings.importance_cap is not None and rollout_logprobs is not None:
+        weight = truncated_importance_weight(old_logprobs, rollout_logprobs, settings.importance_cap)
+        surrogate = surrogate * weight
+        stats["importance_weight_mean"] = _token_mean(weight, mask)
+        stats["importance_capped_fraction"] = _token_mean((weight >= settings.importance_cap).float(), mask)
+    loss = aggregate(surrogate, mask, settings.aggregation, totals)
     if settings.kl_coef:
         if ref_logprobs is None:
             raise ValueError("kl_coef > 0 needs reference logprobs")

@@ -70,7 +70,7 @@ class PolicyTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
         self.engine = engine_factory(self) if engine_factory is not None else None
         self.settings = LossSettings(config.clip_low, config.clip_high, config.dual_clip, config.aggregation,
-                                     config.kl_coef, config.entropy_coef)
+                                     config.kl_coef, config.entropy_coef, config.importance_cap)
         self.pad_id = self.processor.tokenizer.pad_token_id
         self.version = 0
 
@@ -230,7 +230,7 @@ class PolicyTrainer:
                 reference = self._logprobs(self.reference, tensors)
         logprobs, entropy = self._logprobs(self._forward_model(), tensors, with_entropy=True)
         loss, stats = policy_loss(logprobs, old, tensors["advantages"], mask, self.settings, totals,
-                                  ref_logprobs=reference, entropy=entropy)
+                                  ref_logprobs=reference, entropy=entropy, rollout_logprobs=tensors["old_logprobs"])
         scaled = loss * self.world_size  # FSDP2 and ZeRO average gradients over ranks; the step wants their sum
         if self.engine is not None:
             self.engine.backward(scaled, scale_wrt_gas=False)
