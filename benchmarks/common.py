@@ -81,3 +81,40 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def resident(field: str = "RssAnon") -> int:
+    """Bytes of this process's resident memory of one kind (`RssAnon`: anonymous; `VmRSS`: all, file-backed pages
+    such as memory-mapped safetensors included), from /proc/self/status (Linux only)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+class PeakResident:
+    """Peaks of this process's anonymous (`peak`) and total (`peak_total`) resident memory while the block runs,
+    sampled in a thread every `interval_s`."""
+
+    def __init__(self, interval_s: float = 0.005):
+        self.interval_s, self.peak, self.peak_total, self.samples = interval_s, 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        self.peak, self.peak_total = max(self.peak, resident()), max(self.peak_total, resident("VmRSS"))
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakResident":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()

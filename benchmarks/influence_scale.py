@@ -27,7 +27,6 @@ import importlib
 import json
 import multiprocessing
 import statistics
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -38,7 +37,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from benchmarks.common import write_result
+from benchmarks.common import PeakResident, resident, write_result
 from visiong1.config import InfluenceConfig
 from visiong1.data.synthetic import SYSTEM_PROMPT, generate_pool
 from visiong1.selection.influence import PRECONDITIONER_DAMPING, GradientFeaturizer, normalise
@@ -68,44 +67,6 @@ def candidates(n: int) -> list:
     return generate_pool(DOMAINS, n, seed=3, corrupt_fraction=0.3)
 
 
-def rss(field: str = "RssAnon") -> int:
-    """Bytes of this process's resident memory of one kind (`RssAnon`: anonymous; `VmRSS`: all, file-backed pages
-    such as memory-mapped safetensors included), from /proc/self/status (Linux only)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def rss_anon() -> int:
-    return rss("RssAnon")
-
-
-class AnonPeak:
-    """Peaks of `rss_anon()` (`peak`) and of all resident memory (`peak_total`) over the `with` block, sampled in a
-    thread every `interval_s`."""
-
-    def __init__(self, interval_s: float = 0.005):
-        self.interval_s, self.peak, self.peak_total, self.samples = interval_s, 0, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak, self.samples = max(self.peak, rss_anon()), self.samples + 1
-            self.peak_total = max(self.peak_total, rss("VmRSS"))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> "AnonPeak":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_anon())
-
-
 def import_model_code(path: str) -> None:
     """Import the transformers modules that loading the model at `path` imports, so that the baseline holds the code
     and the peak above it only data."""
@@ -123,8 +84,8 @@ def memory_child(path: str, config: dict, n: int, threads: int) -> dict:
     import_model_code(path)
     target_items, candidate_items = targets(), candidates(n)
     gc.collect()
-    baseline, baseline_total = rss_anon(), rss("VmRSS")
-    with AnonPeak() as peak:
+    baseline, baseline_total = resident(), resident("VmRSS")
+    with PeakResident() as peak:
         featurizer = GradientFeaturizer(path, InfluenceConfig(**config), SYSTEM_PROMPT)
         featurizer.precondition_with(featurizer.squared_gradient_sum(target_items) / len(target_items))
         features = featurizer.features(candidate_items)

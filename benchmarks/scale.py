@@ -21,9 +21,7 @@ import os
 import socket
 import statistics
 import tempfile
-import threading
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -31,41 +29,13 @@ import torch.multiprocessing as mp
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import write_result
+from benchmarks.common import PeakResident, resident, write_result
 
 TARGET_SHARDED_RATIO = 0.65
 CHECKPOINT_BALANCE = 0.10
 CHECKPOINT_TIME_RATIO = 1.5
 LOAD_SLACK = 1.2
 PLAN_TOLERANCE = 0.25
-
-
-def anon_rss() -> int:
-    status = Path("/proc/self/status").read_text()
-    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("RssAnon:"))
-
-
-class PeakAnon:
-    """Peak anonymous RSS while the block runs, sampled in a thread."""
-
-    def __init__(self, interval_s: float = 0.01):
-        self.interval_s, self.peak = interval_s, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, anon_rss())
-            time.sleep(self.interval_s)
-
-    def __enter__(self) -> PeakAnon:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, anon_rss())
 
 
 def batch(model_path: str, tokens: int):
@@ -157,12 +127,12 @@ def rank_main(rank: int, world: int, port: int, model_path: str, tokens: int, re
     config = LearnerConfig(backend="fsdp2", ranks=world, micro_batch_tokens=tokens, old_logprobs="rollout",
                            gradient_checkpointing=True)
     dist.barrier()
-    baseline = anon_rss()
-    with PeakAnon() as loading:
+    baseline = resident()
+    with PeakResident(interval_s=0.01) as loading:
         trainer = PolicyTrainer(model_path, config, rank=rank, world_size=world)
     shard = sum(p.to_local().numel() * p.element_size() for p in trainer.model.parameters())
     largest = max(p.numel() * p.element_size() for p in trainer.model.parameters())
-    with PeakAnon() as training:
+    with PeakResident(interval_s=0.01) as training:
         for index in range(2):
             trainer.train_step(type(step)(step.groups, step.advantages, step=index))
     results[(world, rank)] = {"load_peak": loading.peak - baseline, "train_peak": training.peak - baseline,
