@@ -62,7 +62,7 @@ def _numbers_equal(predicted: tuple[Fraction, bool], truth: tuple[Fraction, bool
 
 def score_math(extracted: str, ground_truth: str, sandbox: SymbolicSandbox, answer_order: str = "fixed",
                **meta) -> RewardResult:
-    """Equivalence of two math answers: fractions, decimals, percents, LaTeX, intervals, sets, expressions.
+    r"""Equivalence of two math answers: fractions, decimals, percents, LaTeX, intervals, sets, expressions.
 
     A ground truth of several answers (`(1, 2), (2, 1)`; commas outside brackets, not a thousands separator) is
     compared answer by answer in order, unless the item's `answer_order` is `free`: then as sets.
