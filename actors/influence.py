@@ -57,16 +57,16 @@ class InfluenceWorker:
         self.version = version
         return version
 
-    def squared_gradient_sum(self, rows: list[ItemRow], samples: dict | None = None) -> np.ndarray:
-        """`[subset size]` sum of the items' squared gradients."""
-        return self.featurizer.squared_gradient_sum(read_items(rows), samples)
+    def squared_gradient_sum(self, rows: list[ItemRow]) -> np.ndarray:
+        """`[subset size]` sum of the targets' squared gradients."""
+        return self.featurizer.squared_gradient_sum(read_items(rows))
 
     def precondition_with(self, second_moment: np.ndarray | None) -> None:
         self.featurizer.precondition_with(second_moment)
 
-    def features(self, rows: list[ItemRow], samples: dict | None = None) -> np.ndarray:
-        """`[len(rows), projection_dim]` unit-norm features of the items (read from storage here)."""
-        return self.featurizer.features(read_items(rows), samples)
+    def target_features(self, rows: list[ItemRow]) -> np.ndarray:
+        """`[len(rows), projection_dim]` unit-norm features of the targets (read from storage here)."""
+        return self.featurizer.features(read_items(rows), target=True)
 
     def weight_version(self) -> int:
         return self.version
@@ -102,7 +102,7 @@ class InfluencePool:
     def score(self, candidates: list[ItemRow], targets: list[ItemRow], timeout_s: float,
               load_policy: Callable[[list], Any] | None = None, samples: dict | None = None,
               store: InfluenceStore | None = None, round_index: int = 0) -> tuple[np.ndarray, dict]:
-        """Influence scores of `candidates` against `targets` (`samples` by item id for the policy-gradient
+        """Influence scores of `candidates` against `targets` (`samples` by candidate id for the policy-gradient
         loss), after `load_policy(actors)` put the current policy into every actor (the run's weight sync);
         returns (scores, metrics). Candidates go in chunks of `score_chunk`; each finished chunk is appended to
         `store`, and candidates it already scored on the same weight version are not scored again. Only the rows'
@@ -114,7 +114,7 @@ class InfluencePool:
         known = store.scores(version) if store is not None else {}
         todo = [row for row in candidates if row.id not in known]
         if todo:
-            per_domain = self._target_features(targets, samples, timeout_s)
+            per_domain = self._target_features(targets, timeout_s)
             for start in range(0, len(todo), self.config.score_chunk):
                 chunk = todo[start:start + self.config.score_chunk]
                 scores = self._score_chunk(chunk, per_domain, samples, timeout_s)
@@ -129,11 +129,11 @@ class InfluencePool:
             "influence/targets": len(targets), "influence/items_per_s": (len(todo) + len(targets)) / seconds,
             "influence/workers": len(self.workers), "influence/version": version, "time/influence_pass_s": seconds}
 
-    def _target_features(self, targets: list[ItemRow], samples: dict | None, timeout_s: float) -> ray.ObjectRef:
+    def _target_features(self, targets: list[ItemRow], timeout_s: float) -> ray.ObjectRef:
         """Precondition every actor (when configured), then the targets' features per domain, in the object store."""
         target_shards = shards(targets, len(self.workers))
-        self._precondition(target_shards, samples, timeout_s)
-        target_features = get_within([worker.features.remote(shard, samples)
+        self._precondition(target_shards, timeout_s)
+        target_features = get_within([worker.target_features.remote(shard)
                                       for worker, shard in zip(self.workers, target_shards)],
                                      timeout_s, "influence target features")
         return ray.put(domain_targets(np.concatenate(target_features), [t.domain for t in targets]))
@@ -145,11 +145,11 @@ class InfluencePool:
                               timeout_s, "influence scoring")
         return np.concatenate([outcome["scores"] for outcome in outcomes])
 
-    def _precondition(self, target_shards: list[list[ItemRow]], samples: dict | None, timeout_s: float) -> None:
+    def _precondition(self, target_shards: list[list[ItemRow]], timeout_s: float) -> None:
         """Every actor preconditions with the mean squared target gradient (`config.precondition`), else not."""
         second_moment = None
         if self.config.precondition:
-            sums = get_within([worker.squared_gradient_sum.remote(shard, samples)
+            sums = get_within([worker.squared_gradient_sum.remote(shard)
                                for worker, shard in zip(self.workers, target_shards)], timeout_s,
                               "influence preconditioner")
             second_moment = ray.put(np.sum(sums, axis=0) / sum(len(shard) for shard in target_shards))

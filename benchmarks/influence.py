@@ -1,18 +1,18 @@
 """Influence selection on data where the truth is known, and influence-scoring throughput.
 
 Usefulness, per gradient loss (`--losses`: `nll`, the answer's negative log-likelihood, and `policy_gradient`, the
-GRPO loss of 4 samples per item drawn from the policy at temperature 1, 12 new tokens, rewarded by
-`visiong1.rewards.score`, as the difficulty scorer records them), per seed (3 seeds) and per policy strength
-(REGIMES: the tiny model warm-started on counting for 300 steps, ~88% held-out accuracy, and for 100 steps, before it
-has learnt to count): a pool of counting items of which 20% are corrupted by the generators' switch (wrong answer or
-swapped image) and a clean held-out target set of 32. Influence scores (the default InfluenceConfig but for the
-loss: gradients of the last decoder layer, preconditioned by the targets' mean squared gradient, hashed CountSketch
-to 8192 dims, max cosine over the targets) are compared with baselines at finding the corrupted items (AUROC,
-corrupted = positive, lower influence = more suspect): per-item answer NLL (higher = more suspect), random scores
-and, for `policy_gradient`, the mean sampled reward (lower = more suspect, `auroc_reward`);
-`auroc_<plain|precond>_<mean|max>` are the four (precondition, aggregate) settings. An item whose samples all earned
-the same reward has a zero policy-gradient feature (`uniform_reward_items` counts them). Then, for `nll` and the
-300-step policy only, the same supervised training (answer-only AdamW, 60 steps, lr 3e-4) runs on the
+GRPO loss of 4 samples per candidate drawn from the policy at temperature 1, 12 new tokens, rewarded by
+`visiong1.rewards.score`, as the difficulty scorer records them; targets' features are always their answer NLL), per
+seed (3 seeds) and per policy strength (REGIMES: the tiny model warm-started on counting for 300 steps, ~88% held-out
+accuracy, and for 100 steps, before it has learnt to count): a pool of counting items of which 20% are corrupted by
+the generators' switch (wrong answer or swapped image) and a clean held-out target set of 32. Influence scores (the
+default InfluenceConfig but for the loss: gradients of the last decoder layer, preconditioned by the targets' mean
+squared gradient, hashed CountSketch to 8192 dims, max cosine over the targets) are compared with baselines at
+finding the corrupted items (AUROC, corrupted = positive, lower influence = more suspect): per-item answer NLL
+(higher = more suspect), random scores and, for `policy_gradient`, the mean sampled reward (lower = more suspect,
+`auroc_reward`); `auroc_<plain|precond>_<mean|max>` are the four (precondition, aggregate) settings. An item whose
+samples all earned the same reward has a zero policy-gradient feature (`uniform_reward_items` counts them). Then, for
+`nll` and the 300-step policy only, the same supervised training (answer-only AdamW, 60 steps, lr 3e-4) runs on the
 influence-selected items (the default keep rule: best 75%) and on a random subset of the same size, and both are
 evaluated greedily on 200 clean held-out items.
 
@@ -118,7 +118,7 @@ def one_seed(policy: str, seed: int, pool_size: int, work: Path, train: bool, lo
     targets = generate_pool(["counting"], 32, seed=200 + seed)
     held_out = generate_pool(["counting"], 200, seed=300 + seed)
     corrupted = np.array([bool(item.metadata.get("corrupted")) for item in pool])
-    samples = sampled(policy, pool + targets, seed) if loss == "policy_gradient" else None
+    samples = sampled(policy, pool, seed) if loss == "policy_gradient" else None
     config = InfluenceConfig(projection_dim=8192, last_layers=1, seed=seed, loss=loss)
     featurizer = GradientFeaturizer(policy, config, SYSTEM_PROMPT)
     started = time.perf_counter()

@@ -103,6 +103,15 @@ def test_policy_gradient_loss_is_zero_for_uniform_rewards(featurizer):
         assert torch.count_nonzero(featurizer.gradient(item, {"responses": responses, "rewards": [1.0, 0.0]})) > 0
         with pytest.raises(ValueError, match="difficulty samples"):
             featurizer.gradient(item)
+        # Targets have no samples: their feature is the NLL of their answer, so scoring needs the candidates' only.
+        targets = generate_pool(["counting"], 2, seed=5)
+        samples = {item.id: {"responses": responses, "rewards": [1.0, 0.0]}}
+        assert featurizer.scores([item], targets, samples).shape == (1,)
+        featurizer.precondition_with(None)
+        nll = featurizer.config.model_copy(update={"loss": "nll"})
+        as_target = featurizer.features(targets, target=True)
+        featurizer.config = nll
+        np.testing.assert_allclose(as_target, featurizer.features(targets), atol=1e-6)
     finally:
         featurizer.config = featurizer.config.model_copy(update={"loss": "nll"})
 

@@ -71,7 +71,7 @@ class ScriptedRollout:
         self.batches += 1
         return [f"shard-{self.batches}"]
 
-    def async_score(self, shard_refs):
+    def async_score(self, shard_refs, training=None):
         return [[GroupScores(f"p{i}", acc, acc, ["x"] * len(acc), 0) for i, acc in enumerate(self.script.pop(0))]]
 
 

@@ -163,33 +163,35 @@ class GradientFeaturizer:
             raise KeyError(f"weights for parameters this model lacks: {sorted(missing)[:5]}")
         self.model.load_state_dict(state, strict=False)
 
-    def loss(self, item: PromptItem, samples: dict | None = None) -> torch.Tensor:
-        """The item's configured loss; `samples` = {"responses", "rewards"} for policy_gradient."""
-        if self.config.loss == "nll":
+    def loss(self, item: PromptItem, samples: dict | None = None, target: bool = False) -> torch.Tensor:
+        """A candidate's configured loss (`samples` = {"responses", "rewards"} for policy_gradient); a target's is
+        always the NLL of its reference answer: the loss training should lower, whatever the training loss is."""
+        if target or self.config.loss == "nll":
             return nll_loss(self.model, self.processor, item, self.system_prompt)
         if not samples:
             raise ValueError(f"{item.id}: the policy_gradient loss needs the item's difficulty samples")
         return policy_gradient_loss(self.model, self.processor, item, self.system_prompt, samples["responses"],
                                     samples["rewards"], self.temperature)
 
-    def gradient(self, item: PromptItem, samples: dict | None = None) -> torch.Tensor:
-        """Exact `[size]` gradient of the item's loss (the dense reference; scoring never builds it)."""
-        return flat_gradient(self.loss(item, samples), self.params)
+    def gradient(self, item: PromptItem, samples: dict | None = None, target: bool = False) -> torch.Tensor:
+        """Exact `[size]` gradient of the item's loss (see `loss`; the dense reference, scoring never builds it)."""
+        return flat_gradient(self.loss(item, samples, target), self.params)
 
-    def _backward(self, item: PromptItem, samples: dict | None, squares: list | None = None) -> torch.Tensor:
+    def _backward(self, item: PromptItem, samples: dict | None, squares: list | None = None,
+                  target: bool = False) -> torch.Tensor:
         """`[projection_dim]` sketch of the item's (preconditioned) gradient, streamed through the hooks."""
         self._sink = {"feature": torch.zeros(self.config.projection_dim, device=self.device)}
         if squares is not None:
             self._sink["squares"] = squares
-        self.loss(item, samples).backward()
+        self.loss(item, samples, target).backward()
         return self._sink.pop("feature")
 
-    def squared_gradient_sum(self, items: list[PromptItem], samples: dict[str, dict] | None = None) -> np.ndarray:
-        """`[size]` float32 sum over `items` of their squared exact gradients (elementwise), parameter by
+    def squared_gradient_sum(self, targets: list[PromptItem]) -> np.ndarray:
+        """`[size]` float32 sum over the targets of their squared exact gradients (elementwise), parameter by
         parameter in subset order."""
         squares = [torch.zeros(param.shape, device=self.device) for param in self.params]
-        for item in items:
-            self._backward(item, (samples or {}).get(item.id), squares)
+        for item in targets:
+            self._backward(item, None, squares, target=True)
         return torch.cat([square.reshape(-1) for square in squares]).cpu().numpy()
 
     def precondition_with(self, second_moment: np.ndarray | None) -> None:
@@ -202,19 +204,21 @@ class GradientFeaturizer:
         self.scale = [part.view(param.shape) for part, param in
                       zip(flat.split([param.numel() for param in self.params]), self.params)]
 
-    def features(self, items: list[PromptItem], samples: dict[str, dict] | None = None) -> np.ndarray:
-        """`[len(items), projection_dim]` float32 unit-norm sketched (preconditioned, if set) gradients."""
+    def features(self, items: list[PromptItem], samples: dict[str, dict] | None = None,
+                 target: bool = False) -> np.ndarray:
+        """`[len(items), projection_dim]` float32 unit-norm sketched (preconditioned, if set) gradients of the
+        candidates' loss, or with `target` of the targets' (see `loss`)."""
         if not items:
             return np.zeros((0, self.config.projection_dim), dtype=np.float32)
-        rows = [self._backward(item, (samples or {}).get(item.id)) for item in items]
+        rows = [self._backward(item, (samples or {}).get(item.id), target=target) for item in items]
         return normalise(torch.stack(rows)).cpu().numpy()
 
     def scores(self, candidates: list[PromptItem], targets: list[PromptItem],
                samples: dict[str, dict] | None = None) -> np.ndarray:
         """`[len(candidates)]` influence scores in this process, as the InfluencePool computes them across actors:
         preconditioner from the targets (if configured), target features per domain, aggregated cosines."""
-        second_moment = self.squared_gradient_sum(targets, samples) / len(targets) if self.config.precondition else None
+        second_moment = self.squared_gradient_sum(targets) / len(targets) if self.config.precondition else None
         self.precondition_with(second_moment)
-        per_domain = domain_targets(self.features(targets, samples), [t.domain for t in targets])
+        per_domain = domain_targets(self.features(targets, target=True), [t.domain for t in targets])
         return influence_scores(self.features(candidates, samples), [c.domain for c in candidates], per_domain,
                                 self.config.aggregate)
