@@ -115,6 +115,7 @@ class InfluencePool:
         todo = [row for row in candidates if row.id not in known]
         if todo:
             per_domain = self._target_features(targets, timeout_s)
+            samples = ray.put(samples) if samples else None  # once for every chunk and actor, not per call
             for start in range(0, len(todo), self.config.score_chunk):
                 chunk = todo[start:start + self.config.score_chunk]
                 scores = self._score_chunk(chunk, per_domain, samples, timeout_s)
@@ -138,7 +139,7 @@ class InfluencePool:
                                      timeout_s, "influence target features")
         return ray.put(domain_targets(np.concatenate(target_features), [t.domain for t in targets]))
 
-    def _score_chunk(self, chunk: list[ItemRow], per_domain: ray.ObjectRef, samples: dict | None,
+    def _score_chunk(self, chunk: list[ItemRow], per_domain: ray.ObjectRef, samples: ray.ObjectRef | None,
                      timeout_s: float) -> np.ndarray:
         outcomes = get_within([worker.scores.remote(shard, per_domain, samples)
                                for worker, shard in zip(self.workers, shards(chunk, len(self.workers)))],

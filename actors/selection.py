@@ -133,10 +133,18 @@ def dynamic_sample(draw: Callable[[int], list[PromptItem]], rollout, rewards, co
         step.scores += scores
         for item, score in zip(items, scores):
             wanted = sum(step.keep) < target
-            banded = in_band(score.accuracies, selection.band(item.source, item.domain))
+            accuracies = trainable_accuracies(score)
+            banded = bool(accuracies) and in_band(accuracies, selection.band(item.source, item.domain))
             step.keep.append(wanted and banded)
             step.drop_reasons.append(None if wanted and banded else ("out_of_band" if wanted else "surplus"))
     return step
+
+
+def trainable_accuracies(score: GroupScores) -> list[float]:
+    """The accuracies of the group's samples that stay in it (excluded ones, timed out or cut at the length limit,
+    take no part in its advantages, so neither in its band test)."""
+    return [accuracy for accuracy, out in zip(score.accuracies, score.excluded or [False] * len(score.accuracies))
+            if not out]
 
 
 def sample_step(draw: Callable[[int], list[PromptItem]], rollout, rewards, config: RunConfig,

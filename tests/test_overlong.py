@@ -2,9 +2,11 @@
 
 import pytest
 
+from actors.selection import trainable_accuracies
 from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.algorithms.overlong import apply_overlong, overlong_penalty
 from visiong1.config import ConfigError, load_config
+from visiong1.selection.difficulty import in_band
 from visiong1.types import GroupScores, RolloutSample
 
 
@@ -49,3 +51,13 @@ def test_both_together_and_an_earlier_exclusion_is_kept():
 def test_a_punished_stretch_longer_than_the_limit_is_refused_naming_the_field():
     with pytest.raises(ConfigError, match="overlong.cache_tokens"):
         rollout("rollout.overlong.cache_tokens=21")
+
+
+def test_a_group_left_uniform_by_filtering_is_out_of_the_dynamic_sampling_band():
+    """Three right answers and a truncated wrong one: in band before filtering, uniform (no signal) after."""
+    scores = apply_overlong(GroupScores("p", [1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0], ["correct"] * 4, 0),
+                            samples((4, "stop"), (4, "stop"), (4, "stop"), (20, "length")),
+                            rollout("rollout.overlong.filter=true"))
+    band = load_config(None, []).selection.band("s", "d")
+    assert in_band(scores.accuracies, band) and trainable_accuracies(scores) == [1.0, 1.0, 1.0]
+    assert not in_band(trainable_accuracies(scores), band)

@@ -398,7 +398,7 @@ class LearnerConfig(Section):
     lr: float = Field(1e-4, gt=0, le=1)
     """AdamW learning rate (the tiny demo model; the paper uses 1e-6 for 7B)."""
     warmup_steps: int = Field(0, ge=0)
-    """Linear warm-up steps, then constant."""
+    """Linear warm-up over this many optimizer steps (`mini_batches` per RL step), then constant."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW weight decay."""
     grad_clip: float = Field(1.0, gt=0)
@@ -434,7 +434,8 @@ class LearnerConfig(Section):
     trained against the behaviour logprobs of the policy as the step began, so later parts see the ratio move and
     the clips bind. 1 (the paper): one update per batch. The weight version still advances once per RL step."""
     micro_batch_tokens: int = Field(4096, ge=16)
-    """Token budget (prompt + response) of one forward/backward; gradients accumulate to one step per RL step."""
+    """Token budget (prompt + response) of one forward/backward; gradients accumulate to one optimizer step per
+    mini-batch (`mini_batches` per RL step)."""
     logprob_chunk_tokens: int = Field(256, ge=1)
     """Rows of the output head computed at once for log-probs and entropy (backends `torch` and `fsdp2`): the
     `[tokens x vocab]` fp32 logits never exist for more than this many tokens (0.16 GB per copy at 256 tokens and
@@ -463,7 +464,7 @@ class RoundConfig(Section):
     rounds: int = Field(1, ge=1)
     """Rounds in a run: each re-scores the pool with the previous round's checkpoint, selects, trains, evaluates."""
     steps: int = Field(60, ge=1)
-    """RL steps (optimizer steps) in one round."""
+    """RL steps in one round (each `learner.mini_batches` optimizer steps)."""
     prompts_per_step: int = Field(16, ge=1)
     """Prompts sampled per step; each gets `rollout.samples_per_prompt` responses."""
     system_prompt: str = "Answer the question. Put the final answer in \\boxed{}."

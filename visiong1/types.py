@@ -103,7 +103,8 @@ class GroupScores:
     weight_version: int
     """Oldest policy version among the group's samples."""
     excluded: list[bool] = field(default_factory=list)
-    """Samples left out of the group (timed out in a domain that excludes them); empty means none."""
+    """Samples left out of the group (timed out in a domain that excludes them, or cut at the length limit under
+    `rollout.overlong.filter`); empty means none."""
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The policy one learner rank trains: model (plain, or FSDP2-sharded across the group), optimizer, the RL step,
 weight export and resumable state.
 
-Every rank receives the whole step batch and trains on its strided share (`sequences[rank::world]`); the loss is
-normalised by the step's global token (or sequence) count and scaled by the world size, so FSDP2's mean-reduced
-gradients equal those of one rank training on the whole batch.
+Every rank receives the whole step batch and trains on its strided share of each mini-batch
+(`part[rank::world]`); the loss is normalised by the mini-batch's global token (or sequence) count and scaled by the
+world size, so FSDP2's mean-reduced gradients equal those of one rank training on the whole mini-batch.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def seed_everything(seed: int) -> None:
 
 
 class PolicyTrainer:
-    """`version` counts optimizer steps. With world_size > 1 the caller has initialised torch.distributed."""
+    """`version` counts RL steps (`learner.mini_batches` optimizer steps each). With world_size > 1 the caller has
+    initialised torch.distributed."""
 
     def __init__(self, model_path: str, config: LearnerConfig, temperature: float = 1.0, rank: int = 0,
                  world_size: int = 1, engine_factory: Callable[["PolicyTrainer"], Any] | None = None):
@@ -145,7 +146,8 @@ class PolicyTrainer:
         self.version += 1
         elapsed = time.perf_counter() - started
         metrics = {f"train/{key}": value for key, value in sums.items()}
-        metrics.update({"train/grad_norm": grad_norms[-1], "train/lr": lr, "train/sequences": len(sequences),
+        metrics.update({"train/grad_norm": grad_norms[-1], "train/grad_norm_max": max(grad_norms), "train/lr": lr,
+                        "train/sequences": len(sequences),
                         "train/tokens": tokens, "train/tokens_per_s": tokens / elapsed,
                         "train/mini_batches": len(parts),
                         "train/excluded_samples": sum(a is None for row in batch.advantages for a in row),
