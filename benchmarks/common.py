@@ -38,19 +38,47 @@ def start_local(namespace: str = "visiong1-bench") -> str:
     return str(tiny_model_path(".cache/visiong1/models", seed=0))
 
 
-class PeakMemory:
-    """Peak of (RSS of this process tree + object store bytes used), sampled in a thread."""
+class PeakSampler:
+    """Calls `_sample()` in a thread every `interval_s` while the `with` block runs, and once more at its end;
+    subclasses keep their peaks there."""
 
-    def __init__(self, with_ray: bool, interval_s: float = 0.5):
-        self.with_ray, self.interval_s = with_ray, interval_s
-        self.peak, self.samples = 0, 0
+    def __init__(self, interval_s: float):
+        self.interval_s, self.peak, self.samples = interval_s, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _object_store_bytes(self, state) -> int:
-        from ray._private.internal_api import get_memory_info_reply
+    def _sample(self) -> None:
+        raise NotImplementedError
 
-        return get_memory_info_reply(state).store_stats.object_store_bytes_used
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+class PeakMemory(PeakSampler):
+    """Peak of (RSS of this process tree + object store bytes used), sampled in a thread."""
+
+    def __init__(self, with_ray: bool, interval_s: float = 0.5):
+        super().__init__(interval_s)
+        self.with_ray, self._state = with_ray, None
+
+    def _object_store_bytes(self) -> int:
+        from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+        import ray
+        if self._state is None:
+            self._state = get_state_from_address(ray.get_runtime_context().gcs_address)
+        return get_memory_info_reply(self._state).store_stats.object_store_bytes_used
 
     def _tree_rss(self) -> int:
         me = psutil.Process()
@@ -62,25 +90,9 @@ class PeakMemory:
                 pass
         return total
 
-    def _run(self) -> None:
-        state = None
-        if self.with_ray:
-            from ray._private.internal_api import get_state_from_address
-
-            import ray
-            state = get_state_from_address(ray.get_runtime_context().gcs_address)
-        while not self._stop.is_set():
-            total = self._tree_rss() + (self._object_store_bytes(state) if state else 0)
-            self.peak, self.samples = max(self.peak, total), self.samples + 1
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def _sample(self) -> None:
+        total = self._tree_rss() + (self._object_store_bytes() if self.with_ray else 0)
+        self.peak, self.samples = max(self.peak, total), self.samples + 1
 
 
 def resident(field: str = "RssAnon") -> int:
@@ -92,29 +104,14 @@ def resident(field: str = "RssAnon") -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-class PeakResident:
+class PeakResident(PeakSampler):
     """Peaks of this process's anonymous (`peak`) and total (`peak_total`) resident memory while the block runs,
     sampled in a thread every `interval_s`."""
 
     def __init__(self, interval_s: float = 0.005):
-        self.interval_s, self.peak, self.peak_total, self.samples = interval_s, 0, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(interval_s)
+        self.peak_total = 0
 
     def _sample(self) -> None:
         self.peak, self.peak_total = max(self.peak, resident()), max(self.peak_total, resident("VmRSS"))
         self.samples += 1
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> "PeakResident":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
