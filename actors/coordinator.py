@@ -19,6 +19,7 @@ import ray
 from actors.common import get_within
 from actors.influence import InfluencePool
 from actors.learner import LearnerGroup, prepare_model
+from actors.pipeline import StepSource, pipeline_metrics
 from actors.reward import RewardPool
 from actors.rollout import RolloutGroup
 from actors.round_selector import RoundSelector
@@ -27,7 +28,6 @@ from actors.run_log import RunLog
 from actors.weight_sync import weight_sync_for
 from actors.selection import (check_trainable, domain_accuracy, dynamic_metrics, evaluate, reward_metrics,
                               sample_step, timed)
-from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig, with_overrides, write_resolved
 from visiong1.eval.heldout import blank_images
 from visiong1.selection.curriculum import CurriculumSampler
@@ -191,7 +191,7 @@ class Coordinator:
         with self._phase("evaluate", RoundState.EVALUATING):
             self._evaluate(f"round_{self.round_index}")
         with self._phase("checkpoint", RoundState.CHECKPOINTING):
-            self._save_resumable(sampler, selected, self.global_step, round_complete=True)
+            self._save_resumable(sampler.state_dict(), selected, self.global_step, round_complete=True)
         self.control.advance(self.round_index, RoundState.DONE)
 
     def _begin_round(self, stored: Round) -> None:
@@ -207,56 +207,56 @@ class Coordinator:
             self.learner.reset_reference(self.config.round.step_timeout_s)
 
     def _train(self, sampler: CurriculumSampler, selected: list[str], first_step: int) -> None:
-        """The round's steps from `first_step`; a due checkpoint is saved before the step is committed, so a
-        committed step is never lost to a restart and never repeated after one."""
+        """The round's steps from `first_step`, sampled up to `rollout.max_staleness` steps ahead (actors.pipeline);
+        a due checkpoint is saved before its step commits: a committed step is never lost to a restart nor redone."""
         round_start, every = self.global_step - first_step, self.config.round.checkpoint_every
-        for local_step in range(first_step, self.config.round.steps):
-            self._between_steps()
-            metrics = self._step(self.global_step, sampler)
-            self.global_step += 1
-            if every > 0 and (local_step + 1) % every == 0:  # the round's last step is saved by its checkpoint phase
-                self._save_resumable(sampler, selected, round_start, metrics)
-            self.log.commit_step(metrics)
+        produce = lambda draw, timings: sample_step(draw, self.rollout, self.rewards, self.config, timings)  # noqa: E731
+        steps = range(self.global_step, round_start + self.config.round.steps)
+        with StepSource(produce, self.selector, sampler, steps, self.config.rollout.max_staleness) as source:
+            for local_step in range(first_step, self.config.round.steps):
+                self._between_steps()
+                metrics = self._step(self.global_step, source)
+                self.global_step += 1
+                if every > 0 and (local_step + 1) % every == 0:  # the round's last step: its checkpoint phase
+                    self._save_resumable(source.checkpoint_state(self.global_step), selected, round_start, metrics)
+                self.log.commit_step(metrics)
 
     def _between_steps(self) -> None:
-        """Step boundary: honour cancel requests, replace rollout replicas that fail their health probe, and apply
-        the REST replica target (learners untouched)."""
-        run = self.control.check_cancel()
-        for pid in self.rollout.check_health():
-            self.log.emit(EventKind.ROLLOUT_REPLICA_REPLACED, pid=pid, reason="health probe unanswered")
-        if run.rollout_replicas is not None and run.rollout_replicas != (before := self.rollout.size()):
-            self.rollout.scale(run.rollout_replicas)
-            self.log.emit(EventKind.ROLLOUT_SCALED, replicas=self.rollout.size(), previous=before)
+        """Step boundary: honour cancel requests; the rollout group replaces unhealthy replicas and applies the REST
+        replica target (learners untouched)."""
+        for kind, payload in self.rollout.reconcile(self.control.check_cancel().rollout_replicas):
+            self.log.emit(kind, **payload)
 
-    def _step(self, step: int, sampler: CurriculumSampler) -> dict:
-        """Sample, compute advantages, train on the kept groups and push the new weights; returns the metrics."""
-        cfg, timings = self.config, {}
-        sampled = sample_step(lambda count: self.selector.draw(sampler, count), self.rollout, self.rewards, cfg, timings)
+    def _step(self, step: int, source: StepSource) -> dict:
+        """Take the step's samples, compute advantages, train on the kept groups and push the new weights; returns
+        the metrics."""
+        cfg, started = self.config, time.perf_counter()
+        sampled, timings = (produced := source.take(step)).sampled, produced.timings
         self.store.schedule_samples(self.run_id, self.round_index, step, sampled.ledger_plan())
-        trained = [s for s, keep in zip(sampled.scores, sampled.keep) if keep]
-        check_trainable(trained, self.policy_version, cfg)
-        advantages = grpo_advantages([s.rewards for s in sampled.scores], [s.excluded for s in sampled.scores],
-                                     scale_by_std=cfg.learner.advantage_std_scale)
-        advantages = [row if keep else [None] * len(row) for row, keep in zip(advantages, sampled.keep)]
-        self.selector.mark_trained([score.prompt_id for score in trained])
-        sampler.observe([score.prompt_id for score in trained])
+        check_trainable(trained := sampled.trained(), self.policy_version, cfg)
+        source.observe([score.prompt_id for score in trained])
+        version_sampled_for, training = self.policy_version, time.perf_counter()
         with timed(timings, "train"):
+            advantages = sampled.advantages(cfg.learner.advantage_std_scale)
             train_metrics = get_within(self.learner.async_train_step(step, advantages, sampled.shard_refs),
                                        cfg.round.step_timeout_s, f"learner step {step}")[0]
         if (version := train_metrics["train/version"]) != self.policy_version:  # no mixed group: nothing changed
             with timed(timings, "weight_sync"):
                 self.policy_version = min(self.weight_sync.push(version, cfg.round.step_timeout_s))
+        source.pushed(step)
         return {"step": step, "round": self.round_index, **reward_metrics(trained), **train_metrics, **timings,
                 **(dynamic_metrics(sampled) if cfg.selection.dynamic_sampling else {}), **self.rollout.metrics(),
                 **domain_accuracy(sampled.scores, self.selector.domain), **self.weight_sync.metrics(),
-                "rollout/weight_version": self.policy_version, "time/step_s": sum(timings.values())}
+                **pipeline_metrics(source, produced, version_sampled_for, training),
+                "rollout/weight_version": self.policy_version, "time/step_s": time.perf_counter() - started}
 
-    def _save_resumable(self, sampler: CurriculumSampler, selected: list[str], round_start: int,
+    def _save_resumable(self, sampler_state: dict, selected: list[str], round_start: int,
                         last_metrics: dict | None = None, round_complete: bool = False) -> str:
-        """Learner state plus the data cursor, so a restarted coordinator continues with the same prompts."""
+        """Learner state plus the data cursor (`sampler_state`, the curriculum sampler's as of the next step's
+        draw), so a restarted coordinator continues with the same prompts."""
         cursor = RoundCursor(steps_done=self.global_step, round=self.round_index, round_start_step=round_start,
                              policy_version=self.policy_version, active=self.selector.active,
-                             retired=self.selector.retired, selected=selected, sampler=sampler.state_dict(),
+                             retired=self.selector.retired, selected=selected, sampler=sampler_state,
                              last_metrics=last_metrics, round_complete=round_complete)
         path = self.learner.save_checkpoint(self.checkpoints, self.global_step, cursor.to_json(),
                                             self.config.round.step_timeout_s)

@@ -18,6 +18,7 @@ from ray.exceptions import RayActorError
 from actors.common import get_within, node_resources, quiet_transformers, shard_bounds, size_torch_threads
 from visiong1.config import RolloutConfig
 from visiong1.faults import crash_once
+from visiong1.store.events import EventKind
 from visiong1.types import WeightUpdate, table_to_items
 
 
@@ -319,6 +320,16 @@ class RolloutGroup:
         for replica in failed:
             self._replace(replica, {})
         return [replica.pid for replica in failed]
+
+    def reconcile(self, target_replicas: int | None) -> list[tuple[EventKind, dict]]:
+        """Between steps: replace the replicas that fail their health probe, then scale to `target_replicas` (the
+        REST target; None: keep the size). Returns the events to record, in order."""
+        events = [(EventKind.ROLLOUT_REPLICA_REPLACED, {"pid": pid, "reason": "health probe unanswered"})
+                  for pid in self.check_health()]
+        if target_replicas is not None and target_replicas != (before := self.size()):
+            self.scale(target_replicas)
+            events.append((EventKind.ROLLOUT_SCALED, {"replicas": self.size(), "previous": before}))
+        return events
 
     def update_weights(self, update_ref, timeout_s: float) -> tuple[list[int], list[int]]:
         """Push one WeightUpdate (ObjectRef) to every replica and wait; later units run on the new version. A

@@ -13,6 +13,7 @@ import ray
 from tqdm import tqdm
 
 from actors.common import get_within
+from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import RunConfig
 from visiong1.eval.benchmarks.results import summarise
 from visiong1.eval.heldout import pass_at_k, per_domain
@@ -102,6 +103,15 @@ class SampledStep:
     drop_reasons: list[str | None] = field(default_factory=list)
     """Per group: None when it trains, else `out_of_band` (mean accuracy outside its band) or `surplus` (beyond
     the step's target)."""
+
+    def trained(self) -> list[GroupScores]:
+        return [score for score, keep in zip(self.scores, self.keep) if keep]
+
+    def advantages(self, scale_by_std: bool) -> list[list[float | None]]:
+        """GRPO advantages per group and sample (`[groups][samples]`), all None in the groups that do not train."""
+        rows = grpo_advantages([s.rewards for s in self.scores], [s.excluded for s in self.scores],
+                               scale_by_std=scale_by_std)
+        return [row if keep else [None] * len(row) for row, keep in zip(rows, self.keep)]
 
     def ledger_plan(self) -> list[SampleGroupPlan]:
         """Every generated sample's planned fate for the ledger: trained, or dropped with its group's reason or,

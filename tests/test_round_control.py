@@ -125,3 +125,27 @@ def test_a_report_that_cannot_be_written_fails_the_run_and_ends_the_demos_wait(r
     assert (run_dir / "summary.json").exists() and (run_dir / "checkpoint").is_dir()
     kinds = [event["type"] for event in ray_cluster.get(coordinator.events.remote(0))]
     assert kinds.count("run_failed") == 1 and "run_finished" not in kinds
+
+
+def test_asynchronous_rollout_stays_within_max_staleness_and_loses_no_sample(ray_cluster, control_config):
+    """`rollout.max_staleness=1`: each step's samples come from the weights the learner trained at most one step
+    before it trains them; the next step is generated while the learner trains; the ledger accounts for every
+    generated sample, and a checkpoint in the middle of the round is taken while generation is ahead."""
+    config = control_config("round.rounds=1", "round.steps=5", "round.checkpoint_every=2", "learner.lr=1e-3",
+                            "rollout.max_staleness=1")
+    run_id, coordinator, done = start_run(config)
+    summary = ray_cluster.get(done, timeout=600)
+    assert summary["steps"] == 5
+    with RunStore.open(config.output_dir) as store:
+        steps = [m.metrics for m in store.metrics_for(run_id)]
+        ledger = store.ledger_summary(run_id, 0)
+    learner_version = 0
+    for step in steps:
+        assert 0 <= learner_version - step["rollout/sample_version"] <= 1
+        assert step["async/staleness_max"] == learner_version - step["rollout/sample_version"] <= 1
+        learner_version = step["train/version"]
+    assert learner_version >= 2, "too few steps changed the weights to put generation behind"
+    assert max(step["async/staleness_max"] for step in steps) == 1  # generation ran ahead of the learner
+    assert sum(step["async/overlap_s"] for step in steps) > 0
+    assert (ledger["lost"], ledger["in_flight"], ledger["superseded"]) == (0, 0, 0)
+    assert ledger["samples"] == ledger["trained"] + sum(ledger["dropped"].values()) == 5 * 4 * 4

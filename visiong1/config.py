@@ -221,8 +221,10 @@ class RolloutConfig(Section):
     weight_sync_timeout_s: float = Field(120.0, gt=0)
     """Deadline of forming a replica's sync group."""
     max_staleness: int = Field(0, ge=0)
-    """Largest allowed gap between the learner's weight version and the version that sampled a batch
-    (0 = strictly on-policy, the Vision-G1 default)."""
+    """Asynchronous rollout bound k: the next steps' samples are generated while the learners train, at most k
+    weight versions behind the learner when they train (queued samples included); 0 = generation and training take
+    turns, strictly on-policy (the Vision-G1 default). A weight update waits for the units in flight on a replica:
+    they finish on the old weights and carry that version."""
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)
     """Overlong filtering and punishment of training samples (both off)."""
 
