@@ -9,7 +9,7 @@ start and engine compile included), the gain of every domain whose warm-start ac
 pass-rate band, and per round the share of known-corrupted items at each selection stage (with
 `data.corrupt_fraction` set).
 
-Run: python -m benchmarks.demo [--seeds 0 1 2] [-c CONFIG] [--warm-cache] [--name demo] [override ...]
+Run: python -m benchmarks.demo [--seeds 0 1 2] [-c CONFIG] [--warm-cache] [--name demo] [--add] [override ...]
 (config and overrides as for `visiong1 demo`: without -c, configs/demo_8domains.yaml).
 Writes benchmarks/results/<name>.json and <name>.png.
 """
@@ -119,6 +119,16 @@ def plot(runs: list[dict], target: Path) -> Path:
     return target
 
 
+def stored_runs(args: argparse.Namespace) -> list[dict]:
+    """The runs in benchmarks/results/<name>.json of seeds not being rerun; refuses a file written with another
+    config, overrides or cache mode, whose runs would not be comparable."""
+    stored = json.loads((RESULTS / f"{args.name}.json").read_text())
+    setup = {key: stored["config"][key] for key in ("config", "overrides", "warm_cache")}
+    if setup != {"config": args.config, "overrides": args.overrides, "warm_cache": args.warm_cache}:
+        raise SystemExit(f"--add: {args.name}.json was written with {setup}; rerun all seeds instead")
+    return [run for run in stored["figures"]["runs"] if run["seed"] not in args.seeds]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -127,17 +137,22 @@ def main() -> None:
                         help="reuse the tiny model, warm starts and engine cache in model.cache_dir (default: build "
                              "them per seed in a scratch directory, so the wall time is a first run's)")
     parser.add_argument("--name", default="demo", help="results name: benchmarks/results/<name>.json and .png")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the other seeds' runs in <name>.json (same config and overrides) and add these")
     parser.add_argument("overrides", nargs="*", help="config overrides passed to every demo")
     args = parser.parse_args()
+    kept = stored_runs(args) if args.add else []
     with tempfile.TemporaryDirectory(prefix="visiong1-demo-bench-") as scratch:
         runs = [run_demo(seed, args.config, args.overrides, Path(scratch) / f"seed{seed}",
                          None if args.warm_cache else Path(scratch) / f"cache{seed}" / "models") for seed in args.seeds]
+    for run in runs:
+        run.pop("run_dir")
+    runs = sorted(kept + runs, key=lambda run: run["seed"])
     summary = aggregate(runs)
     show(runs, summary)
     summary["plot"] = str(plot(runs, RESULTS / f"{args.name}.png"))
-    for run in runs:
-        run.pop("run_dir")
-    print(write_result(args.name, {"runs": runs, **summary}, {"seeds": args.seeds, "config": args.config,
+    seeds = [run["seed"] for run in runs]
+    print(write_result(args.name, {"runs": runs, **summary}, {"seeds": seeds, "config": args.config,
                                                           "overrides": args.overrides, "warm_cache": args.warm_cache}))
 
 
