@@ -223,9 +223,8 @@ class Coordinator:
 
     def _between_steps(self) -> None:
         """Step boundary: honour cancel requests; the rollout group replaces unhealthy replicas and applies the REST
-        replica target (learners untouched)."""
-        for kind, payload in self.rollout.reconcile(self.control.check_cancel().rollout_replicas):
-            self.log.emit(kind, **payload)
+        replica count (learners untouched)."""
+        self.rollout.reconcile(self.control.check_cancel().rollout_replicas)
 
     def _step(self, step: int, source: StepSource) -> dict:
         """Take the step's samples, compute advantages, train on the kept groups and push the new weights; returns
@@ -281,7 +280,7 @@ class Coordinator:
             self.model_path = get_within(task, cfg.round.step_timeout_s, "model preparation task")
         with self._phase("start_actors"):
             self.rollout = RolloutGroup(self.model_path, cfg.rollout, cfg.round.system_prompt, cfg.round.seed,
-                                        cache_root=str(Path(cfg.model.cache_dir).parent / "engines"))
+                                        str(Path(cfg.model.cache_dir).parent / "engines"), self.log.emit)
             self.rewards = RewardPool(cfg.reward)
             influence = cfg.selection.influence
             self.influence = (InfluencePool(self.model_path, influence, cfg.round.system_prompt,

@@ -293,7 +293,7 @@ def prepare_model(config: RunConfig) -> str:
 def plan_run(config: RunConfig) -> dict:
     """`config`'s capacity plan (visiong1.models.planner) as JSON with its `shortfalls`: a task, so the API process,
     which never imports torch, can refuse a run before launching it."""
-    from visiong1.models.planner import plan, plan_table, shortfalls
+    from visiong1.models.planner import plan, plan_table, run_shortfalls
 
     shape, roles = plan(config)
-    return plan_table(shape, roles) | {"shortfalls": shortfalls(roles, config.resources.gpu_memory_gib)}
+    return plan_table(shape, roles) | {"shortfalls": run_shortfalls(config, roles)}

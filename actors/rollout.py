@@ -9,12 +9,14 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import ray
 from ray.exceptions import RayActorError
 
+from actors.autoscale import ReplicaPolicy
 from actors.common import get_within, node_resources, quiet_transformers, shard_bounds, size_torch_threads
 from visiong1.config import RolloutConfig
 from visiong1.faults import crash_once
@@ -142,8 +144,13 @@ class RolloutGroup:
     """The replicas of one run. `generate` may run while another thread calls `scale` or `update_weights`."""
 
     def __init__(self, model_path: str, config: RolloutConfig, system_prompt: str, seed: int,
-                 cache_root: str = "/tmp/visiong1-cache"):
+                 cache_root: str = "/tmp/visiong1-cache", emit: Callable[..., None] | None = None):
+        """`emit(kind, **payload)` records the group's scaling and replacement events (the run's event log)."""
         self.model_path, self.config, self.system_prompt, self.seed = model_path, config, system_prompt, seed
+        self.emit = emit or (lambda kind, **payload: None)
+        self.policy = ReplicaPolicy(config.autoscale) if config.autoscale else None
+        self.override: int | None = None  # a REST-set replica count: the policy waits until it is cleared
+        self.scaling = threading.Lock()  # one resize at a time (the policy's, a REST count's)
         self.engine = resolve_engine(config)
         self.cache_root = cache_root
         self.replicas: list[Replica] = []
@@ -220,8 +227,10 @@ class RolloutGroup:
     def generate(self, prompts: pa.Table, timeout_s: float, greedy: bool = False,
                  samples: int | None = None) -> list[ray.ObjectRef]:
         """Sample every prompt (`samples` per prompt, default rollout.samples_per_prompt); returns ObjectRefs of
-        list[SampleGroup], one per unit, in prompt order. Units of a replica that dies or hangs are re-dispatched;
+        list[SampleGroup], one per unit, in prompt order. With `rollout.autoscale` the group is first sized for
+        the call. Units of a replica that dies or hangs are re-dispatched;
         the call fails only when `timeout_s` passes or the restart budget is spent."""
+        self._autoscale(prompts.num_rows)
         # One unit per serving replica keeps vLLM's batches large; prompts_per_request bounds how small a unit
         # gets, which bounds the work a dead replica takes with it.
         units = [prompts.slice(start, stop - start)
@@ -321,15 +330,27 @@ class RolloutGroup:
             self._replace(replica, {})
         return [replica.pid for replica in failed]
 
-    def reconcile(self, target_replicas: int | None) -> list[tuple[EventKind, dict]]:
-        """Between steps: replace the replicas that fail their health probe, then scale to `target_replicas` (the
-        REST target; None: keep the size). Returns the events to record, in order."""
-        events = [(EventKind.ROLLOUT_REPLICA_REPLACED, {"pid": pid, "reason": "health probe unanswered"})
-                  for pid in self.check_health()]
-        if target_replicas is not None and target_replicas != (before := self.size()):
-            self.scale(target_replicas)
-            events.append((EventKind.ROLLOUT_SCALED, {"replicas": self.size(), "previous": before}))
-        return events
+    def reconcile(self, override: int | None) -> None:
+        """Between steps: replace the replicas that fail their health probe, then apply the REST replica count
+        `override` (None: none set, or cleared; the autoscale policy, if configured, sizes the group again)."""
+        for pid in self.check_health():
+            self.emit(EventKind.ROLLOUT_REPLICA_REPLACED, pid=pid, reason="health probe unanswered")
+        with self.scaling:
+            self.override = override
+            if override is not None and override != (before := self.size()):
+                self.scale(override)
+                self.emit(EventKind.ROLLOUT_SCALED, replicas=self.size(), previous=before, source="api",
+                          reason="replica count set over REST")
+
+    def _autoscale(self, prompts: int) -> None:
+        """Size the group for a call of `prompts` prompts by the policy (no policy, or a REST count set: as is)."""
+        with self.scaling:
+            if self.policy is None or self.override is not None:
+                return
+            if (decision := self.policy.decide(self.size(), prompts)) is not None:
+                self.scale(decision.replicas)
+                self.emit(EventKind.ROLLOUT_SCALED, replicas=self.size(), previous=decision.previous,
+                          source="autoscale", reason=decision.reason, prompts=prompts)
 
     def update_weights(self, update_ref, timeout_s: float) -> tuple[list[int], list[int]]:
         """Push one WeightUpdate (ObjectRef) to every replica and wait; later units run on the new version. A

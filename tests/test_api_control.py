@@ -301,16 +301,22 @@ def test_round_overrides_are_validated(api, overrides, message):
 
 # Rollout -----------------------------------------------------------------------------------------------------------
 
-def test_rollout_replicas_get_and_put(api):
+def test_rollout_replicas_get_put_and_clear(api):
     run_id = api.run_in_store()
     path = f"{api.url}/v1/runs/{run_id}/rollout/replicas"
     assert httpx.get(path, headers=AUTH).json() == {"run_id": run_id, "replicas": 1, "configured": 1,
-                                                    "source": "config"}
+                                                    "source": "config", "autoscale": None}
     for replicas in (3, 2):
         response = httpx.put(path, json={"replicas": replicas}, headers=AUTH)
         assert response.status_code == 200 and response.json()["replicas"] == replicas
         assert api.store.get_run(run_id).rollout_replicas == replicas
     assert httpx.get(path, headers=AUTH).json()["source"] == "api"
+    cleared = httpx.delete(path, headers=AUTH)
+    assert cleared.status_code == 200 and cleared.json()["source"] == "config"
+    assert api.store.get_run(run_id).rollout_replicas is None
+    httpx.put(path, json={"replicas": 3}, headers=AUTH)
+    assert httpx.put(path, json={"replicas": None}, headers=AUTH).json()["replicas"] == 1  # null clears too
+    assert httpx.delete(path, headers={"authorization": f"Bearer {READER}"}).status_code == 403
     assert httpx.put(path, json={"replicas": 0}, headers=AUTH).status_code == 422
     assert httpx.put(path, json={"replicas": 2}, headers={"authorization": f"Bearer {READER}"}).status_code == 403
     assert httpx.put(f"{api.url}/v1/runs/nope/rollout/replicas", json={"replicas": 2},

@@ -199,6 +199,11 @@ def set_replicas(draw) -> Call:
 
 
 @st.composite
+def clear_replicas(draw) -> Call:
+    return Call("DELETE", f"/v1/runs/{path_segment(draw(run_ids))}/rollout/replicas", fields=frozenset({"run_id"}))
+
+
+@st.composite
 def run_action(draw, action: str) -> Call:
     """Cancel or resume: no body is declared (whatever comes is ignored), only the run and an Idempotency-Key."""
     run_id = draw(half_and_half(st.just(ENDED_RUN), segments))  # not OPEN_RUN: a cancel would end its rounds
@@ -252,6 +257,7 @@ ROUTES = {
     ("POST", "/v1/runs/{run_id}/rounds"): start_round(),
     ("POST", "/v1/runs/{run_id}/rounds/{index}/cancel"): cancel_round(),
     ("PUT", "/v1/runs/{run_id}/rollout/replicas"): set_replicas(),
+    ("DELETE", "/v1/runs/{run_id}/rollout/replicas"): clear_replicas(),
     ("GET", "/v1/runs"): list_runs(),
     ("GET", "/v1/runs/{run_id}/rounds/{index}"): read_round(""),
     ("GET", "/v1/runs/{run_id}/rounds/{index}/ledger"): read_round("/ledger"),

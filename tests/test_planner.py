@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from visiong1.config import load_config
-from visiong1.models.planner import GIB, PRESETS, learner_rank, model_shape, plan, shortfalls
+from visiong1.models.planner import GIB, PRESETS, learner_rank, model_shape, plan, run_shortfalls, shortfalls
 
 PAPER = "configs/vision_g1_7b.yaml"
 
@@ -92,3 +92,15 @@ def test_an_influence_worker_on_a_gpu_holds_bf16_weights_and_is_checked_with_the
     assert any(p.startswith("learner rank + influence worker") for p in shortfalls(roles, too_small))
     _, apart = plan(load_config(PAPER, ["resources.gpu_memory_gib=80", "selection.influence.num_gpus=1"]))
     assert not any("+ influence" in role.role for role in apart)  # a GPU of its own: checked alone
+
+
+def test_rollout_is_planned_at_autoscales_upper_bound_and_checked_against_the_gpus_declared():
+    autoscaled = ["resources.gpu_memory_gib=80", "rollout.num_gpus=1", "learner.num_gpus=1", "learner.ranks=4",
+                  "rollout.autoscale={min_replicas: 1, max_replicas: 6}"]
+    _, roles = plan(load_config(PAPER, autoscaled))
+    assert next(role for role in roles if role.role.startswith("rollout")).count == 6
+    config = load_config(PAPER, [*autoscaled, "resources.gpus=8"])
+    (problem,) = [p for p in run_shortfalls(config, roles) if "resources.gpus" in p]
+    assert "need 10 GPUs" in problem and "6 rollout replicas" in problem
+    assert not any("resources.gpus" in p for p in run_shortfalls(load_config(PAPER, [*autoscaled,
+                                                                                     "resources.gpus=10"]), roles))

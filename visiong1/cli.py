@@ -277,14 +277,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _plan(config, as_json: bool) -> int:
     """Print the capacity plan; 1 when a GPU role does not fit, 2 when the model cannot be planned."""
-    from visiong1.models.planner import plan, plan_table, shortfalls
+    from visiong1.models.planner import plan, plan_table, run_shortfalls
 
     try:
         shape, roles = plan(config)
     except (ValueError, OSError) as error:
         print(f"visiong1 plan: {error}", file=sys.stderr)
         return 2
-    problems = shortfalls(roles, config.resources.gpu_memory_gib)
+    problems = run_shortfalls(config, roles)
     if as_json:
         print(json.dumps(plan_table(shape, roles) | {"shortfalls": problems}, indent=2))
     else:

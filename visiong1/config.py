@@ -158,6 +158,26 @@ class DataConfig(Section):
     """Curation actors of `visiong1 data build` (None: one per CPU of the Ray cluster)."""
 
 
+class AutoscaleConfig(Section):
+    """The rollout group sizes itself to its generation load: before each call it sets the replica count to the
+    call's prompts over `target` (rounded up, within the bounds); growing happens at once, shrinking by one replica
+    once the load has stayed below that for `cooldown_s`."""
+
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(4, ge=1)
+    target: float = Field(32.0, gt=0)
+    """Prompts per serving replica that one generation call should give each replica."""
+    cooldown_s: float = Field(60.0, ge=0)
+    """How long the load must call for fewer replicas before one is removed (and between two removals)."""
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> "AutoscaleConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"autoscale.min_replicas ({self.min_replicas}) exceeds max_replicas "
+                             f"({self.max_replicas})")
+        return self
+
+
 class OverlongConfig(Section):
     """DAPO's overlong handling of training samples (Yu et al., 2025); evaluation and difficulty scoring ignore it."""
 
@@ -227,12 +247,23 @@ class RolloutConfig(Section):
     they finish on the old weights and carry that version."""
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)
     """Overlong filtering and punishment of training samples (both off)."""
+    autoscale: AutoscaleConfig | None = None
+    """Replica count from the generation load (None: `replicas`, changed only over REST); a REST-set count
+    overrides it until cleared."""
 
     @model_validator(mode="after")
     def _overlong_cache_fits(self) -> "RolloutConfig":
         if self.overlong_cache_tokens() > self.max_new_tokens:
             raise ValueError(f"overlong.cache_tokens ({self.overlong.cache_tokens}) exceeds max_new_tokens "
                              f"({self.max_new_tokens})")
+        return self
+
+    @model_validator(mode="after")
+    def _replicas_within_autoscale_bounds(self) -> "RolloutConfig":
+        bounds = self.autoscale
+        if bounds is not None and not bounds.min_replicas <= self.replicas <= bounds.max_replicas:
+            raise ValueError(f"rollout.replicas ({self.replicas}) is outside autoscale's bounds "
+                             f"[{bounds.min_replicas}, {bounds.max_replicas}]")
         return self
 
     def overlong_cache_tokens(self) -> int:
@@ -604,6 +635,10 @@ class ResourcesConfig(Section):
     gpu_memory_gib: float | None = Field(None, gt=0)
     """Memory of one GPU of the cluster (80 for an A100/H100 80GB). When set, `visiong1 plan` and the API refuse a
     run whose GPU roles need more (visiong1.models.planner); None skips the check."""
+    gpus: int | None = Field(None, ge=1)
+    """GPUs the run may use in all. When set, `visiong1 plan` and the API refuse a run whose roles at their largest
+    (learner ranks, `rollout.autoscale.max_replicas` replicas, influence workers on GPUs of their own) ask for more;
+    None skips the check."""
 
 
 class RunConfig(Section):

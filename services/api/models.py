@@ -62,7 +62,8 @@ class RoundCreate(Body):
 
 
 class ReplicasUpdate(Body):
-    replicas: int = Field(ge=1, le=4096)
+    replicas: int | None = Field(ge=1, le=4096)
+    """The replica count to hold; null clears a count set earlier (as DELETE does)."""
 
 
 class RoundOut(BaseModel):
@@ -138,16 +139,21 @@ class RoundList(BaseModel):
 class Replicas(BaseModel):
     run_id: str
     replicas: int
-    """The target the run's coordinator applies at its next step boundary."""
+    """The count set over REST (the run's coordinator applies it at its next step boundary), else the config's."""
     configured: int
     """`rollout.replicas` of the run's config."""
     source: str
-    """`api` once set over REST, else `config`."""
+    """`api` while a count set over REST holds; else `autoscale` (the policy sizes the group within `autoscale`'s
+    bounds; the current size is the `rollout/replicas` metric) or `config`."""
+    autoscale: dict[str, Any] | None
+    """`rollout.autoscale` of the run's config."""
 
     @classmethod
     def of(cls, run: Run) -> Replicas:
+        autoscale = run.config.get("rollout", {}).get("autoscale")
+        source = "api" if run.rollout_replicas is not None else "autoscale" if autoscale else "config"
         return cls(run_id=run.id, replicas=replicas_target(run), configured=_configured_replicas(run),
-                   source="config" if run.rollout_replicas is None else "api")
+                   source=source, autoscale=autoscale)
 
 
 class EventOut(BaseModel):

@@ -210,8 +210,31 @@ def rollout_replica(config: RunConfig, shape: ModelShape, gpu_memory: int | None
         kv = max(reserved - weights, shape.kv_bytes_per_token * rollout.max_model_len // rollout.tensor_parallel_size)
     else:
         kv = shape.kv_bytes_per_token * rollout.max_model_len
-    return RoleMemory("rollout replica (per GPU)", "gpu" if gpu else "cpu", rollout.replicas,
+    return RoleMemory("rollout replica (per GPU)", "gpu" if gpu else "cpu", most_replicas(rollout),
                       {"weights": weights, "kv cache": kv}, share=rollout.gpu_memory_utilization if gpu else 1.0)
+
+
+def most_replicas(rollout) -> int:
+    """The rollout replicas a run may hold at once: autoscale's upper bound, else the configured count."""
+    return rollout.autoscale.max_replicas if rollout.autoscale else rollout.replicas
+
+
+def gpus_needed(config: RunConfig) -> float:
+    """GPUs of the run's roles at their largest; an influence worker sharing a learner's GPU adds none."""
+    learner, rollout, influence = config.learner, config.rollout, config.selection.influence
+    shared = learner.num_gpus + influence.num_gpus <= 1 and learner.num_gpus > 0
+    own_influence = influence.workers * influence.num_gpus if influence.enabled and not shared else 0
+    return learner.ranks * learner.num_gpus + most_replicas(rollout) * rollout.num_gpus + own_influence
+
+
+def run_shortfalls(config: RunConfig, roles: list[RoleMemory]) -> list[str]:
+    """Every reason the run does not fit: GPU roles over a GPU's memory, roles over `resources.gpus`."""
+    problems = shortfalls(roles, config.resources.gpu_memory_gib)
+    if config.resources.gpus is not None and (needed := gpus_needed(config)) > config.resources.gpus:
+        problems.append(f"roles at their largest need {needed:g} GPUs (learner ranks, "
+                        f"{most_replicas(config.rollout)} rollout replicas, influence workers), "
+                        f"resources.gpus is {config.resources.gpus}")
+    return problems
 
 
 def influence_worker(config: RunConfig, shape: ModelShape) -> RoleMemory:

@@ -77,7 +77,10 @@ EVENTS: dict[EventKind, EventSpec] = {
                                           "(`samples`) of `attempt` were superseded; the redo commits them again."),
     EventKind.ROLLOUT_REPLICA_REPLACED: EventSpec(("pid", "reason"),
                                                   "A rollout replica failed its health probe and was replaced."),
-    EventKind.ROLLOUT_SCALED: EventSpec(("replicas", "previous"), "The rollout group was scaled at a step boundary."),
+    EventKind.ROLLOUT_SCALED: EventSpec(("replicas", "previous", "source", "reason"),
+                                        "The rollout group was resized: by its autoscale policy before a generation "
+                                        "call (`source` `autoscale`), or to the count set over REST at a step "
+                                        "boundary (`api`).", "`prompts`: the call's load, for `autoscale`"),
     EventKind.ROUND_MANIFEST: EventSpec(("round", "path", "funnel"),
                                         "The round's manifest (every item's fate) was written; `funnel` counts "
                                         "items per domain and stage."),

@@ -193,10 +193,11 @@ class RunStore:
             _refresh_run_status(conn, run_id, now)
             return True
 
-    def set_rollout_replicas(self, run_id: str, replicas: int) -> Run:
-        """Set the run's rollout replica target (at least 1); its coordinator applies it."""
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-            raise ValueError(f"rollout replicas must be an integer >= 1, got {replicas!r}")
+    def set_rollout_replicas(self, run_id: str, replicas: int | None) -> Run:
+        """Set the run's rollout replica count (at least 1), or clear it (None: the config's count, or its
+        autoscale policy, sizes the group again); its coordinator applies it."""
+        if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1):
+            raise ValueError(f"rollout replicas must be an integer >= 1 or None, got {replicas!r}")
         with self._writes.begin() as conn:
             _lock_run(conn, run_id)
             conn.execute(schema.runs.update().where(schema.runs.c.id == run_id)
