@@ -222,9 +222,10 @@ class Coordinator:
                 self.log.commit_step(metrics)
 
     def _between_steps(self) -> None:
-        """Step boundary: honour cancel requests; the rollout group replaces unhealthy replicas and applies the REST
-        replica count (learners untouched)."""
-        self.rollout.reconcile(self.control.check_cancel().rollout_replicas)
+        """Step boundary: honour cancel requests; apply the counts set over REST (learners untouched)."""
+        run = self.control.check_cancel()
+        self.rollout.reconcile(run.rollout_replicas)  # it also replaces replicas that fail their health probe
+        self.rewards.reconcile(run.reward_workers)
 
     def _step(self, step: int, source: StepSource) -> dict:
         """Take the step's samples, compute advantages, train on the kept groups and push the new weights; returns
@@ -281,7 +282,7 @@ class Coordinator:
         with self._phase("start_actors"):
             self.rollout = RolloutGroup(self.model_path, cfg.rollout, cfg.round.system_prompt, cfg.round.seed,
                                         str(Path(cfg.model.cache_dir).parent / "engines"), self.log.emit)
-            self.rewards = RewardPool(cfg.reward)
+            self.rewards = RewardPool(cfg.reward, self.log.emit)
             influence = cfg.selection.influence
             self.influence = (InfluencePool(self.model_path, influence, cfg.round.system_prompt,
                                             cfg.rollout.temperature) if influence.enabled else None)

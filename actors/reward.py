@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 import ray
 
 from actors.common import node_resources, shard_bounds
@@ -9,6 +12,7 @@ from visiong1.algorithms.overlong import apply_overlong
 from visiong1.config import RewardConfig, RolloutConfig
 from visiong1.faults import crash_once
 from visiong1.rewards.judge import RewardJudge
+from visiong1.store.events import EventKind
 from visiong1.types import GroupScores, SampleGroup
 
 
@@ -60,42 +64,76 @@ class RewardWorker:
 
 
 class RewardPool:
-    """Reward actors of one run; `scale` changes their number while the run goes on."""
+    """Reward actors of one run; `scale` changes their number while scoring goes on (from another thread)."""
 
-    def __init__(self, config: RewardConfig):
+    def __init__(self, config: RewardConfig, emit: Callable[..., None] | None = None):
+        """`emit(kind, **payload)` records the pool's scaling events (the run's event log)."""
         self.config = config
+        self.emit = emit or (lambda kind, **payload: None)
+        self.lock = threading.Lock()
         self.workers: list = []
+        self.outstanding: dict = {}  # worker -> refs of its scoring calls not yet known to be finished
         self.scale(config.workers)
 
     def actors(self) -> list:
-        return list(self.workers)
+        with self.lock:
+            return list(self.workers)
 
     def shutdown(self) -> None:
-        for actor in self.workers:
+        for actor in self.actors():
             ray.kill(actor)
 
     def scale(self, workers: int) -> int:
-        """Grow or shrink to `workers` actors (removed ones are killed; their sandboxes die with them)."""
+        """Grow or shrink to `workers` actors. Removed ones take no new calls and finish the ones they hold (within
+        `reward.timeout_s`) before they are killed, their sandboxes with them."""
         if workers < 1:
             raise ValueError(f"a reward pool needs at least one worker, got {workers}")
-        while len(self.workers) < workers:
-            # Scoring is pure: a restarted actor may re-run the calls its predecessor died in.
-            actor = RewardWorker.options(num_cpus=self.config.num_cpus, max_restarts=self.config.max_restarts,
-                                         max_task_retries=self.config.max_restarts,
-                                         resources=node_resources(self.config.node_resource))
-            self.workers.append(actor.remote(self.config, len(self.workers)))
-        while len(self.workers) > workers:
-            ray.kill(self.workers.pop())
+        with self.lock:
+            while len(self.workers) < workers:
+                # Scoring is pure: a restarted actor may re-run the calls its predecessor died in.
+                actor = RewardWorker.options(num_cpus=self.config.num_cpus, max_restarts=self.config.max_restarts,
+                                             max_task_retries=self.config.max_restarts,
+                                             resources=node_resources(self.config.node_resource))
+                self.workers.append(actor.remote(self.config, len(self.workers)))
+            removed = self.workers[workers:]
+            del self.workers[workers:]
+        for actor in removed:
+            pending = self.outstanding.pop(actor, [])
+            ray.wait(pending, num_returns=len(pending), timeout=self.config.timeout_s, fetch_local=False)
+            ray.kill(actor)
         return len(self.workers)
+
+    def reconcile(self, override: int | None) -> None:
+        """Between steps: hold the worker count set over REST (`override`; None: `reward.workers`)."""
+        target = self.config.workers if override is None else override
+        if target != (before := len(self.actors())):
+            self.scale(target)
+            self.emit(EventKind.REWARD_SCALED, workers=target, previous=before,
+                      source="config" if override is None else "api")
+
+    def _dispatch(self, calls: list[tuple]) -> list[ray.ObjectRef]:
+        """Start `(worker, method, args, kwargs)` calls and remember them on their worker, for a drain."""
+        refs = []
+        with self.lock:
+            for worker, method, args, kwargs in calls:
+                refs.append(getattr(worker, method).remote(*args, **kwargs))
+                held = self.outstanding.setdefault(worker, [])
+                held.append(refs[-1])
+                if len(held) > 64:  # forget the finished ones now and then
+                    self.outstanding[worker] = ray.wait(held, num_returns=len(held), timeout=0,
+                                                        fetch_local=False)[1]
+        return refs
 
     def async_score(self, shard_refs: list[ray.ObjectRef],
                     training: RolloutConfig | None = None) -> list[ray.ObjectRef]:
         """One ObjectRef of list[GroupScores] per rollout shard, spread round-robin over the workers (`training`:
         as for `RewardWorker.score_groups`)."""
-        return [self.workers[i % len(self.workers)].score_groups.remote(ref, training=training)
-                for i, ref in enumerate(shard_refs)]
+        workers = self.actors()
+        return self._dispatch([(workers[i % len(workers)], "score_groups", (ref,), {"training": training})
+                               for i, ref in enumerate(shard_refs)])
 
     def async_score_texts(self, requests: list[dict], unscorable_ok: bool = False) -> list[ray.ObjectRef]:
         """Split raw requests evenly over the workers; one ObjectRef of results per worker, in request order."""
-        return [worker.score_texts.remote(requests[start:stop], unscorable_ok)
-                for worker, (start, stop) in zip(self.workers, shard_bounds(len(requests), len(self.workers)))]
+        workers = self.actors()
+        return self._dispatch([(worker, "score_texts", (requests[start:stop], unscorable_ok), {})
+                               for worker, (start, stop) in zip(workers, shard_bounds(len(requests), len(workers)))])

@@ -317,6 +317,21 @@ def test_rollout_replicas_get_put_and_clear(api):
     httpx.put(path, json={"replicas": 3}, headers=AUTH)
     assert httpx.put(path, json={"replicas": None}, headers=AUTH).json()["replicas"] == 1  # null clears too
     assert httpx.delete(path, headers={"authorization": f"Bearer {READER}"}).status_code == 403
+
+
+def test_reward_workers_get_put_and_clear(api):
+    run_id = api.run_in_store()
+    path = f"{api.url}/v1/runs/{run_id}/reward/workers"
+    assert httpx.get(path, headers=AUTH).json() == {"run_id": run_id, "workers": 1, "configured": 1,
+                                                    "source": "config"}
+    response = httpx.put(path, json={"workers": 3}, headers=AUTH)
+    assert response.status_code == 200 and response.json() == {"run_id": run_id, "workers": 3, "configured": 1,
+                                                               "source": "api"}
+    assert api.store.get_run(run_id).reward_workers == 3
+    assert httpx.put(path, json={"workers": 0}, headers=AUTH).status_code == 422
+    assert httpx.delete(path, headers=AUTH).json()["source"] == "config"
+    assert api.store.get_run(run_id).reward_workers is None
+    assert httpx.put(f"{api.url}/v1/runs/nope/reward/workers", json={"workers": 2}, headers=AUTH).status_code == 404
     assert httpx.put(path, json={"replicas": 0}, headers=AUTH).status_code == 422
     assert httpx.put(path, json={"replicas": 2}, headers={"authorization": f"Bearer {READER}"}).status_code == 403
     assert httpx.put(f"{api.url}/v1/runs/nope/rollout/replicas", json={"replicas": 2},

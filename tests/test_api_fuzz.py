@@ -204,6 +204,19 @@ def clear_replicas(draw) -> Call:
 
 
 @st.composite
+def set_reward_workers(draw) -> Call:
+    body = draw(half_and_half(st.fixed_dictionaries({"workers": st.integers(1, 4096) | st.none()}),
+                              body_of({"workers": values | numbers})))
+    return Call("PUT", f"/v1/runs/{path_segment(draw(run_ids))}/reward/workers", body=body,
+                fields=frozenset({"workers", "run_id"}))
+
+
+@st.composite
+def clear_reward_workers(draw) -> Call:
+    return Call("DELETE", f"/v1/runs/{path_segment(draw(run_ids))}/reward/workers", fields=frozenset({"run_id"}))
+
+
+@st.composite
 def run_action(draw, action: str) -> Call:
     """Cancel or resume: no body is declared (whatever comes is ignored), only the run and an Idempotency-Key."""
     run_id = draw(half_and_half(st.just(ENDED_RUN), segments))  # not OPEN_RUN: a cancel would end its rounds
@@ -258,6 +271,8 @@ ROUTES = {
     ("POST", "/v1/runs/{run_id}/rounds/{index}/cancel"): cancel_round(),
     ("PUT", "/v1/runs/{run_id}/rollout/replicas"): set_replicas(),
     ("DELETE", "/v1/runs/{run_id}/rollout/replicas"): clear_replicas(),
+    ("PUT", "/v1/runs/{run_id}/reward/workers"): set_reward_workers(),
+    ("DELETE", "/v1/runs/{run_id}/reward/workers"): clear_reward_workers(),
     ("GET", "/v1/runs"): list_runs(),
     ("GET", "/v1/runs/{run_id}/rounds/{index}"): read_round(""),
     ("GET", "/v1/runs/{run_id}/rounds/{index}/ledger"): read_round("/ledger"),

@@ -53,9 +53,8 @@ def test_metrics_are_labelled_by_domain_type_and_reason(ray_cluster, pool):
     assert 'visiong1_reward_latency_seconds_bucket{answer_type="math"' in text
 
 
-def test_pool_grows_while_scoring_is_in_flight_and_shrinks_between_calls(ray_cluster, pool):
-    """Growing adds workers beside calls in flight (they finish on the old worker); shrinking kills the removed
-    worker, so it happens between calls."""
+def test_pool_grows_while_scoring_is_in_flight(ray_cluster, pool):
+    """Growing adds workers beside calls in flight (they finish on the old worker)."""
     requests = [{"response": rf"\boxed{{{i}}}", "ground_truth": str(i % 3), "answer_type": "count"} for i in range(10)]
     expected = ["correct" if i % 3 == i else "wrong" for i in range(10)]
     assert pool.scale(1) == 1
@@ -71,6 +70,20 @@ def test_pool_grows_while_scoring_is_in_flight_and_shrinks_between_calls(ray_clu
     assert pool.scale(1) == 1
     with pytest.raises(ValueError):
         pool.scale(0)
+
+
+def test_pool_shrinks_while_scoring_goes_on_and_the_removed_worker_finishes_its_calls(ray_cluster, pool):
+    """A call that runs into the sandbox deadline (1 s) is in flight on the worker being removed; `scale` returns
+    only once that call has finished, and its results arrive whole (the worker was not killed under it)."""
+    pool.scale(2)
+    slow = [{"response": HANGS, "ground_truth": "1", "answer_type": "math"},
+            {"response": r"\boxed{1}", "ground_truth": "1", "answer_type": "math"}] * 2
+    refs = pool.async_score_texts(slow)  # one call per worker: the second goes to the worker removed below
+    assert ray_cluster.wait([refs[1]], timeout=0)[1] == [refs[1]]  # still scoring as the pool shrinks
+    assert pool.scale(1) == 1
+    assert ray_cluster.wait([refs[1]], timeout=0)[0] == [refs[1]]  # drained before it was killed
+    results = [r for part in ray_cluster.get(refs, timeout=60) for r in part]
+    assert [r["reason"] for r in results] == ["timeout", "correct"] * 2
 
 
 def test_training_groups_get_overlong_filtering_and_punishment_and_others_do_not(ray_cluster, pool):

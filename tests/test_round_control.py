@@ -64,7 +64,8 @@ def test_a_round_started_in_the_store_runs_with_its_overrides_then_cancel_ends_t
         assert store.get_run(run_id).status is RunStatus.CANCELLED
 
 
-def test_replica_target_scales_rollout_and_cancel_stops_the_round_at_a_step_boundary(ray_cluster, control_config):
+def test_rest_counts_scale_rollout_and_rewards_and_cancel_stops_the_round_at_a_step_boundary(ray_cluster,
+                                                                                            control_config):
     """Weights travel by the collective sync: the replica added mid-run is brought to the current version before it
     serves (strictly on-policy steps, max_staleness 0, would fail the run otherwise)."""
     config = control_config("round.rounds=1", "round.steps=40", "rollout.weight_sync=collective")
@@ -73,7 +74,10 @@ def test_replica_target_scales_rollout_and_cancel_stops_the_round_at_a_step_boun
         wait_for(coordinator, ray_cluster, "step")
         store.set_rollout_replicas(run_id, 2)
         scaled = wait_for(coordinator, ray_cluster, "rollout_scaled")
-        assert (scaled["previous"], scaled["replicas"]) == (1, 2)
+        assert (scaled["previous"], scaled["replicas"], scaled["source"]) == (1, 2, "api")
+        store.set_reward_workers(run_id, 2)  # the reward pool too, as PUT /v1/runs/{id}/reward/workers does
+        rewards = wait_for(coordinator, ray_cluster, "reward_scaled")
+        assert (rewards["previous"], rewards["workers"], rewards["source"]) == (1, 2, "api")
         store.request_round_cancel(run_id, 0)
         outcome = ray_cluster.get(done, timeout=120)
         assert "round 0" in outcome["cancelled"]

@@ -1,4 +1,4 @@
-"""The control plane's FastAPI app: runs, rounds, events (SSE), rollout scaling, cluster status, health, metrics.
+"""The control plane's FastAPI app: runs, rounds, events (SSE), rollout and reward scaling, cluster status, health.
 
 Every resource reads and writes the run store; runs execute in coordinator actors that commit to the same store,
 so this process keeps no state of its own (but its rate limits' buckets, per replica) and may restart (or run as
@@ -42,7 +42,7 @@ from services.api.errors import error_response
 from services.api.feeds import Feeds
 from services.api.limits import BodyLimit
 from services.api.ratelimit import RateLimits, Throttled, limit_writes
-from services.api.routers import cluster, events, health, rollout, rounds, runs
+from services.api.routers import cluster, events, health, reward, rollout, rounds, runs
 from services.api.telemetry import RequestMetrics, StoreCollector
 from services.api.watchdog import Watchdog
 from visiong1.config import ConfigError, RunConfig
@@ -104,7 +104,7 @@ def create_app(config: RunConfig, *, launcher: Launcher | None = None, store: Ru
           registry=registry).set_function(feeds.open_streams)
 
     authorized = [Depends(authorize), Depends(limit_writes)]
-    for module in (runs, rounds, events, rollout, cluster):
+    for module in (runs, rounds, events, rollout, reward, cluster):
         app.include_router(module.router, dependencies=authorized)
     app.include_router(health.router)
     app.add_api_route("/metrics", health.metrics, methods=["GET"], dependencies=authorized, tags=["health"],

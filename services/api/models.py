@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from visiong1.config import RolloutConfig, RoundConfig
+from visiong1.config import RewardConfig, RolloutConfig, RoundConfig
 from visiong1.store import Event, Round, RoundState, Run, RunStatus
 
 INT32_MAX = 2**31 - 1
@@ -64,6 +64,27 @@ class RoundCreate(Body):
 class ReplicasUpdate(Body):
     replicas: int | None = Field(ge=1, le=4096)
     """The replica count to hold; null clears a count set earlier (as DELETE does)."""
+
+
+class RewardWorkersUpdate(Body):
+    workers: int | None = Field(ge=1, le=4096)
+    """The reward worker count to hold; null clears a count set earlier (as DELETE does)."""
+
+
+class RewardWorkers(BaseModel):
+    run_id: str
+    workers: int
+    """The count set over REST (the run's coordinator applies it at its next step boundary), else the config's."""
+    configured: int
+    """`reward.workers` of the run's config."""
+    source: str
+    """`api` while a count set over REST holds, else `config`."""
+
+    @classmethod
+    def of(cls, run: Run) -> RewardWorkers:
+        configured = run.config.get("reward", {}).get("workers", RewardConfig.model_fields["workers"].default)
+        return cls(run_id=run.id, workers=configured if run.reward_workers is None else run.reward_workers,
+                   configured=configured, source="config" if run.reward_workers is None else "api")
 
 
 class RoundOut(BaseModel):

@@ -24,6 +24,7 @@ class EventKind(str, Enum):
     STEPS_SUPERSEDED = "steps_superseded"
     ROLLOUT_REPLICA_REPLACED = "rollout_replica_replaced"
     ROLLOUT_SCALED = "rollout_scaled"
+    REWARD_SCALED = "reward_scaled"
     ROUND_MANIFEST = "round_manifest"
     CURRICULUM = "curriculum"
     EVALUATION = "evaluation"
@@ -81,6 +82,9 @@ EVENTS: dict[EventKind, EventSpec] = {
                                         "The rollout group was resized: by its autoscale policy before a generation "
                                         "call (`source` `autoscale`), or to the count set over REST at a step "
                                         "boundary (`api`).", "`prompts`: the call's load, for `autoscale`"),
+    EventKind.REWARD_SCALED: EventSpec(("workers", "previous", "source"),
+                                       "The reward pool was resized at a step boundary to the count set over REST "
+                                       "(`source` `api`) or, once cleared, back to `reward.workers` (`config`)."),
     EventKind.ROUND_MANIFEST: EventSpec(("round", "path", "funnel"),
                                         "The round's manifest (every item's fate) was written; `funnel` counts "
                                         "items per domain and stage."),

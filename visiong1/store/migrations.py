@@ -131,10 +131,15 @@ def _add_recovery_tables_v2(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+def _add_reward_workers_v3(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE runs ADD COLUMN reward_workers INTEGER"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, rounds, events, metrics, idempotency keys", _create_tables_v1),
     Migration(2, "coordinator heartbeats, run attempts, superseded metrics rows, the sample ledger",
               _add_recovery_tables_v2),
+    Migration(3, "the reward worker count set over REST", _add_reward_workers_v3),
 )
 
 

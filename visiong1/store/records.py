@@ -82,6 +82,8 @@ class Run:
     """When the run's coordinator last reported alive (None before its first heartbeat)."""
     attempt: int = 1
     """1 + how many times a restart superseded steps of the run (ledger rows are filed under it)."""
+    reward_workers: int | None = None
+    """Reward worker count set through the API; None means the config's own count."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ runs = sa.Table(
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("heartbeat_at", sa.Float),
     sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("reward_workers", sa.Integer),
 )
 
 rounds = sa.Table(

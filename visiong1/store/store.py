@@ -196,12 +196,20 @@ class RunStore:
     def set_rollout_replicas(self, run_id: str, replicas: int | None) -> Run:
         """Set the run's rollout replica count (at least 1), or clear it (None: the config's count, or its
         autoscale policy, sizes the group again); its coordinator applies it."""
-        if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1):
-            raise ValueError(f"rollout replicas must be an integer >= 1 or None, got {replicas!r}")
+        return self._set_count(run_id, "rollout_replicas", replicas)
+
+    def set_reward_workers(self, run_id: str, workers: int | None) -> Run:
+        """Set the run's reward worker count (at least 1), or clear it (None: back to the config's); its
+        coordinator applies it at its next step boundary."""
+        return self._set_count(run_id, "reward_workers", workers)
+
+    def _set_count(self, run_id: str, column: str, count: int | None) -> Run:
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"{column.replace('_', ' ')} must be an integer >= 1 or None, got {count!r}")
         with self._writes.begin() as conn:
             _lock_run(conn, run_id)
             conn.execute(schema.runs.update().where(schema.runs.c.id == run_id)
-                         .values(rollout_replicas=replicas, updated_at=time.time()))
+                         .values({column: count, "updated_at": time.time()}))
             return _run(_select_run(conn, run_id))
 
     # Rounds
@@ -660,7 +668,7 @@ def _run(row: Row) -> Run:
     return Run(id=row.id, config=json.loads(row.config), status=RunStatus(row.status),
                cancel_requested=bool(row.cancel_requested), rollout_replicas=row.rollout_replicas,
                last_event_id=row.last_event_id, created_at=row.created_at, updated_at=row.updated_at,
-               heartbeat_at=row.heartbeat_at, attempt=row.attempt)
+               heartbeat_at=row.heartbeat_at, attempt=row.attempt, reward_workers=row.reward_workers)
 
 
 def _round(row: Row) -> Round:
