@@ -428,7 +428,10 @@ def test_cli_client_drives_the_api(api, tmp_path, monkeypatch, capsys):
                      "selection.pass_rate_low=0.1"]) == 0
     assert json.loads(capsys.readouterr().out)["overrides"] == {"selection.pass_rate_low": 0.1, "round.steps": 2}
     assert cli.main(["scale", "rollout", run["id"], "3", "--url", api.url]) == 0
-    assert api.store.get_run(run["id"]).rollout_replicas == 3
+    assert cli.main(["scale", "reward", run["id"], "2", "--url", api.url]) == 0
+    assert (api.store.get_run(run["id"]).rollout_replicas, api.store.get_run(run["id"]).reward_workers) == (3, 2)
+    assert cli.main(["scale", "reward", run["id"], "clear", "--url", api.url]) == 0
+    assert api.store.get_run(run["id"]).reward_workers is None
     capsys.readouterr()
     api.store.transition_round(run["id"], 1, RoundState.TRAINING)
     api.store.record_metrics(run["id"], 1, 1, {"step": 1, "reward/mean": 0.75})

@@ -190,11 +190,19 @@ def _add_client_commands(commands) -> None:
     watch.add_argument("run_id", metavar="RUN")
     watch.add_argument("--after", type=int, default=0, help="start after this event id")
     scale = commands.add_parser("scale", help="scale a run's workers",
-                                description="Scale rollout replicas of a run while its learners keep training.")
+                                description="Scale rollout replicas or reward workers of a run while its learners "
+                                            "keep training; N `clear` drops a count set earlier.")
     scale_commands = scale.add_subparsers(dest="scale_command", required=True)
-    rollout = with_url(scale_commands.add_parser("rollout", help="set the run's rollout replica target"))
-    rollout.add_argument("run_id", metavar="RUN")
-    rollout.add_argument("replicas", type=int, metavar="N")
+    for name, text in (("rollout", "set the run's rollout replica count (overrides rollout.autoscale)"),
+                       ("reward", "set the run's reward worker count")):
+        target = with_url(scale_commands.add_parser(name, help=text))
+        target.add_argument("run_id", metavar="RUN")
+        target.add_argument("count", type=_count_or_clear, metavar="N")
+
+
+def _count_or_clear(text: str) -> int | None:
+    """A worker count, or None for `clear`."""
+    return None if text == "clear" else int(text)
 
 
 def _run_data_command(args) -> int:

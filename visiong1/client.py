@@ -83,8 +83,13 @@ class Client:
     def rollout_replicas(self, run_id: str) -> dict:
         return self._call("GET", f"/v1/runs/{run_id}/rollout/replicas")
 
-    def scale_rollout(self, run_id: str, replicas: int) -> dict:
+    def scale_rollout(self, run_id: str, replicas: int | None) -> dict:
+        """None clears a count set earlier."""
         return self._call("PUT", f"/v1/runs/{run_id}/rollout/replicas", json={"replicas": replicas})
+
+    def scale_rewards(self, run_id: str, workers: int | None) -> dict:
+        """None clears a count set earlier."""
+        return self._call("PUT", f"/v1/runs/{run_id}/reward/workers", json={"workers": workers})
 
     # Events
     def events(self, run_id: str, after: int = 0, follow: bool = True) -> Iterator[dict]:
@@ -204,7 +209,8 @@ def run_command(args) -> int:
                 else:
                     result = client.cancel_round(args.run_id, args.index)
             elif args.command == "scale":
-                result = client.scale_rollout(args.run_id, args.replicas)
+                scale = client.scale_rollout if args.scale_command == "rollout" else client.scale_rewards
+                result = scale(args.run_id, args.count)
             else:
                 return _watch(client, args.run_id, args.after)
         except ApiError as error:
