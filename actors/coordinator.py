@@ -68,7 +68,7 @@ class Coordinator:
         """A named phase: the round moves to `state` in the store, it is announced and its time summed."""
         if state is not None:
             self.control.advance(self.round_index, state)
-        self.log.emit(EventKind.PHASE, phase=name, round=self.round_index)
+        self.log.phase(name, self.round_index)
         started = time.perf_counter()
         yield
         self.log.phase_time(name, time.perf_counter() - started)
@@ -232,7 +232,7 @@ class Coordinator:
         the metrics."""
         cfg, started = self.config, time.perf_counter()
         sampled, timings = (produced := source.take(step)).sampled, produced.timings
-        self.store.schedule_samples(self.run_id, self.round_index, step, sampled.ledger_plan())
+        self.log.schedule_samples(step, sampled.ledger_plan())
         check_trainable(trained := sampled.trained(), self.policy_version, cfg)
         source.observe([score.prompt_id for score in trained])
         version_sampled_for, training = self.policy_version, time.perf_counter()

@@ -14,6 +14,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.common import get_within, node_resources, quiet_transformers, size_torch_threads
+from actors.telemetry import metric
 from visiong1.config import LearnerConfig, RunConfig
 from visiong1.faults import crash_once
 from visiong1.training.checkpoint import CheckpointCorruptError, CheckpointStore
@@ -56,7 +57,13 @@ class LearnerWorker:
     def train_step(self, step: int, advantages: list[list[float | None]], *shards: list[SampleGroup]) -> dict:
         crash_once("train")
         groups = [group for shard in shards for group in shard]
-        return self.trainer.train_step(TrainBatch(groups=groups, advantages=advantages, step=step))
+        metrics = self.trainer.train_step(TrainBatch(groups=groups, advantages=advantages, step=step))
+        if metrics["train/sequences"]:
+            tags = {"rank": str(self.rank)}
+            metric("visiong1_learner_step_seconds").observe(metrics["train/step_s"], tags=tags)
+            metric("visiong1_learner_tokens").inc(metrics["train/tokens"], tags=tags)
+            metric("visiong1_learner_peak_memory_bytes").set(metrics["train/peak_memory_mb"] * 2**20, tags=tags)
+        return metrics
 
     def export_weights(self) -> WeightUpdate | None:
         """Collective; rank 0 returns the trained tensors by reference (one object-store copy every replica

@@ -17,6 +17,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.autoscale import ReplicaPolicy
+from actors.telemetry import metric
 from actors.common import get_within, node_resources, quiet_transformers, shard_bounds, size_torch_threads
 from visiong1.config import RolloutConfig
 from visiong1.faults import crash_once
@@ -56,6 +57,7 @@ class RolloutWorker:
             self.engine = HFEngine(model_path, system_prompt, seed)
         self.params = SamplingParams(n=config.samples_per_prompt, max_new_tokens=config.max_new_tokens,
                                      temperature=config.temperature, top_p=config.top_p)
+        self._serving(self.engine.weight_version)
 
     def generate(self, prompts: pa.Table, greedy: bool = False, samples: int | None = None):
         """Arrow table of prompt items -> (list[SampleGroup], receipt). The receipt is small: the group reads it
@@ -66,14 +68,21 @@ class RolloutWorker:
         params = dataclasses.replace(self.params, n=samples) if samples else self.params
         params = dataclasses.replace(params, n=1, greedy=True) if greedy else params
         groups = self.engine.generate(table_to_items(prompts), params)
-        tokens = sum(len(s.token_ids) for g in groups for s in g.samples)
-        return groups, {"groups": len(groups), "tokens": tokens, "seconds": time.perf_counter() - started,
+        tokens, seconds = sum(len(s.token_ids) for g in groups for s in g.samples), time.perf_counter() - started
+        metric("visiong1_rollout_unit_seconds").observe(seconds, tags={"engine": self.engine_kind})
+        if tokens:
+            metric("visiong1_rollout_tokens").inc(tokens, tags={"engine": self.engine_kind})
+        return groups, {"groups": len(groups), "tokens": tokens, "seconds": seconds,
                         "version": self.engine.weight_version, "pid": os.getpid()}
 
     def update_weights(self, update: WeightUpdate) -> int:
         crash_once("weight_load")
         self.engine.load_weights(ray.get(update.tensors), update.version)
-        return update.version
+        return self._serving(update.version)
+
+    def _serving(self, version: int) -> int:
+        metric("visiong1_rollout_weight_version").set(version, tags={"replica": str(os.getpid())})
+        return version
 
     def sync_world(self) -> int:
         """Processes of this replica in a weight sync group: its engine's workers (tensor parallel ranks)."""
@@ -97,7 +106,7 @@ class RolloutWorker:
             from actors.weight_sync import receive_state_dict
 
             self.engine.load_weights(receive_state_dict(self.sync_group, plan, self._sync_fault), version)
-        return version
+        return self._serving(version)
 
     def inject_sync_fault(self, after_bucket: int, signal_number: int) -> None:
         """Fault-test hook (transformers engine): this process sends itself `signal_number` (SIGKILL, SIGSTOP) once
@@ -197,6 +206,7 @@ class RolloutGroup:
                 victim = min((r for r in self.replicas if not r.draining), key=lambda r: len(r.outstanding))
                 victim.draining = True
             self._drain(victim)
+        metric("visiong1_rollout_replicas").set(self.size())
         return self.size()
 
     def _drain(self, replica: Replica) -> None:
@@ -252,6 +262,7 @@ class RolloutGroup:
                 in_flight[receipt] = (index, replica, groups_ref, time.monotonic())
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rollout: {len(in_flight)} of {len(units)} units unanswered after {timeout_s:.0f}s")
+            metric("visiong1_rollout_units_in_flight").set(len(in_flight))
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for receipt in ready:
                 index, replica, groups_ref, _ = in_flight.pop(receipt)
@@ -268,6 +279,7 @@ class RolloutGroup:
                     self.counters["redispatched"] += 1
             queue.extend(self._reap_hung(in_flight))
         self.last_tokens_per_s = tokens / (time.monotonic() - started)
+        metric("visiong1_rollout_units_in_flight").set(0)
         return results
 
     def _least_busy(self) -> Replica:

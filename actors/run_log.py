@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from visiong1.config import RunConfig
 from visiong1.eval.report import write_report
 from visiong1.eval.trackers import Trackers
 from visiong1.faults import crash_once
-from visiong1.store import RunStore
+from actors.telemetry import metric
+from visiong1.store import RunStore, SampleGroupPlan
 from visiong1.store.events import EventKind
 
 
@@ -32,11 +34,26 @@ class RunLog:
         self.trackers: Trackers | None = None
         self._events: list[dict] = []
         self._lock = threading.Lock()
+        self.current_phase: str | None = None
 
     def events(self, after: int = 0) -> list[dict]:
         """Events with sequence number >= `after`, in order."""
         with self._lock:
             return self._events[after:]
+
+    def schedule_samples(self, step: int, plans: list[SampleGroupPlan]) -> None:
+        """File a step's generated samples in the ledger (as `scheduled`) and count them by planned fate."""
+        self.store.schedule_samples(self.run_id, self.store_round, step, plans)
+        for fate, count in Counter(reason or "trained" for plan in plans for reason in plan.drop_reasons).items():
+            metric("visiong1_run_samples").inc(count, tags={"run": self.run_id, "fate": fate})
+
+    def phase(self, name: str, round_index: int | None) -> None:
+        """Announce a phase and show it on the `visiong1_run_phase` gauge (1 for it, 0 for the one before)."""
+        if self.current_phase is not None:
+            metric("visiong1_run_phase").set(0, tags={"run": self.run_id, "phase": self.current_phase})
+        self.current_phase = name
+        metric("visiong1_run_phase").set(1, tags={"run": self.run_id, "phase": name})
+        self.emit(EventKind.PHASE, phase=name, round=round_index)
 
     def emit(self, kind: EventKind, **fields) -> dict:
         """Commit the event to the run store (steps as metrics rows), then publish it to `events` readers."""
@@ -60,6 +77,7 @@ class RunLog:
     def commit_step(self, metrics: dict) -> None:
         """Persist a step (run store first, then metrics.jsonl and trackers) and publish it."""
         self.emit(EventKind.STEP, **metrics)
+        metric("visiong1_run_step").set(metrics["step"], tags={"run": self.run_id})
         crash_once(f"committed_step_{metrics['step']}")
         self.history.append(metrics)
         with (self.run_dir / "metrics.jsonl").open("a") as sink:

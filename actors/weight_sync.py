@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Callable
 
 import ray
 
 from actors.common import get_within
+from actors.telemetry import metric
 from visiong1.config import RolloutConfig
 
 
@@ -80,7 +82,10 @@ class ObjectStoreWeightSync:
     def push(self, version: int, timeout_s: float) -> list[int]:
         """Every replica loads the learners' current weights (one that dies loading them is replaced, and
         `on_drop(pid)` hears of it); returns the versions they report."""
+        started = time.perf_counter()
         versions, replaced = self.rollout.update_weights(self.learner.async_export_weights(), timeout_s)
+        metric("visiong1_weight_sync_seconds").observe(time.perf_counter() - started,
+                                                        tags={"transport": "object_store"})
         for pid in replaced:
             self.on_drop(pid)
         return versions
@@ -112,8 +117,13 @@ class CollectiveWeightSync:
 
     def push(self, version: int, timeout_s: float) -> list[int]:
         """Send the learners' weights (`version`) to every current replica; returns the versions they report."""
-        self.version = version
-        return self._send(self.rollout.actors(), version, timeout_s)
+        self.version, started = version, time.perf_counter()
+        versions = self._send(self.rollout.actors(), version, timeout_s)
+        tags = {"transport": "collective"}
+        metric("visiong1_weight_sync_seconds").observe(time.perf_counter() - started, tags=tags)
+        if self.last.get("bytes"):
+            metric("visiong1_weight_sync_bytes").inc(self.last["bytes"], tags=tags)
+        return versions
 
     def metrics(self) -> dict[str, float]:
         """The newest push, as learner rank 0 saw it: seconds gathering and broadcasting, bytes per replica,

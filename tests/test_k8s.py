@@ -670,10 +670,14 @@ DASHBOARD = K8S / "base" / "control-plane" / "visiong1-dashboard.json"
 
 @cache
 def produced_metric_names() -> set[str]:
-    """Prometheus names the reward actors and Ray 2.60 export today (the API's step metrics are checked apart)."""
+    """Prometheus names the reward actors, the roles' live metrics and Ray 2.60 export today (the API's step metrics
+    are checked apart)."""
     from visiong1.rewards.metrics import RewardMetrics
 
+    from actors.telemetry import METRICS
+
     names = {sample.name for metric in RewardMetrics().registry.collect() for sample in metric.samples}
+    names |= {f"ray_{name}{suffix}" for name in METRICS for suffix in ("", "_total", "_bucket", "_count", "_sum")}
     names |= {f"{metric.name}{suffix}" for metric in RewardMetrics().registry.collect()
               for suffix in ("_total", "_bucket", "_count", "_sum")}
     import ray
@@ -696,7 +700,7 @@ def dashboard_problems(dashboard: dict) -> list[str]:
     problems = []
     for panel in dashboard["panels"]:
         names = {n for target in panel["targets"]
-                 for n in re.findall(r"\b((?:visiong1|ray|autoscaler)_[a-z_]+)\b", target["expr"])}
+                 for n in re.findall(r"\b((?:visiong1|ray|autoscaler)_[a-z0-9_]+)\b", target["expr"])}
         step_metrics = {metric_name(key) for key in re.findall(r"`([a-z_/]+)`", panel["description"])
                         if f'"{key}"' in source}
         missing = names - produced_metric_names() - step_metrics
@@ -720,8 +724,8 @@ def test_dashboard_check_sees_an_invented_metric_and_an_unwritten_key():
     dashboard = json.loads(DASHBOARD.read_text())
     real = next(p for p in dashboard["panels"] if "visiong1_reward_samples_total" in p["targets"][0]["expr"])
     real["targets"][0]["expr"] = "sum(visiong1_made_up_total)"
-    step = next(p for p in dashboard["panels"] if "`rollout/tokens_per_s`" in p["description"])
-    step["description"] = step["description"].replace("`rollout/tokens_per_s`", "`rollout/no_such_key`")
+    step = next(p for p in dashboard["panels"] if "`rollout/weight_version`" in p["description"])
+    step["description"] = step["description"].replace("`rollout/weight_version`", "`rollout/no_such_key`")
     step["targets"][0]["expr"] = "max by (run_id) (visiong1_rollout_no_such_key)"
     problems = sorted(dashboard_problems(dashboard))
     assert len(problems) == 2 and "made_up" in problems[0] and "no_such_key" in problems[1]

@@ -1,7 +1,7 @@
 """`GET /metrics` in Prometheus text format: the API's own request counts and latencies, runs by status, and each
 run's latest step metrics as `visiong1_<key with non-alphanumerics as _>{run_id="..."}` (`reward/mean` ->
-`visiong1_reward_mean`), the names the k8s Grafana dashboard queries. Run figures are read from the store at scrape
-time, so every API replica exports the same values."""
+`visiong1_reward_mean`), the names the k8s Grafana dashboard queries, except the LIVE_KEYS quantities. Run
+figures are read from the store at scrape time, so every API replica exports the same values."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ from visiong1.store import MetricsRow, RunStatus, RunStore
 
 MAX_RUNS = 200
 """Newest runs exported (a scrape stays bounded however many runs the store holds)."""
+LIVE_KEYS = frozenset({"rollout/tokens_per_s", "rollout/replicas", "rollout/queue_depth", "train/step_s",
+                       "train/tokens", "train/tokens_per_s", "train/peak_memory_mb"})
+"""Step keys whose quantity the roles export live through Ray's metrics agent (actors/telemetry.py): not exported
+here a second time under another name."""
 
 
 def latest_metrics(store: RunStore, run_id: str) -> MetricsRow | None:
@@ -57,8 +61,8 @@ class StoreCollector:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
                 name = metric_name(key)
-                if name == "visiong1_runs" or name.startswith("visiong1_api_"):
-                    continue  # the API's own families
+                if name == "visiong1_runs" or name.startswith("visiong1_api_") or key in LIVE_KEYS:
+                    continue  # the API's own families, and quantities the roles export live
                 family = families.setdefault(name, GaugeMetricFamily(name, f"latest step's {key}", labels=["run_id"]))
                 family.add_metric([run.id], float(value) if math.isfinite(value) else value)
         self._latest = latest  # forget runs that fell off the list

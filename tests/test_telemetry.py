@@ -1,0 +1,80 @@
+"""The Grafana dashboard against a live scrape of a small run: Ray's metrics agent (the roles' live metrics and Ray's
+own), the reward actors' Prometheus port and the control plane's GET /metrics, as Prometheus would read them."""
+
+import json
+import random
+import re
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from actors.launch import start_run
+from services.api.app import create_app
+from tests.test_api_control import AUTH, TOKENS, FakeLauncher, serving
+from tests.test_round_control import wait_for
+from visiong1.config import load_config, load_config_tree
+from visiong1.store import RunStore
+
+pytestmark = pytest.mark.slow
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "k8s" / "base" / "control-plane" / "visiong1-dashboard.json"
+CANNOT_EXIST_ON_CPU = {"ray_node_gpus_utilization": "no GPU on a CPU cluster",
+                       "autoscaler_active_nodes": "no Ray autoscaler on a local cluster",
+                       "autoscaler_pending_nodes": "no Ray autoscaler on a local cluster"}
+
+
+def panel_metrics() -> set[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return {name for panel in panels for target in panel["targets"]
+            for name in re.findall(r"\b((?:visiong1|ray|autoscaler)_[a-z0-9_]+)\b", target["expr"])}
+
+
+def exported(text: str) -> set[str]:
+    """Series names in a Prometheus exposition, and the families its `# TYPE` lines declare (a labelled counter
+    that has not counted yet has no series)."""
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    for family, kind in re.findall(r"^# TYPE (\S+) (\S+)", text, re.MULTILINE):
+        names |= {family, f"{family}_total"} if kind == "counter" else {family}
+    return names
+
+
+def free_port() -> int:
+    """A free port below Linux's ephemeral range, which Ray's own processes keep drawing from meanwhile."""
+    for port in random.Random().sample(range(20000, 30000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-30000")
+
+
+def test_every_dashboard_panel_queries_a_metric_a_running_run_exports(ray_cluster, model_cache, tmp_path):
+    """The run has more steps than the scrape needs (cancelled once every metric was seen), so its actors live."""
+    config = load_config(None, [f"model.cache_dir={model_cache}", "model.warm_start_steps=60", f"output_dir={tmp_path}",
+                                "data.num_items=32", "eval.enabled=false", "round.rounds=1", "round.steps=1000",
+                                "round.prompts_per_step=4", "rollout.samples_per_prompt=4", "rollout.engine=hf",
+                                "rollout.max_new_tokens=8", "rollout.num_cpus=0.5", "reward.num_cpus=0.1",
+                                "learner.lr=1e-3", "rollout.weight_sync=collective",
+                                f"reward.metrics_port={free_port()}"])
+    run_id, coordinator, done = start_run(config)
+    api_config = load_config_tree({"output_dir": str(tmp_path), "store": str(tmp_path / "store.sqlite3")})
+    agent = f"http://127.0.0.1:{ray_cluster.nodes()[0]['MetricsExportPort']}/metrics"
+    wanted = panel_metrics() - set(CANNOT_EXIST_ON_CPU)
+    with RunStore.open(api_config.store) as store, serving(create_app(api_config, launcher=FakeLauncher(store),
+                                                                      tokens=TOKENS)) as api:
+        wait_for(coordinator, ray_cluster, "step", step=1)
+        deadline, seen = time.monotonic() + 120, set()
+        while not wanted <= seen and time.monotonic() < deadline:  # Ray's agent exports every few seconds
+            seen = exported(httpx.get(agent).text) | exported(httpx.get(f"{api}/metrics", headers=AUTH).text)
+            seen |= exported(httpx.get(f"http://127.0.0.1:{config.reward.metrics_port}/metrics").text)
+            time.sleep(2)
+        store.request_run_cancel(run_id)
+    ray_cluster.get(done, timeout=300)
+    assert sorted(wanted - seen) == []
+    assert {"ray_visiong1_rollout_tokens_total", "ray_visiong1_learner_step_seconds_bucket",
+            "ray_visiong1_weight_sync_bytes_total", "ray_visiong1_run_phase"} <= seen  # the live roles themselves
