@@ -115,3 +115,23 @@ class PeakResident(PeakSampler):
     def _sample(self) -> None:
         self.peak, self.peak_total = max(self.peak, resident()), max(self.peak_total, resident("VmRSS"))
         self.samples += 1
+
+
+def grouped_bars(groups: list[str], series: dict[str, list[float]], ylabel: str, target: Path) -> Path:
+    """A bar chart with one cluster per group and one bar per series in it (`series[name][i]` for `groups[i]`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5.5, 3.2))
+    width = 0.8 / len(series)
+    for offset, (name, values) in enumerate(series.items()):
+        axes.bar([i + offset * width for i in range(len(groups))], values, width, label=name)
+    axes.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(groups))], groups)
+    axes.set_ylabel(ylabel)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    return target

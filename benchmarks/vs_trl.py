@@ -1,0 +1,157 @@
+"""The project's RL step against TRL's GRPOTrainer on the same model, items and work, run in turn.
+
+Work per RL step on both sides: `--prompts` prompts x `--samples` samples of at most 32 new tokens from the 8-domain
+demo's pool, the project's reward rules, one optimizer step at lr 1e-5, no KL term; TRL with loss_type "dapo".
+Model: the 8-domain demo's warm-started tiny Qwen2.5-VL (the mid-size model is not run: see docs/results.md).
+TRL 1.16.0 is installed by this benchmark into its own environment (`trl-env` in the project's cache directory),
+layered over the project's packages, so both sides run the same torch and transformers. The project runs as
+`visiong1 demo` (a local Ray cluster, its default engine, rollout and learner one torch thread each, selection and
+evaluation off) synchronously (`rollout.max_staleness=0`) and asynchronously (`=1`); TRL runs in one process with
+1 torch thread (the project's per-process count) and with 2 (the machine's cores). Each pair runs the four in turn; per side the median seconds per step after two warm-up
+steps, per pair the ratio to TRL, and over pairs the median ratio; phase split medians for every side.
+
+Run: python -m benchmarks.vs_trl [--pairs 3] [--steps 12]
+Writes its figures and their plot (name `vs_trl`, .json and .png) into benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.common import RESULTS, grouped_bars, write_result
+
+ROOT = Path(__file__).resolve().parent.parent
+TRL_VERSION = "1.16.0"
+TRL_ENV = ROOT / ".cache" / "visiong1" / "trl-env"
+DEMO = "configs/demo_8domains.yaml"
+WARM_UP = 2  # steps left out of the medians (first forward passes, allocator growth)
+PROJECT_PHASES = ("generate", "reward", "train", "weight_sync", "learner_idle")
+
+
+def trl_environment() -> Path:
+    """The TRL environment's interpreter, built on first use: a venv that sees the project's packages and the
+    repository, with the project's torchvision fix, plus TRL at TRL_VERSION."""
+    python = TRL_ENV / "bin" / "python"
+    if python.exists() and subprocess.run([python, "-c", "import trl"], capture_output=True).returncode == 0:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", TRL_ENV], check=True)
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    project_site = next(path for path in sys.path if path.endswith("site-packages") and Path(path).is_dir())
+    (Path(site) / "visiong1_project.pth").write_text(
+        f"{project_site}\n{ROOT}\nimport visiong1.torchvision_compat as _tvc; _tvc.install_import_hook()\n")
+    subprocess.run([python, "-m", "pip", "install", "-q", f"trl=={TRL_VERSION}"], check=True)
+    return python
+
+
+def prepare_work(scratch: Path) -> tuple[str, str, dict]:
+    """The demo's warm-started model (cached) and a pool of its items; returns their paths and the run config."""
+    from actors.learner import prepare_model
+    from visiong1.config import load_config
+    from visiong1.data.pool import build_pool
+
+    config = load_config(DEMO, ["data.num_items=256"])
+    pool = scratch / "pool"
+    build_pool(config.data, pool, engine="local", progress=False)
+    return prepare_model._function(config), str(pool), {"system_prompt": config.round.system_prompt,
+                                              "temperature": config.rollout.temperature}
+
+
+def project_step(model: str, pool: str, args: argparse.Namespace, max_staleness: int, output: Path) -> dict:
+    """One `visiong1 demo` run of `args.steps` RL steps; per-step medians of its wall time and phases."""
+    overrides = [f"model.path={model}", f"data.pool={pool}", "round.rounds=1", f"round.steps={args.steps}",
+                 f"round.prompts_per_step={args.prompts}", f"rollout.samples_per_prompt={args.samples}",
+                 "rollout.max_new_tokens=32", "learner.lr=1e-5", "learner.kl_coef=0", "eval.enabled=false",
+                 "eval.blank_image_control=false", "selection.offline_difficulty=false",
+                 "selection.dynamic_sampling=false", "selection.influence.enabled=false",
+                 f"rollout.max_staleness={max_staleness}", f"output_dir={output}"]
+    subprocess.run([sys.executable, "-m", "visiong1.cli", "demo", "-c", DEMO, *overrides], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    (metrics,) = output.glob("*/metrics.jsonl")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()][WARM_UP:]
+    median = lambda key: statistics.median(row.get(key, 0.0) for row in rows)  # noqa: E731
+    return {"step_s": median("time/step_s"), **{f"{phase}_s": median(f"time/{phase}_s") for phase in PROJECT_PHASES},
+            "staleness_max": max(row["async/staleness_max"] for row in rows)}
+
+
+def trl_step(python: Path, model: str, pool: str, setting: dict, args: argparse.Namespace, threads: int,
+             output: Path) -> dict:
+    """One TRL run of `args.steps` steps with `threads` torch threads; per-step medians of its wall time and split."""
+    command = [python, "-m", "benchmarks.trl_grpo", "--model", model, "--pool", pool, "--output", output,
+               "--steps", str(args.steps), "--prompts", str(args.prompts), "--samples", str(args.samples),
+               "--threads", str(threads), "--temperature", str(setting["temperature"]),
+               "--system-prompt", setting["system_prompt"]]
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run(command, check=True, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL)
+    steps = json.loads(output.read_text())["steps"][WARM_UP:]
+    return {key: statistics.median(step[key] for step in steps) for key in ("step_s", "generate_s", "optimise_s")}
+
+
+def summarise(pairs: list[dict]) -> dict:
+    """Per pair each project side's seconds per step over TRL's (both thread counts); medians over pairs."""
+    ratios = {f"{side}_over_trl{threads}": statistics.median(p[side]["step_s"] / p[f"trl{threads}"]["step_s"]
+                                                              for p in pairs)
+              for side in ("sync", "async") for threads in (1, 2)}
+    return {"pairs": pairs, "median_ratios": ratios}
+
+
+def show(summary: dict) -> None:
+    table = Table(title="Seconds per RL step: the project against TRL GRPOTrainer (medians after warm-up)")
+    for column in ("pair", "side", "step s", "split"):
+        table.add_column(column)
+    for index, pair in enumerate(summary["pairs"]):
+        for side, figures in pair.items():
+            split = ", ".join(f"{key[:-2]} {value:.2f}" for key, value in figures.items()
+                              if key.endswith("_s") and key != "step_s")
+            table.add_row(str(index), side, f"{figures['step_s']:.3f}", split)
+    console = Console(width=160)
+    console.print(table)
+    console.print({name: round(ratio, 2) for name, ratio in summary["median_ratios"].items()})
+
+
+def plot(summary: dict, target: Path) -> Path:
+    """Seconds per step of each side in each pair."""
+    pairs = summary["pairs"]
+    return grouped_bars([f"pair {i}" for i in range(len(pairs))],
+                        {side: [pair[side]["step_s"] for pair in pairs] for side in pairs[0]},
+                        "seconds per RL step (median)", target)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=8)
+    args = parser.parse_args()
+    python = trl_environment()
+    pairs = []
+    with tempfile.TemporaryDirectory(prefix="visiong1-vs-trl-") as scratch:
+        model, pool, setting = prepare_work(Path(scratch))
+        for index in range(args.pairs):
+            run = Path(scratch) / f"pair{index}"
+            pairs.append({"sync": project_step(model, pool, args, 0, run / "sync"),
+                          "async": project_step(model, pool, args, 1, run / "async"),
+                          "trl1": trl_step(python, model, pool, setting, args, 1, run / "trl1.json"),
+                          "trl2": trl_step(python, model, pool, setting, args, 2, run / "trl2.json")})
+            print(f"pair {index}: " + ", ".join(f"{side} {f['step_s']:.3f}s" for side, f in pairs[-1].items()))
+    summary = summarise(pairs)
+    show(summary)
+    summary["plot"] = str(plot(summary, RESULTS / "vs_trl.png"))
+    print(write_result("vs_trl", summary, {"trl": TRL_VERSION, "model": "demo_8domains warm start (tiny)",
+                                           "steps": args.steps, "prompts": args.prompts, "samples": args.samples,
+                                           "max_new_tokens": 32, "warm_up_steps": WARM_UP}))
+
+
+if __name__ == "__main__":
+    main()
