@@ -7,8 +7,9 @@ TRL 1.16.0 is installed by this benchmark into its own environment (`trl-env` in
 layered over the project's packages, so both sides run the same torch and transformers. The project runs as
 `visiong1 demo` (a local Ray cluster, its default engine, rollout and learner one torch thread each, selection and
 evaluation off) synchronously (`rollout.max_staleness=0`) and asynchronously (`=1`); TRL runs in one process with
-1 torch thread (the project's per-process count) and with 2 (the machine's cores). Each pair runs the four in turn; per side the median seconds per step after two warm-up
-steps, per pair the ratio to TRL, and over pairs the median ratio; phase split medians for every side.
+1 torch thread (the project's per-process count) and with 2 (the machine's cores). Each pair runs the four in
+turn; per side the median seconds per step after two warm-up steps, per pair the ratio to TRL, and over pairs the
+median ratio; phase split medians for every side.
 
 Run: python -m benchmarks.vs_trl [--pairs 3] [--steps 12]
 Writes its figures and their plot (name `vs_trl`, .json and .png) into benchmarks/results/.
