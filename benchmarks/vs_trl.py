@@ -75,6 +75,7 @@ def project_step(model: str, pool: str, args: argparse.Namespace, max_staleness:
                  "rollout.max_new_tokens=32", "learner.lr=1e-5", "learner.kl_coef=0", "eval.enabled=false",
                  "eval.blank_image_control=false", "selection.offline_difficulty=false",
                  "selection.dynamic_sampling=false", "selection.influence.enabled=false",
+                 "selection.influence.targets=pool",
                  f"rollout.max_staleness={max_staleness}", f"output_dir={output}"]
     subprocess.run([sys.executable, "-m", "visiong1.cli", "demo", "-c", DEMO, *overrides], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
