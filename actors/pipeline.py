@@ -73,8 +73,9 @@ class StepSource:
             return self.selector.draw(self.sampler, count)
 
     def _produce_one(self, step: int, waited_s: float = 0.0) -> ProducedStep:
-        with self.sampler_lock:
-            self.draw_states[step] = self.sampler.state_dict()
+        if self.thread is not None:  # only a producer ahead makes the current state differ from a checkpoint's
+            with self.sampler_lock:
+                self.draw_states[step] = self.sampler.state_dict()
         result = ProducedStep(step, waited_s=waited_s)
         started = time.perf_counter()
         try:
@@ -143,9 +144,10 @@ class StepSource:
                 "replayed": {**ahead["replayed"], "trained": current["replayed"]["trained"]}}
 
     def overlap_s(self, start: float, stop: float) -> float:
-        """Seconds of [start, stop] during which the producer was generating or scoring."""
+        """Seconds of [start, stop] during which the producer was generating or scoring. Training spans only move
+        forward, so spans that ended before `start` are dropped."""
         with self.condition:
-            spans = list(self.busy)
+            self.busy = spans = [(a, b) for a, b in self.busy if b > start]
         return sum(max(0.0, min(stop, b) - max(start, a)) for a, b in spans)
 
     def stop(self) -> None:
