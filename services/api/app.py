@@ -1,4 +1,5 @@
-"""The control plane's FastAPI app: runs, rounds, events (SSE), rollout and reward scaling, cluster status, health.
+"""The control plane's FastAPI app: runs, rounds, events (SSE), rollout and reward scaling, cluster status, health,
+and the run page (`/ui/`, static files that call the same API).
 
 Every resource reads and writes the run store; runs execute in coordinator actors that commit to the same store,
 so this process keeps no state of its own (but its rate limits' buckets, per replica) and may restart (or run as
@@ -28,6 +29,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Gauge
 
 from services.api.auth import Tokens, authorize
@@ -55,6 +57,17 @@ from visiong1.store import (
 )
 
 STORE_ENV = "VISIONG1_STORE_URL"
+UI_DIR = Path(__file__).resolve().parent / "ui"
+
+
+class RunPageFiles(StaticFiles):
+    """The run page (`/ui/`): static files, unauthenticated like any page; its data calls carry the user's token.
+    Served with a policy that allows scripts, styles and requests to this origin only (nothing from a CDN)."""
+
+    async def get_response(self, path, scope):
+        response = await super().get_response(path, scope)
+        response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:"
+        return response
 
 
 def store_location(config: RunConfig) -> str:
@@ -107,6 +120,7 @@ def create_app(config: RunConfig, *, launcher: Launcher | None = None, store: Ru
     for module in (runs, rounds, events, rollout, reward, cluster):
         app.include_router(module.router, dependencies=authorized)
     app.include_router(health.router)
+    app.mount("/ui", RunPageFiles(directory=UI_DIR, html=True), name="ui")
     app.add_api_route("/metrics", health.metrics, methods=["GET"], dependencies=authorized, tags=["health"],
                       include_in_schema=True)
     _add_error_handlers(app)
