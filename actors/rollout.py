@@ -149,6 +149,15 @@ class Replica:
     outstanding: set = field(default_factory=set)  # receipt refs of units in flight
 
 
+@dataclass
+class PendingReplica:
+    """A replica started in the background: it joins the group once its probe answers (on a full cluster it waits
+    for Ray's autoscaler to place it)."""
+
+    handle: object
+    probe: ray.ObjectRef
+
+
 class RolloutGroup:
     """The replicas of one run. `generate` may run while another thread calls `scale` or `update_weights`."""
 
@@ -163,17 +172,24 @@ class RolloutGroup:
         self.engine = resolve_engine(config)
         self.cache_root = cache_root
         self.replicas: list[Replica] = []
+        self.pending: list[PendingReplica] = []
         self.update_ref = None  # newest WeightUpdate pushed; a new replica loads it before serving
         self.catch_up = None  # or a collective sync's: brings a new replica to the current version before serving
         self.version = 0
         self.lock = threading.RLock()
-        self.counters = {"redispatched": 0, "restarts": 0, "quarantined": 0, "started": 0, "probe_failures": 0}
+        self.counters = {"redispatched": 0, "restarts": 0, "quarantined": 0, "started": 0, "probe_failures": 0,
+                         "failed_starts": 0}
         self.last_tokens_per_s = 0.0
         self.served: dict[int, int] = {}  # units answered, by replica pid
         self.scale(config.replicas)
 
     # --- membership ----------------------------------------------------------------------------------------------
     def _start_replica(self) -> Replica:
+        handle = self._launch()
+        return self._admit(handle, handle.probe.remote())
+
+    def _launch(self):
+        """A new replica's actor handle; it starts loading the model at once."""
         options = {"num_cpus": self.config.num_cpus, "num_gpus": self.config.num_gpus,
                    "resources": node_resources(self.config.node_resource)}
         if self.engine == "vllm":
@@ -183,7 +199,11 @@ class RolloutGroup:
         handle = RolloutWorker.options(**options).remote(self.model_path, self.config, self.engine,
                                                          self.system_prompt, self.seed + self.counters["started"])
         self.counters["started"] += 1
-        pid = get_within(handle.probe.remote(), self.config.start_timeout_s, "new rollout replica start "
+        return handle
+
+    def _admit(self, handle, probe) -> Replica:
+        """The replica behind `handle` once `probe` answers, loaded with the current weights."""
+        pid = get_within(probe, self.config.start_timeout_s, "new rollout replica start "
                          "(rollout.start_timeout_s)")["pid"]
         if self.catch_up is not None:  # serve only with the current weights
             self.catch_up(handle)
@@ -193,10 +213,15 @@ class RolloutGroup:
         return Replica(handle, pid)
 
     def scale(self, replicas: int) -> int:
-        """Grow or shrink to `replicas`. New ones load the current weights first; removed ones stop taking work
-        and finish what they hold before they are killed. Learners are not touched."""
+        """Grow or shrink to `replicas` serving, waiting for starts (background starts are cancelled). New ones
+        load the current weights first; removed ones stop taking work and finish what they hold before they are
+        killed. Learners are not touched."""
         if replicas < 1:
             raise ValueError(f"a rollout group needs at least one replica, got {replicas}")
+        with self.lock:
+            cancelled, self.pending = self.pending, []
+        for pending in cancelled:
+            ray.kill(pending.handle)
         while self.size() < replicas:
             replica = self._start_replica()
             with self.lock:
@@ -208,6 +233,46 @@ class RolloutGroup:
             self._drain(victim)
         metric("visiong1_rollout_replicas").set(self.size())
         return self.size()
+
+    def resize(self, replicas: int) -> None:
+        """Toward `replicas` without blocking on starts: shrinks at once (background starts cancelled first, then
+        replicas drained); grows by starting replicas in the background, each serving once started and loaded."""
+        while self.asked() > replicas:
+            with self.lock:
+                cancelled = self.pending.pop() if self.pending else None
+            if cancelled is None:
+                self.scale(self.size() - 1)
+            else:
+                ray.kill(cancelled.handle)
+        for _ in range(replicas - self.asked()):
+            handle = self._launch()
+            with self.lock:
+                self.pending.append(PendingReplica(handle, handle.probe.remote()))
+
+    def admit_started(self) -> int:
+        """Let the background starts whose probe has answered join the group; a start that failed is dropped (the
+        count it was for is asked again by the next decision). Returns how many joined."""
+        with self.lock:
+            started = [p for p in self.pending if ray.wait([p.probe], timeout=0, fetch_local=False)[0]]
+            self.pending = [p for p in self.pending if p not in started]
+        joined = 0
+        for pending in started:  # each loads the current weights before it joins
+            try:
+                replica = self._admit(pending.handle, pending.probe)
+            except RayActorError:
+                self.counters["failed_starts"] += 1
+                continue
+            with self.lock:
+                self.replicas.append(replica)
+            joined += 1
+        if started:
+            metric("visiong1_rollout_replicas").set(self.size())
+        return joined
+
+    def asked(self) -> int:
+        """Replicas serving plus those starting in the background."""
+        with self.lock:
+            return self.size() + len(self.pending)
 
     def _drain(self, replica: Replica) -> None:
         deadline = time.monotonic() + self.config.request_timeout_s
@@ -230,7 +295,9 @@ class RolloutGroup:
             return [r.handle for r in self.replicas]
 
     def shutdown(self) -> None:
-        for handle in self.actors():
+        with self.lock:
+            starting = [pending.handle for pending in self.pending]
+        for handle in self.actors() + starting:
             ray.kill(handle)
 
     # --- work ----------------------------------------------------------------------------------------------------
@@ -241,10 +308,11 @@ class RolloutGroup:
         the call. Units of a replica that dies or hangs are re-dispatched;
         the call fails only when `timeout_s` passes or the restart budget is spent."""
         self._autoscale(prompts.num_rows)
-        # One unit per serving replica keeps vLLM's batches large; prompts_per_request bounds how small a unit
-        # gets, which bounds the work a dead replica takes with it.
+        # One unit per replica asked for keeps vLLM's batches large (units past the serving replicas wait for the
+        # first idle one, a replica joining from the background included); prompts_per_request bounds how small a
+        # unit gets, which bounds the work a dead replica takes with it.
         units = [prompts.slice(start, stop - start)
-                 for start, stop in shard_bounds(prompts.num_rows, self.size(), self.config.prompts_per_request)]
+                 for start, stop in shard_bounds(prompts.num_rows, self.asked(), self.config.prompts_per_request)]
         results: list = [None] * len(units)
         queue = deque(range(len(units)))
         in_flight: dict = {}  # receipt ref -> (unit index, replica, groups ref, dispatched at)
@@ -252,9 +320,9 @@ class RolloutGroup:
         deadline = started + timeout_s
         tokens = 0
         while queue or in_flight:
-            while queue:
+            self.admit_started()
+            while queue and (replica := self._next_replica()) is not None:
                 index = queue.popleft()
-                replica = self._least_busy()
                 groups_ref, receipt = replica.handle.generate.options(num_returns=2).remote(ray.put(units[index]),
                                                                                            greedy, samples)
                 with self.lock:
@@ -263,6 +331,9 @@ class RolloutGroup:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rollout: {len(in_flight)} of {len(units)} units unanswered after {timeout_s:.0f}s")
             metric("visiong1_rollout_units_in_flight").set(len(in_flight))
+            if not in_flight:  # every serving replica holds another call's unit
+                time.sleep(1.0)
+                continue
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for receipt in ready:
                 index, replica, groups_ref, _ = in_flight.pop(receipt)
@@ -282,12 +353,15 @@ class RolloutGroup:
         metric("visiong1_rollout_units_in_flight").set(0)
         return results
 
-    def _least_busy(self) -> Replica:
+    def _next_replica(self) -> Replica | None:
+        """The least busy serving replica; while replicas start in the background, only an idle one (None if none
+        is idle), so that queued units can go to a replica that joins."""
         with self.lock:
             serving = [r for r in self.replicas if not r.draining]
             if not serving:
                 raise RuntimeError("rollout group has no serving replica")
-            return min(serving, key=lambda r: len(r.outstanding))
+            best = min(serving, key=lambda r: len(r.outstanding))
+            return None if self.pending and best.outstanding else best
 
     def _reap_hung(self, in_flight: dict) -> list[int]:
         """Units older than the request timeout: their replica is treated as hung and replaced."""
@@ -349,20 +423,22 @@ class RolloutGroup:
             self.emit(EventKind.ROLLOUT_REPLICA_REPLACED, pid=pid, reason="health probe unanswered")
         with self.scaling:
             self.override = override
-            if override is not None and override != (before := self.size()):
-                self.scale(override)
-                self.emit(EventKind.ROLLOUT_SCALED, replicas=self.size(), previous=before, source="api",
-                          reason="replica count set over REST")
+            self.admit_started()
+            if override is not None and override != (before := self.asked()):
+                self.resize(override)
+                self.emit(EventKind.ROLLOUT_SCALED, replicas=override, previous=before, source="api",
+                          reason="replica count set over REST", serving=self.size())
 
     def _autoscale(self, prompts: int) -> None:
         """Size the group for a call of `prompts` prompts by the policy (no policy, or a REST count set: as is)."""
         with self.scaling:
             if self.policy is None or self.override is not None:
                 return
-            if (decision := self.policy.decide(self.size(), prompts)) is not None:
-                self.scale(decision.replicas)
-                self.emit(EventKind.ROLLOUT_SCALED, replicas=self.size(), previous=decision.previous,
-                          source="autoscale", reason=decision.reason, prompts=prompts)
+            self.admit_started()
+            if (decision := self.policy.decide(self.asked(), prompts)) is not None:
+                self.resize(decision.replicas)
+                self.emit(EventKind.ROLLOUT_SCALED, replicas=decision.replicas, previous=decision.previous,
+                          source="autoscale", reason=decision.reason, prompts=prompts, serving=self.size())
 
     def update_weights(self, update_ref, timeout_s: float) -> tuple[list[int], list[int]]:
         """Push one WeightUpdate (ObjectRef) to every replica and wait; later units run on the new version. A
@@ -387,6 +463,7 @@ class RolloutGroup:
     def metrics(self) -> dict[str, float]:
         with self.lock:
             depth = sum(len(r.outstanding) for r in self.replicas)
-        return {"rollout/replicas": self.size(), "rollout/queue_depth": depth,
+        return {"rollout/replicas": self.size(), "rollout/pending_replicas": len(self.pending),
+                "rollout/queue_depth": depth,
                 "rollout/tokens_per_s": self.last_tokens_per_s, "rollout/engine_vllm": float(self.engine == "vllm"),
                 **{f"rollout/{name}": value for name, value in self.counters.items()}}

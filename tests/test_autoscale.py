@@ -1,5 +1,7 @@
 """Rollout autoscaling: the policy on a clock the test moves, then a real rollout group and a real run."""
 
+import time
+
 import pytest
 
 from actors.autoscale import ReplicaPolicy
@@ -48,6 +50,16 @@ def test_autoscale_bounds_are_checked_in_the_config():
         RolloutConfig(replicas=3, autoscale={"max_replicas": 2})
 
 
+def serve_until(group: RolloutGroup, prompts, replicas: int, timeout_s: float = 120.0) -> int:
+    """Generation calls until `replicas` serve (background starts join during calls); returns the calls made."""
+    deadline, calls = time.monotonic() + timeout_s, 0
+    while group.size() < replicas:
+        assert time.monotonic() < deadline, f"{group.size()} of {replicas} replicas serve after {timeout_s}s"
+        group.generate(prompts, timeout_s=120)
+        calls += 1
+    return calls
+
+
 @pytest.mark.slow
 def test_the_rollout_group_scales_before_a_call_and_a_rest_count_overrides_the_policy(ray_cluster, tiny_model):
     events = []
@@ -56,13 +68,16 @@ def test_the_rollout_group_scales_before_a_call_and_a_rest_count_overrides_the_p
     group = RolloutGroup(tiny_model, config, "Answer.", seed=0, emit=lambda kind, **payload: events.append(payload))
     prompts = items_to_table(generate_pool(["counting"], 8, seed=1))
     try:
-        assert len(group.generate(prompts, timeout_s=120)) == 2 and group.size() == 2
-        assert len(group.served) == 2  # both replicas answered a unit of that very call
+        assert len(group.generate(prompts, timeout_s=120)) == 2  # cut for the 2 replicas asked for
+        assert (events[0]["serving"], events[0]["prompts"]) == (1, 8)  # the call did not wait for the start
+        serve_until(group, prompts, 2)
+        group.served.clear()
+        group.generate(prompts, timeout_s=120)
+        assert len(group.served) == 2  # both replicas answered a unit of that call
         group.generate(prompts.slice(0, 2), timeout_s=120)
-        assert group.size() == 1
+        assert group.size() == 1  # shrinking is immediate
         group.reconcile(2)  # a count set over REST
-        group.generate(prompts.slice(0, 2), timeout_s=120)
-        assert group.size() == 2  # the policy waits while the REST count holds
+        serve_until(group, prompts.slice(0, 2), 2)  # the policy waits while the REST count holds
         group.reconcile(None)  # cleared
         group.generate(prompts.slice(0, 2), timeout_s=120)
         assert group.size() == 1
@@ -70,7 +85,24 @@ def test_the_rollout_group_scales_before_a_call_and_a_rest_count_overrides_the_p
         group.shutdown()
     assert [(e["source"], e["previous"], e["replicas"]) for e in events] == [
         ("autoscale", 1, 2), ("autoscale", 2, 1), ("api", 1, 2), ("autoscale", 2, 1)]
-    assert events[0]["prompts"] == 8
+
+
+@pytest.mark.slow
+def test_a_replica_that_does_not_fit_stays_pending_while_calls_complete(ray_cluster, tiny_model):
+    """3 logical CPUs per replica on the 8-CPU test cluster: a third replica cannot be placed, as on a full
+    cluster. Calls complete on the replicas serving; a shrink cancels the pending start first."""
+    config = RolloutConfig(engine="hf", samples_per_prompt=2, max_new_tokens=4, num_cpus=3, prompts_per_request=2,
+                           autoscale={"min_replicas": 1, "max_replicas": 3, "target": 2, "cooldown_s": 0})
+    group = RolloutGroup(tiny_model, config, "Answer.", seed=0)
+    prompts = items_to_table(generate_pool(["counting"], 6, seed=1))
+    try:
+        assert len(group.generate(prompts, timeout_s=120)) == 3
+        serve_until(group, prompts, 2)
+        assert (group.size(), group.asked(), group.metrics()["rollout/pending_replicas"]) == (2, 3, 1)
+        group.generate(prompts.slice(0, 2), timeout_s=120)  # wants 1: one replica fewer, the pending one
+        assert (group.size(), group.asked()) == (2, 2)
+    finally:
+        group.shutdown()
 
 
 @pytest.mark.slow

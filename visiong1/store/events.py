@@ -78,10 +78,13 @@ EVENTS: dict[EventKind, EventSpec] = {
                                           "(`samples`) of `attempt` were superseded; the redo commits them again."),
     EventKind.ROLLOUT_REPLICA_REPLACED: EventSpec(("pid", "reason"),
                                                   "A rollout replica failed its health probe and was replaced."),
-    EventKind.ROLLOUT_SCALED: EventSpec(("replicas", "previous", "source", "reason"),
-                                        "The rollout group was resized: by its autoscale policy before a generation "
-                                        "call (`source` `autoscale`), or to the count set over REST at a step "
-                                        "boundary (`api`).", "`prompts`: the call's load, for `autoscale`"),
+    EventKind.ROLLOUT_SCALED: EventSpec(("replicas", "previous", "source", "reason", "serving"),
+                                        "The rollout group's replica count (serving plus starting) was set: by its "
+                                        "autoscale policy before a generation call (`source` `autoscale`), or to the "
+                                        "count set over REST at a step boundary (`api`). It shrinks at once; new "
+                                        "replicas start in the background and serve once loaded; `serving` counts "
+                                        "those serving when the count was set.",
+                                        "`prompts`: the call's load, for `autoscale`"),
     EventKind.REWARD_SCALED: EventSpec(("workers", "previous", "source"),
                                        "The reward pool was resized at a step boundary to the count set over REST "
                                        "(`source` `api`) or, once cleared, back to `reward.workers` (`config`)."),
