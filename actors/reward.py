@@ -8,24 +8,34 @@ from collections.abc import Callable
 import ray
 
 from actors.common import node_resources, shard_bounds
+from actors.telemetry import metric
 from visiong1.algorithms.overlong import apply_overlong
 from visiong1.config import RewardConfig, RolloutConfig
 from visiong1.faults import crash_once
+from visiong1.rewards.base import RewardResult
 from visiong1.rewards.judge import RewardJudge
 from visiong1.store.events import EventKind
 from visiong1.types import GroupScores, SampleGroup
+
+
+class RewardTelemetry:
+    """The judge's metrics through Ray's metrics agent (actors.telemetry), as the other roles export theirs."""
+
+    def observe(self, domain: str, answer_type: str, result: RewardResult, seconds: float) -> None:
+        metric("visiong1_reward_samples").inc(tags={"domain": domain, "answer_type": answer_type,
+                                                    "reason": result.reason})
+        metric("visiong1_reward_latency_seconds").observe(seconds, tags={"answer_type": answer_type})
+
+    def exclude(self, domain: str) -> None:
+        metric("visiong1_reward_excluded_samples").inc(tags={"domain": domain})
 
 
 @ray.remote
 class RewardWorker:
     """Judges on the actor's main thread; symbolic work runs in the judge's killable sandbox processes."""
 
-    def __init__(self, config: RewardConfig, index: int):
-        self.judge = RewardJudge(config)
-        if config.metrics_port is not None:
-            from prometheus_client import start_http_server
-
-            start_http_server(config.metrics_port + index, registry=self.judge.metrics.registry)
+    def __init__(self, config: RewardConfig):
+        self.judge = RewardJudge(config, RewardTelemetry())
 
     def score_groups(self, *shards: list[SampleGroup], training: RolloutConfig | None = None) -> list[GroupScores]:
         """Score every sample of every group; shards are the per-replica outputs of a rollout call. For training
@@ -55,9 +65,6 @@ class RewardWorker:
                 {"score": v.result.score, "reason": v.result.reason, "accuracy": v.result.accuracy,
                  "extracted": v.result.extracted, "excluded": v.excluded, "seconds": v.seconds, "latency_s": latency}
                 for v, latency in self.judge.judge_many(requests, unscorable_ok)]
-
-    def metrics_text(self) -> str:
-        return self.judge.metrics.exposition().decode()
 
     def sandbox_pids(self) -> list[int]:
         return self.judge.sandbox.pids()
@@ -94,7 +101,7 @@ class RewardPool:
                 actor = RewardWorker.options(num_cpus=self.config.num_cpus, max_restarts=self.config.max_restarts,
                                              max_task_retries=self.config.max_restarts,
                                              resources=node_resources(self.config.node_resource))
-                self.workers.append(actor.remote(self.config, len(self.workers)))
+                self.workers.append(actor.remote(self.config))
             removed = self.workers[workers:]
             del self.workers[workers:]
         for actor in removed:

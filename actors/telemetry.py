@@ -4,13 +4,15 @@ Prometheus scrapes them from each node's agent the way it scrapes Ray's own metr
 of every pod: k8s/base/ray/monitoring.yaml). Ray prefixes each name with `ray_` and exports on its report interval
 (a few seconds), so a panel shows a step while it runs. Each quantity has one name, recorded by the process that
 measures it; the control plane's per-step gauges leave these quantities out (services.api.telemetry.LIVE_KEYS).
-The reward actors keep their own Prometheus ports (visiong1.rewards.metrics). The dashboard that reads them all:
+The dashboard that reads them all:
 k8s/base/control-plane/visiong1-dashboard.json.
 """
 
 from __future__ import annotations
 
 from ray.util.metrics import Counter, Gauge, Histogram
+
+from visiong1.rewards.metrics import LATENCY_BUCKETS
 
 SECONDS = [0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]
 
@@ -30,8 +32,15 @@ METRICS: dict[str, tuple[type, str, tuple[str, ...]]] = {
     "visiong1_run_phase": (Gauge, "1 for the phase a run's coordinator is in, 0 for the others", ("run", "phase")),
     "visiong1_run_samples": (Counter, "Generated samples by their planned fate in the sample ledger",
                              ("run", "fate")),
+    "visiong1_reward_samples": (Counter, "Samples a reward actor scored (reasons `timeout` and `resource_limit` "
+                                "are its sandbox restarts)", ("domain", "answer_type", "reason")),
+    "visiong1_reward_excluded_samples": (Counter, "Samples excluded from their group after a timeout", ("domain",)),
+    "visiong1_reward_latency_seconds": (Histogram, "Wall time to score one sample", ("answer_type",)),
 }
 """name -> (kind, description, tag keys)."""
+
+BOUNDARIES = {"visiong1_reward_latency_seconds": list(LATENCY_BUCKETS)}
+"""Histogram buckets other than SECONDS."""
 
 _made: dict[str, Counter | Gauge | Histogram] = {}
 
@@ -40,6 +49,6 @@ def metric(name: str) -> Counter | Gauge | Histogram:
     """This process's instance of `name`, made on first use (Ray registers a metric once per process)."""
     if name not in _made:
         kind, description, tags = METRICS[name]
-        extra = {"boundaries": SECONDS} if kind is Histogram else {}
+        extra = {"boundaries": BOUNDARIES.get(name, SECONDS)} if kind is Histogram else {}
         _made[name] = kind(name, description=description, tag_keys=tags, **extra)
     return _made[name]

@@ -537,25 +537,9 @@ def test_scaling_rollout_never_touches_a_learner_pod(name):
             assert any(g["maxReplicas"] > g["minReplicas"] for g in rollout_groups)
 
 
-@pytest.mark.parametrize("name", RENDERED)
-def test_every_reward_actor_metrics_port_is_declared_allowed_and_scraped(name):
-    objects = render(name)
-    config = run_config(objects)
-    ports = set(range(config.reward.metrics_port, config.reward.metrics_port + config.reward.workers))
-    (spec,) = cluster_specs(objects)
-    (reward_group,) = [g for g in spec["workerGroupSpecs"] if config.reward.node_resource in g["resources"]]
-    declared = {p["containerPort"]: p["name"] for p in reward_group["template"]["spec"]["containers"][0]["ports"]}
-    assert ports <= set(declared)
-    (monitor,) = [m for m in by_kind(objects, "PodMonitor") if m["metadata"]["name"] == "visiong1-reward-actors"]
-    assert {declared[p] for p in ports} <= {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
-    labels = reward_group["template"]["metadata"]["labels"]
-    for port in ports:
-        assert namespace("monitoring") in allowed_peers(objects, labels, port)
-
-
 PLACEMENT_FIELDS = {"model.cache_dir", "rollout.node_resource", "learner.node_resource", "reward.node_resource",
                     "selection.influence.node_resource",
-                    "reward.metrics_port", "api.host", "ray.address", "ray.num_cpus"}
+                    "api.host", "ray.address", "ray.num_cpus"}
 
 
 @pytest.mark.parametrize("shape", sorted(sync_run_configs.SHAPES))
@@ -670,8 +654,8 @@ DASHBOARD = K8S / "base" / "control-plane" / "visiong1-dashboard.json"
 
 @cache
 def produced_metric_names() -> set[str]:
-    """Prometheus names the reward actors, the roles' live metrics and Ray 2.60 export today (the API's step metrics
-    are checked apart)."""
+    """Prometheus names the reward HTTP service, the roles' live metrics (the reward actors' included) and Ray 2.60
+    export today (the API's step metrics are checked apart)."""
     from visiong1.rewards.metrics import RewardMetrics
 
     from actors.telemetry import METRICS

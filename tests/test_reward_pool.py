@@ -1,5 +1,8 @@
 """The reward pool as real Ray actors: routing by type and domain, timeout policy per domain, metrics, scaling."""
 
+import time
+
+import httpx
 import pytest
 
 from actors.reward import RewardPool
@@ -45,12 +48,24 @@ def test_groups_are_scored_by_type_and_domain_rules(ray_cluster, pool):
     assert medical.reasons == ["correct", "timeout", "wrong"] and medical.excluded == [False, True, False]
 
 
-def test_metrics_are_labelled_by_domain_type_and_reason(ray_cluster, pool):
+def series(text: str, name: str, **labels: str) -> list[str]:
+    """The exposition's lines of `name` carrying every `labels` pair (Ray adds its own labels beside them)."""
+    return [line for line in text.splitlines() if line.startswith(name + "{")
+            and all(f'{key}="{value}"' in line for key, value in labels.items())]
+
+
+def test_metrics_are_labelled_by_domain_type_and_reason_on_rays_agent(ray_cluster, pool):
+    """The actors export through Ray's metrics agent (one port per node, whatever the pool's size)."""
     ray_cluster.get(pool.async_score([ray_cluster.put([group("counting", "count", "3", [r"\boxed{3}"])])]))
-    text = ray_cluster.get(pool.workers[0].metrics_text.remote())
-    assert 'visiong1_reward_samples_total{answer_type="count",domain="counting",reason="correct"}' in text
-    assert 'visiong1_reward_excluded_samples_total{domain="medical"} 1.0' in text
-    assert 'visiong1_reward_latency_seconds_bucket{answer_type="math"' in text
+    agent = f"http://127.0.0.1:{ray_cluster.nodes()[0]['MetricsExportPort']}/metrics"
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and not series(text, "ray_visiong1_reward_excluded_samples_total"):
+        time.sleep(2)  # the agent exports on its report interval
+        text = httpx.get(agent).text
+    assert series(text, "ray_visiong1_reward_samples_total", answer_type="count", domain="counting", reason="correct")
+    assert [line.split()[-1] for line in series(text, "ray_visiong1_reward_excluded_samples_total",
+                                                 domain="medical")] == ["1.0"]
+    assert series(text, "ray_visiong1_reward_latency_seconds_bucket", answer_type="math")
 
 
 def test_pool_grows_while_scoring_is_in_flight(ray_cluster, pool):

@@ -303,8 +303,6 @@ class RewardConfig(Section):
     """Extra answer types: `type: module:function` with the built-in scorer contract; run in the sandbox."""
     domains: dict[str, DomainRewardConfig] = {}
     """Per-domain settings; domains not listed use the defaults of DomainRewardConfig."""
-    metrics_port: int | None = Field(None, ge=1, le=65535)
-    """If set, each reward actor serves Prometheus metrics on this port (plus its index)."""
 
     def domain(self, name: str) -> DomainRewardConfig:
         return self.domains.get(name, DomainRewardConfig())

@@ -26,7 +26,6 @@ PLACEMENT = [
     "learner.node_resource=learner_node",   # only the learner worker group advertises it
     "reward.node_resource=reward_node",     # only the reward worker group advertises it
     "selection.influence.node_resource=learner_node",  # CPU workers beside the learners, idle during selection
-    "reward.metrics_port=9300",             # reward actor i serves /metrics on 9300 + i (PodMonitor)
     "api.host=0.0.0.0",
     "api.port=8000",
     "ray.address=ray://visiong1-head-svc:10001",  # the API pod is outside the Ray cluster: Ray Client
@@ -37,7 +36,7 @@ SHAPES = {
         "The paper's single 8-GPU node: the recipe's sizes (4 vLLM replicas, 4 FSDP2 ranks, 8 reward workers).", []),
     "overlays/paper-128gpu/run.yaml": (
         "The paper's 128 GPUs (16 nodes): 64 vLLM replicas on 8 rollout pods, 64 FSDP2 ranks on 8 learner pods.\n"
-        "Scoring takes milliseconds per sample: the recipe's 8 reward workers, one per declared metrics port.",
+        "Scoring takes milliseconds per sample: the recipe's 8 reward workers.",
         ["name=vision-g1-7b-128gpu", "rollout.replicas=64", "learner.ranks=64"]),
     "overlays/small/run.yaml": (
         "One 80 GB GPU shared by one vLLM replica and one learner rank: Qwen2.5-VL-3B-Instruct, the smallest\n"

@@ -24,11 +24,12 @@ class Judgement:
 
 
 class RewardJudge:
-    def __init__(self, config: RewardConfig):
+    def __init__(self, config: RewardConfig, metrics=None):
+        """`metrics`: anything with RewardMetrics' `observe` and `exclude` (default: a RewardMetrics)."""
         self.config = config
         self.sandbox = SymbolicSandbox(workers=config.sandbox_workers, deadline_s=config.sample_deadline_s,
                                        memory_mb=config.sandbox_memory_mb, preload=(SYMBOLIC_FUNCTION,))
-        self.metrics = RewardMetrics()
+        self.metrics = metrics or RewardMetrics()
         # One thread per sandbox process plus one for in-process scorers: a bomb blocks only its own thread.
         self._threads = ThreadPoolExecutor(config.sandbox_workers + 1, thread_name_prefix="reward-judge")
 
@@ -45,7 +46,7 @@ class RewardJudge:
         excluded = result.reason == "timeout" and settings.on_timeout == "exclude"
         self.metrics.observe(domain, answer_type, result, seconds)
         if excluded:
-            self.metrics.excluded.labels(domain).inc()
+            self.metrics.exclude(domain)
         return Judgement(result, excluded, seconds)
 
     def judge_many(self, requests: list[dict], unscorable_ok: bool = False

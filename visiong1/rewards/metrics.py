@@ -1,4 +1,7 @@
-"""Prometheus metrics of reward scoring: samples by domain, answer type and reason; latency by answer type."""
+"""Prometheus metrics of reward scoring: samples by domain, answer type and reason; latency by answer type.
+
+The reward HTTP service serves these; the run's reward actors record the same quantities through Ray's metrics
+agent instead (actors.reward.RewardTelemetry), so any number of actors is scraped on each node's one port."""
 
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ class RewardMetrics:
     def observe(self, domain: str, answer_type: str, result: RewardResult, seconds: float) -> None:
         self.samples.labels(domain, answer_type, result.reason).inc()
         self.latency.labels(answer_type).observe(seconds)
+
+    def exclude(self, domain: str) -> None:
+        self.excluded.labels(domain).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
