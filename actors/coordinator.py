@@ -164,10 +164,10 @@ class Coordinator:
         return cursor
 
     def _round(self, stored: Round, cursor: RoundCursor | None = None) -> None:
-        """One round: select from the current pool, train, carry the curriculum over, evaluate, checkpoint. The
-        round's overrides (`round.steps`, `selection.*`) apply to it alone. With a resume `cursor` from inside this
-        round's training, selection is not repeated and training continues after the checkpointed step; a round
-        restarted without one reuses its written selection (when it got that far) and trains from its first step."""
+        """One round: select from the current pool, train, carry the curriculum over, evaluate, checkpoint; the round's
+        overrides (`round.steps`, `round.prompts_per_step`, `selection.*`) apply to it alone. A resume `cursor` from
+        inside its training skips selection and continues after the checkpointed step; a restart without one reuses
+        the written selection (when it got that far) and trains from the first step."""
         self._begin_round(stored)
         if cursor is not None and cursor.round_complete:  # saved by the checkpoint phase: only `done` is missing
             self.control.advance(self.round_index, RoundState.DONE)

@@ -259,11 +259,12 @@ def test_round_lifecycle(api):
     assert early.status_code == 409 and "configured rounds" in early.json()["detail"]
     api.finish_round(run_id)  # the coordinator's configured round
     response = post(api, f"/v1/runs/{run_id}/rounds",
-                    {"overrides": {"round.steps": 3, "selection.pass_rate_low": 0.1}})
+                    {"overrides": {"round.steps": 3, "round.prompts_per_step": 8, "selection.pass_rate_low": 0.1}})
     assert response.status_code == 201, response.text
     round_ = response.json()
     assert (round_["index"], round_["state"], round_["steps"], round_["last_step"]) == (1, "pending", 3, None)
-    assert api.store.get_round(run_id, 1).overrides == {"round.steps": 3, "selection.pass_rate_low": 0.1}
+    assert api.store.get_round(run_id, 1).overrides == {"round.steps": 3, "round.prompts_per_step": 8,
+                                                        "selection.pass_rate_low": 0.1}
     assert api.store.get_run(run_id).status is RunStatus.RUNNING
     second = post(api, f"/v1/runs/{run_id}/rounds")
     assert second.status_code == 409 and "active round" in second.json()["detail"]
@@ -289,6 +290,7 @@ def test_round_lifecycle(api):
     ({"round.rounds": 5}, "round.rounds: a round may override only"),
     ({"round.steps": 0}, "round.steps: Input should be greater than or equal to 1"),
     ({"round.steps": 10**9}, "round.steps: 1000000000 is beyond"),
+    ({"round.prompts_per_step": 0}, "round.prompts_per_step: Input should be greater than or equal to 1"),
     ({"selection.no_such_knob": 1}, "selection.no_such_knob: Extra inputs are not permitted"),
 ])
 def test_round_overrides_are_validated(api, overrides, message):

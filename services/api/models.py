@@ -58,7 +58,7 @@ class RunCreate(Body):
 
 class RoundCreate(Body):
     overrides: dict[str, Any] = Field(default_factory=dict, max_length=100)
-    """Dotted keys (`round.steps`, `selection.*`) to JSON values, for this round only."""
+    """Dotted keys (`round.steps`, `round.prompts_per_step`, `selection.*`) to JSON values, for this round only."""
 
 
 class ReplicasUpdate(Body):

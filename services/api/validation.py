@@ -34,7 +34,7 @@ SIZE_LIMITS = {
 """Upper bounds beyond the typed model's own: values past these are typos, not experiments."""
 MAX_ANY_INT = 1 << 53
 
-ROUND_OVERRIDE_KEYS = ("round.steps",)
+ROUND_OVERRIDE_KEYS = ("round.steps", "round.prompts_per_step")
 ROUND_OVERRIDE_PREFIXES = ("selection.",)
 """What a round started over REST may change; the coordinator applies these to that round only."""
 

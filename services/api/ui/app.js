@@ -72,7 +72,7 @@ function lineChart(el, labels, stepped = false) {
     paths: stepped ? uPlot.paths.stepped({align: 1}) : undefined}))];
   el.replaceChildren();
   el.dataset.points = "0";
-  return new uPlot({width: 520, height: 220, scales: {x: {time: false}}, series,
+  return new uPlot({width: 480, height: 220, scales: {x: {time: false}}, series,
                     axes: [{label: "step", incrs: STEP_TICKS}, {}]}, [[], ...labels.map(() => [])], el);
 }
 
@@ -110,12 +110,14 @@ class RunView {
 
   // The run's status, rounds and rollout target, from the API (the stream says when they change).
   async refresh() {
-    const run = await api("GET", runPath(this.runId));
+    const [run, {rounds}, replicas] = await Promise.all([api("GET", runPath(this.runId)),
+      api("GET", runPath(this.runId, "/rounds")), api("GET", runPath(this.runId, "/rollout/replicas"))]);
     $("run-status").textContent = run.status + (run.cancel_requested ? " (cancel requested)" : "");
-    $("rounds").tBodies[0].replaceChildren(...run.rounds.map((r) =>
+    $("rounds").tBodies[0].replaceChildren(...rounds.map((r) =>
       row([r.index, r.state, r.steps, r.last_step ?? "-", r.error ?? ""])));
-    const replicas = await api("GET", runPath(this.runId, "/rollout/replicas"));
-    $("replica-target").textContent = replicas.replicas;
+    const policy = replicas.autoscale;
+    $("replica-target").textContent = replicas.source === "autoscale"
+      ? `${policy.min_replicas}..${policy.max_replicas} by load` : replicas.replicas;
     $("replica-source").textContent = replicas.source;
   }
 
