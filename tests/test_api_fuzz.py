@@ -109,7 +109,8 @@ CONFIG_KEYS = ["name", "learner.lr", "round.steps", "round.rounds", "rollout.rep
                "selection.pass_rate_low", "api.port", "store", "output_dir", "ray.namespace"]
 YAML_TEXT = ["[" * 300, "{a: " * 100, "!!python/object/apply:os.getpid []", "0b" + "1" * 20000, "9" * 5000, ".nan",
              ".inf", "&a [*a, *a]", "~", "2001-13-45", "!!float x", "!!binary ?", "1e400", "1", "-1", "true", "[1, 2]"]
-ROUND_KEYS = ["round.steps", "round.prompts_per_step", "selection.pass_rate_low", "selection.influence.targets", "selection.difficulty_samples",
+ROUND_KEYS = ["round.steps", "round.prompts_per_step",
+              "selection.pass_rate_low", "selection.influence.targets", "selection.difficulty_samples",
               "learner.lr", "round.rounds", "selection.", "selection.influence", "selection.a=b"]
 
 
