@@ -25,6 +25,9 @@ from visiong1.store.events import EventKind
 from visiong1.types import WeightUpdate, table_to_items
 
 
+KV_SAMPLE_S = 1.0
+
+
 def resolve_engine(config: RolloutConfig) -> str:
     """`auto` means vLLM wherever it imports."""
     from actors.vllm_engine import vllm_importable
@@ -53,11 +56,19 @@ class RolloutWorker:
                                      tensor_parallel_size=config.tensor_parallel_size,
                                      gpu_memory_utilization=config.gpu_memory_utilization,
                                      temperature=config.temperature)
+            threading.Thread(target=self._sample_kv_cache, daemon=True, name="kv-cache-usage").start()
         else:
             self.engine = HFEngine(model_path, system_prompt, seed)
         self.params = SamplingParams(n=config.samples_per_prompt, max_new_tokens=config.max_new_tokens,
                                      temperature=config.temperature, top_p=config.top_p)
         self._serving(self.engine.weight_version)
+
+    def _sample_kv_cache(self) -> None:
+        """The vLLM engine's KV-cache use as a live gauge, every KV_SAMPLE_S (generate blocks the actor's thread)."""
+        while True:
+            metric("visiong1_rollout_kv_cache_usage").set(self.engine.kv_cache_usage(),
+                                                          tags={"replica": str(os.getpid())})
+            time.sleep(KV_SAMPLE_S)
 
     def generate(self, prompts: pa.Table, greedy: bool = False, samples: int | None = None):
         """Arrow table of prompt items -> (list[SampleGroup], receipt). The receipt is small: the group reads it
@@ -70,6 +81,8 @@ class RolloutWorker:
         groups = self.engine.generate(table_to_items(prompts), params)
         tokens, seconds = sum(len(s.token_ids) for g in groups for s in g.samples), time.perf_counter() - started
         metric("visiong1_rollout_unit_seconds").observe(seconds, tags={"engine": self.engine_kind})
+        for first_token_s in getattr(self.engine, "first_token_s", []):  # the transformers engine has no such stat
+            metric("visiong1_rollout_time_to_first_token_seconds").observe(first_token_s, tags={"engine": "vllm"})
         if tokens:
             metric("visiong1_rollout_tokens").inc(tokens, tags={"engine": self.engine_kind})
         return groups, {"groups": len(groups), "tokens": tokens, "seconds": seconds,

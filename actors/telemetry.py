@@ -22,6 +22,10 @@ METRICS: dict[str, tuple[type, str, tuple[str, ...]]] = {
     "visiong1_rollout_tokens": (Counter, "Tokens a rollout replica generated", ("engine",)),
     "visiong1_rollout_unit_seconds": (Histogram, "Seconds a replica took for one generation unit", ("engine",)),
     "visiong1_rollout_weight_version": (Gauge, "Weight version a rollout replica serves", ("replica",)),
+    "visiong1_rollout_time_to_first_token_seconds": (Histogram, "Seconds from a request's arrival at a vLLM replica "
+                                                     "to its first token (queueing included)", ("engine",)),
+    "visiong1_rollout_kv_cache_usage": (Gauge, "Share of a vLLM replica's KV cache in use, sampled while it "
+                                        "generates", ("replica",)),
     "visiong1_learner_step_seconds": (Histogram, "Seconds of one learner rank's RL step", ("rank",)),
     "visiong1_learner_tokens": (Counter, "Tokens a learner rank trained on", ("rank",)),
     "visiong1_learner_peak_memory_bytes": (Gauge, "Peak memory of a learner rank in its newest step", ("rank",)),

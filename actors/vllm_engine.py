@@ -89,12 +89,19 @@ class VLLMEngine:
                        enforce_eager=self.cpu, limit_mm_per_prompt={"image": max_images}, seed=seed,
                        tensor_parallel_size=tensor_parallel_size, worker_extension_cls=EXTENSION,
                        # at T != 1 the raw logprobs are not those of the distribution sampled from
-                       logprobs_mode="raw_logprobs" if temperature == 1.0 else "processed_logprobs", **memory)
+                       logprobs_mode="raw_logprobs" if temperature == 1.0 else "processed_logprobs",
+                       disable_log_stats=False, **memory)  # stats on: per-request first-token times, KV-cache use
         self.tokenizer = self.llm.get_tokenizer()
         self.system_prompt = system_prompt
         banned = set(special_token_ids(self.tokenizer))
         self.allowed = [token for token in range(len(self.tokenizer)) if token not in banned]
         self.weight_version = 0
+        self.first_token_s: list[float] = []  # per request of the newest generate, from vLLM's request stats
+
+    def kv_cache_usage(self) -> float:
+        """The engine's KV-cache use now (0..1), from vLLM's metrics; may be read while `generate` runs."""
+        return next((metric.value for metric in self.llm.get_metrics() if metric.name == "vllm:kv_cache_usage_perc"),
+                    0.0)
 
     def generate(self, items: list[PromptItem], params: SamplingParams) -> list[SampleGroup]:
         from vllm import SamplingParams as VLLMSampling
@@ -109,6 +116,7 @@ class VLLMEngine:
                                 temperature=0.0 if params.greedy else params.temperature,
                                 top_p=1.0 if params.greedy else params.top_p, allowed_token_ids=self.allowed)
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
+        self.first_token_s = [output.metrics.first_token_latency for output in outputs if output.metrics is not None]
         return [SampleGroup(prompt=item, samples=[self._sample(item.id, output.prompt_token_ids, completion)
                                                   for completion in output.outputs])
                 for item, output in zip(items, outputs)]

@@ -5,6 +5,9 @@ import dataclasses
 import os
 import signal
 import threading
+import time
+
+import httpx
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from visiong1.data.synthetic import generate_pool
 from visiong1.engines.hf import HFEngine
 from visiong1.types import WeightUpdate, items_to_table
 from tests.test_model_families import learner_gap
+from tests.test_reward_pool import series
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not vllm_importable(), reason="vLLM is not installed (pip install -e .[cpu-vllm])")]
@@ -59,6 +63,21 @@ def test_samples_single_and_two_image_prompts_with_logprobs(ray_cluster, group):
             image_pad_counts.add(sample.prompt_token_ids.count(6))  # <|image_pad|> is id 6 in the tiny vocab
     assert image_pad_counts == {4, 8}  # one image: 4 vision tokens; two images: 8
     assert group.metrics()["rollout/engine_vllm"] == 1.0
+
+
+def test_vllm_replicas_export_first_token_times_and_kv_cache_use_through_rays_agent(ray_cluster, group):
+    group.generate(items_to_table(generate_pool(["counting"], 4, seed=2)), timeout_s=120)
+    agent = f"http://127.0.0.1:{ray_cluster.nodes()[0]['MetricsExportPort']}/metrics"
+    ttft, kv = "ray_visiong1_rollout_time_to_first_token_seconds", "ray_visiong1_rollout_kv_cache_usage"
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and not (series(text, f"{ttft}_count") and series(text, kv)):
+        time.sleep(2)  # the agent exports on its report interval
+        text = httpx.get(agent).text
+    value = lambda line: float(line.split()[-1])  # noqa: E731
+    assert sum(map(value, series(text, f"{ttft}_count", engine="vllm"))) >= 4  # one per request at least
+    assert sum(map(value, series(text, f"{ttft}_sum", engine="vllm"))) > 0
+    usage = [value(line) for line in series(text, kv)]
+    assert usage and all(0.0 <= share <= 1.0 for share in usage)
 
 
 def perturbed_update(ray_cluster, tiny_model, version: int, noise: float) -> WeightUpdate:
