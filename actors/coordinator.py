@@ -23,7 +23,7 @@ from actors.pipeline import StepSource, pipeline_metrics
 from actors.reward import RewardPool
 from actors.rollout import RolloutGroup
 from actors.round_selector import RoundSelector
-from actors.run_control import Heartbeat, RunControl
+from actors.run_control import Heartbeat, RunControl, apply_counts
 from actors.run_log import RunLog
 from actors.weight_sync import weight_sync_for
 from actors.selection import (check_trainable, domain_accuracy, dynamic_metrics, evaluate, reward_metrics,
@@ -200,6 +200,7 @@ class Coordinator:
         self.round_index = self.log.store_round = index
         self.selector.begin_round(index, self.config, self.run_dir / "rounds" / f"{index:03d}")
         self.log.emit(EventKind.ROUND_STARTED, round=index, pool=len(self.selector.active), overrides=stored.overrides)
+        self._between_steps()
 
     def _reset_reference(self) -> None:
         """From round 1 on, with `learner.kl_reference: round`, the KL anchors to the policy the round starts from."""
@@ -222,10 +223,8 @@ class Coordinator:
                 self.log.commit_step(metrics)
 
     def _between_steps(self) -> None:
-        """Step boundary: honour cancel requests; apply the counts set over REST (learners untouched)."""
-        run = self.control.check_cancel()
-        self.rollout.reconcile(run.rollout_replicas)  # it also replaces replicas that fail their health probe
-        self.rewards.reconcile(run.reward_workers)
+        """Step boundary (and a round's start): honour cancel requests; apply the counts set over REST."""
+        apply_counts(self.control.check_cancel(), self.rollout, self.rewards, self.influence)
 
     def _step(self, step: int, source: StepSource) -> dict:
         """Take the step's samples, compute advantages, train on the kept groups and push the new weights; returns
@@ -285,7 +284,7 @@ class Coordinator:
             self.rewards = RewardPool(cfg.reward, self.log.emit)
             influence = cfg.selection.influence
             self.influence = (InfluencePool(self.model_path, influence, cfg.round.system_prompt,
-                                            cfg.rollout.temperature) if influence.enabled else None)
+                                            cfg.rollout.temperature, self.log.emit) if influence.enabled else None)
             self.learner = LearnerGroup(self.model_path, cfg.learner, cfg.rollout.temperature,
                                         cfg.round.step_timeout_s)
             self.weight_sync = weight_sync_for(cfg.rollout, self.learner, self.rollout, lambda pid: self.log.emit(

@@ -20,6 +20,7 @@ import ray
 from actors.common import get_within, node_resources, quiet_transformers, shard_bounds, size_torch_threads
 from visiong1.config import InfluenceConfig
 from visiong1.faults import crash_once
+from visiong1.store.events import EventKind
 from visiong1.selection.scoring import InfluenceStore, domain_targets, influence_scores
 from visiong1.data.pool_index import ItemRow, read_items
 from visiong1.types import WeightUpdate
@@ -86,14 +87,32 @@ def shards(items: list, count: int) -> list[list]:
 
 
 class InfluencePool:
-    """`config.workers` InfluenceWorkers; `score` runs one pass and returns scores aligned with the candidates."""
+    """`config.workers` InfluenceWorkers; `score` runs one pass and returns scores aligned with the candidates.
+    The pool is idle outside a pass, when `reconcile` may resize it; new workers load the policy with the next
+    pass."""
 
-    def __init__(self, model_path: str, config: InfluenceConfig, system_prompt: str, temperature: float):
-        self.config = config
-        options = {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus,
-                   "resources": node_resources(config.node_resource)}
-        self.workers = [InfluenceWorker.options(**options).remote(model_path, config, system_prompt, temperature)
-                        for _ in range(config.workers)]
+    def __init__(self, model_path: str, config: InfluenceConfig, system_prompt: str, temperature: float,
+                 emit: Callable[..., None] | None = None):
+        """`emit(kind, **payload)` records the pool's scaling events (the run's event log)."""
+        self.config, self.emit = config, emit or (lambda kind, **payload: None)
+        self.options = {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus,
+                        "resources": node_resources(config.node_resource)}
+        self.worker_args = (model_path, config, system_prompt, temperature)
+        self.workers = [self._start() for _ in range(config.workers)]
+
+    def _start(self):
+        return InfluenceWorker.options(**self.options).remote(*self.worker_args)
+
+    def reconcile(self, override: int | None) -> None:
+        """Outside passes: hold the worker count set over REST (`override`; None: `selection.influence.workers`)."""
+        target = self.config.workers if override is None else override
+        if target == (before := len(self.workers)):
+            return
+        for worker in self.workers[target:]:
+            ray.kill(worker)
+        self.workers = self.workers[:target] + [self._start() for _ in range(target - before)]
+        self.emit(EventKind.INFLUENCE_SCALED, workers=target, previous=before,
+                  source="config" if override is None else "api")
 
     def shutdown(self) -> None:
         for worker in self.workers:

@@ -76,6 +76,15 @@ class RunControl:
             self.store.transition_round(self.run_id, active.index, RoundState.FAILED, error=message)
 
 
+def apply_counts(run: Run, rollout, rewards, influence) -> None:
+    """The counts set over REST (`run`'s row) applied to the role groups; learners are never resized, and a run
+    without an influence pool (`influence` None) skips it."""
+    rollout.reconcile(run.rollout_replicas)  # it also replaces replicas that fail their health probe
+    rewards.reconcile(run.reward_workers)
+    if influence is not None:
+        influence.reconcile(run.influence_workers)
+
+
 class Heartbeat:
     """A thread that records the coordinator alive in the store every `min(5, watchdog_s / 10)` seconds from its
     start until the `with` block it guards ends (the API's watchdog fails runs whose heartbeat is older than

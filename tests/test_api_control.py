@@ -324,11 +324,11 @@ def test_rollout_replicas_get_put_and_clear(api):
 def test_reward_workers_get_put_and_clear(api):
     run_id = api.run_in_store()
     path = f"{api.url}/v1/runs/{run_id}/reward/workers"
-    assert httpx.get(path, headers=AUTH).json() == {"run_id": run_id, "workers": 1, "configured": 1,
-                                                    "source": "config"}
+    assert httpx.get(path, headers=AUTH).json() == {"run_id": run_id, "pool": "reward", "workers": 1,
+                                                    "configured": 1, "source": "config"}
     response = httpx.put(path, json={"workers": 3}, headers=AUTH)
-    assert response.status_code == 200 and response.json() == {"run_id": run_id, "workers": 3, "configured": 1,
-                                                               "source": "api"}
+    assert response.status_code == 200 and response.json() == {"run_id": run_id, "pool": "reward", "workers": 3,
+                                                               "configured": 1, "source": "api"}
     assert api.store.get_run(run_id).reward_workers == 3
     assert httpx.put(path, json={"workers": 0}, headers=AUTH).status_code == 422
     assert httpx.delete(path, headers=AUTH).json()["source"] == "config"
@@ -338,6 +338,24 @@ def test_reward_workers_get_put_and_clear(api):
     assert httpx.put(path, json={"replicas": 2}, headers={"authorization": f"Bearer {READER}"}).status_code == 403
     assert httpx.put(f"{api.url}/v1/runs/nope/rollout/replicas", json={"replicas": 2},
                      headers=AUTH).status_code == 404
+
+
+def test_influence_workers_are_set_only_for_a_run_with_an_influence_pool(api):
+    without = api.run_in_store()  # the server's config: influence off
+    refused = httpx.put(f"{api.url}/v1/runs/{without}/influence/workers", json={"workers": 2}, headers=AUTH)
+    assert refused.status_code == 409 and "selection.influence.enabled is false" in refused.json()["detail"]
+    assert api.store.get_run(without).influence_workers is None
+    config = api.config.model_copy(update={"name": "influenced", "selection": api.config.selection.model_copy(
+        update={"influence": api.config.selection.influence.model_copy(update={"enabled": True, "workers": 2})})})
+    run_id = api.launcher.launch(config)
+    path = f"{api.url}/v1/runs/{run_id}/influence/workers"
+    response = httpx.put(path, json={"workers": 4}, headers=AUTH)
+    assert response.status_code == 200 and response.json() == {"run_id": run_id, "pool": "influence", "workers": 4,
+                                                               "configured": 2, "source": "api"}
+    assert (api.store.get_run(run_id).influence_workers, api.store.get_run(run_id).reward_workers) == (4, None)
+    assert httpx.delete(path, headers=AUTH).json()["workers"] == 2
+    unknown = httpx.put(f"{api.url}/v1/runs/{run_id}/learner/workers", json={"workers": 2}, headers=AUTH)
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["path", "pool"]
 
 
 # Events ------------------------------------------------------------------------------------------------------------

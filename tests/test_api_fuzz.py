@@ -204,17 +204,21 @@ def clear_replicas(draw) -> Call:
     return Call("DELETE", f"/v1/runs/{path_segment(draw(run_ids))}/rollout/replicas", fields=frozenset({"run_id"}))
 
 
+pools = half_and_half(st.sampled_from(["reward", "influence"]), segments)
+
+
 @st.composite
-def set_reward_workers(draw) -> Call:
+def set_workers(draw) -> Call:
     body = draw(half_and_half(st.fixed_dictionaries({"workers": st.integers(1, 4096) | st.none()}),
                               body_of({"workers": values | numbers})))
-    return Call("PUT", f"/v1/runs/{path_segment(draw(run_ids))}/reward/workers", body=body,
-                fields=frozenset({"workers", "run_id"}))
+    return Call("PUT", f"/v1/runs/{path_segment(draw(run_ids))}/{path_segment(draw(pools))}/workers", body=body,
+                fields=frozenset({"workers", "run_id", "pool"}))
 
 
 @st.composite
-def clear_reward_workers(draw) -> Call:
-    return Call("DELETE", f"/v1/runs/{path_segment(draw(run_ids))}/reward/workers", fields=frozenset({"run_id"}))
+def workers_call(draw, method: str) -> Call:
+    return Call(method, f"/v1/runs/{path_segment(draw(run_ids))}/{path_segment(draw(pools))}/workers",
+                fields=frozenset({"run_id", "pool"}))
 
 
 @st.composite
@@ -272,8 +276,9 @@ ROUTES = {
     ("POST", "/v1/runs/{run_id}/rounds/{index}/cancel"): cancel_round(),
     ("PUT", "/v1/runs/{run_id}/rollout/replicas"): set_replicas(),
     ("DELETE", "/v1/runs/{run_id}/rollout/replicas"): clear_replicas(),
-    ("PUT", "/v1/runs/{run_id}/reward/workers"): set_reward_workers(),
-    ("DELETE", "/v1/runs/{run_id}/reward/workers"): clear_reward_workers(),
+    ("PUT", "/v1/runs/{run_id}/{pool}/workers"): set_workers(),
+    ("DELETE", "/v1/runs/{run_id}/{pool}/workers"): workers_call("DELETE"),
+    ("GET", "/v1/runs/{run_id}/{pool}/workers"): workers_call("GET"),
     ("GET", "/v1/runs"): list_runs(),
     ("GET", "/v1/runs/{run_id}/rounds/{index}"): read_round(""),
     ("GET", "/v1/runs/{run_id}/rounds/{index}/ledger"): read_round("/ledger"),

@@ -117,22 +117,26 @@ def test_policy_gradient_loss_is_zero_for_uniform_rewards(featurizer):
 
 
 @pytest.mark.slow
-def test_influence_pool_scores_match_one_process_and_two_workers_match_one(ray_cluster, tiny_model, featurizer,
-                                                                         tmp_path):
+def test_influence_pool_scores_match_one_process_and_still_match_once_scaled_to_two_workers(
+        ray_cluster, tiny_model, featurizer, tmp_path):
     candidates = generate_pool(["counting", "gui"], 10, seed=4)
     targets = generate_pool(["counting", "gui"], 6, seed=5)
     rows = rows_of(candidates, tmp_path / "c.parquet"), rows_of(targets, tmp_path / "t.parquet")
-    results = {}
-    for workers in (1, 2):
-        pool = InfluencePool(tiny_model, InfluenceConfig(projection_dim=1024, workers=workers, num_cpus=0.5,
-                                                         score_chunk=4), SYSTEM, temperature=1.0)
-        try:
-            results[workers] = pool.score(*rows, timeout_s=300)
-        finally:
-            pool.shutdown()
+    results, events = {}, []
+    pool = InfluencePool(tiny_model, InfluenceConfig(projection_dim=1024, num_cpus=0.5, score_chunk=4), SYSTEM,
+                         temperature=1.0, emit=lambda kind, **payload: events.append(payload))
+    try:
+        results[1] = pool.score(*rows, timeout_s=300)
+        pool.reconcile(2)  # a count set over REST, applied between passes
+        results[2] = pool.score(*rows, timeout_s=300)
+        pool.reconcile(None)  # cleared: back to selection.influence.workers
+        assert len(pool.workers) == 1
+    finally:
+        pool.shutdown()
     np.testing.assert_allclose(results[1][0], featurizer.scores(candidates, targets), atol=1e-5)
     np.testing.assert_allclose(results[2][0], results[1][0], atol=1e-6)
     assert [(m["influence/scored"], m["influence/workers"]) for _, m in results.values()] == [(10, 1), (10, 2)]
+    assert [(e["previous"], e["workers"], e["source"]) for e in events] == [(1, 2, "api"), (2, 1, "config")]
 
 
 def killed_in_the_second_chunk(model_path: str, rows: tuple, store_dir: str) -> str:

@@ -68,7 +68,7 @@ def test_rest_counts_scale_rollout_and_rewards_and_cancel_stops_the_round_at_a_s
                                                                                             control_config):
     """Weights travel by the collective sync: the replica added mid-run is brought to the current version before it
     serves (strictly on-policy steps, max_staleness 0, would fail the run otherwise)."""
-    config = control_config("round.rounds=1", "round.steps=40", "rollout.weight_sync=collective")
+    config = control_config("round.rounds=1", "round.steps=1000", "rollout.weight_sync=collective")
     run_id, coordinator, done = start_run(config)
     with RunStore.open(config.output_dir) as store:
         wait_for(coordinator, ray_cluster, "step")
@@ -78,11 +78,15 @@ def test_rest_counts_scale_rollout_and_rewards_and_cancel_stops_the_round_at_a_s
         store.set_reward_workers(run_id, 2)  # the reward pool too, as PUT /v1/runs/{id}/reward/workers does
         rewards = wait_for(coordinator, ray_cluster, "reward_scaled")
         assert (rewards["previous"], rewards["workers"], rewards["source"]) == (1, 2, "api")
+        deadline = time.monotonic() + 120  # the new replica starts in the background and joins once caught up
+        while store.metrics_for(run_id)[-1].metrics["rollout/replicas"] < 2:
+            assert time.monotonic() < deadline, "the replica set over REST never joined"
+            time.sleep(0.5)
         store.request_round_cancel(run_id, 0)
         outcome = ray_cluster.get(done, timeout=120)
         assert "round 0" in outcome["cancelled"]
         assert store.get_round(run_id, 0).state is RoundState.CANCELLED
-        assert len(store.metrics_for(run_id)) < 40
+        assert len(store.metrics_for(run_id)) < 1000
         kinds = [e["type"] for e in ray_cluster.get(coordinator.events.remote(0))]
         assert kinds[-2:] == ["run_cancelled", "run_finished"] and "run_failed" not in kinds
         steps = [m.metrics for m in store.metrics_for(run_id)]

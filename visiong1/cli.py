@@ -190,11 +190,12 @@ def _add_client_commands(commands) -> None:
     watch.add_argument("run_id", metavar="RUN")
     watch.add_argument("--after", type=int, default=0, help="start after this event id")
     scale = commands.add_parser("scale", help="scale a run's workers",
-                                description="Scale rollout replicas or reward workers of a run while its learners "
-                                            "keep training; N `clear` drops a count set earlier.")
+                                description="Scale rollout replicas, reward or influence workers of a run while its "
+                                            "learners keep training; N `clear` drops a count set earlier.")
     scale_commands = scale.add_subparsers(dest="scale_command", required=True)
     for name, text in (("rollout", "set the run's rollout replica count (overrides rollout.autoscale)"),
-                       ("reward", "set the run's reward worker count")):
+                       ("reward", "set the run's reward worker count"),
+                       ("influence", "set the run's influence worker count (applied outside selection)")):
         target = with_url(scale_commands.add_parser(name, help=text))
         target.add_argument("run_id", metavar="RUN")
         target.add_argument("count", type=_count_or_clear, metavar="N")

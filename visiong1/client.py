@@ -87,9 +87,9 @@ class Client:
         """None clears a count set earlier."""
         return self._call("PUT", f"/v1/runs/{run_id}/rollout/replicas", json={"replicas": replicas})
 
-    def scale_rewards(self, run_id: str, workers: int | None) -> dict:
-        """None clears a count set earlier."""
-        return self._call("PUT", f"/v1/runs/{run_id}/reward/workers", json={"workers": workers})
+    def scale_workers(self, run_id: str, pool: str, workers: int | None) -> dict:
+        """The `reward` or `influence` pool's worker count; None clears a count set earlier."""
+        return self._call("PUT", f"/v1/runs/{run_id}/{pool}/workers", json={"workers": workers})
 
     # Events
     def events(self, run_id: str, after: int = 0, follow: bool = True) -> Iterator[dict]:
@@ -209,8 +209,10 @@ def run_command(args) -> int:
                 else:
                     result = client.cancel_round(args.run_id, args.index)
             elif args.command == "scale":
-                scale = client.scale_rollout if args.scale_command == "rollout" else client.scale_rewards
-                result = scale(args.run_id, args.count)
+                if args.scale_command == "rollout":
+                    result = client.scale_rollout(args.run_id, args.count)
+                else:
+                    result = client.scale_workers(args.run_id, args.scale_command, args.count)
             else:
                 return _watch(client, args.run_id, args.after)
         except ApiError as error:

@@ -44,7 +44,7 @@ from services.api.errors import error_response
 from services.api.feeds import Feeds
 from services.api.limits import BodyLimit
 from services.api.ratelimit import RateLimits, Throttled, limit_writes
-from services.api.routers import cluster, events, health, reward, rollout, rounds, runs
+from services.api.routers import cluster, events, health, rollout, rounds, runs, workers
 from services.api.telemetry import RequestMetrics, StoreCollector
 from services.api.watchdog import Watchdog
 from visiong1.config import ConfigError, RunConfig
@@ -117,7 +117,7 @@ def create_app(config: RunConfig, *, launcher: Launcher | None = None, store: Ru
           registry=registry).set_function(feeds.open_streams)
 
     authorized = [Depends(authorize), Depends(limit_writes)]
-    for module in (runs, rounds, events, rollout, reward, cluster):
+    for module in (runs, rounds, events, rollout, workers, cluster):
         app.include_router(module.router, dependencies=authorized)
     app.include_router(health.router)
     app.mount("/ui", RunPageFiles(directory=UI_DIR, html=True), name="ui")

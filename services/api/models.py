@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from visiong1.config import RewardConfig, RolloutConfig, RoundConfig
+from visiong1.config import InfluenceConfig, RewardConfig, RolloutConfig, RoundConfig
 from visiong1.store import Event, Round, RoundState, Run, RunStatus
 
 INT32_MAX = 2**31 - 1
@@ -66,25 +67,38 @@ class ReplicasUpdate(Body):
     """The replica count to hold; null clears a count set earlier (as DELETE does)."""
 
 
-class RewardWorkersUpdate(Body):
+class WorkersUpdate(Body):
     workers: int | None = Field(ge=1, le=4096)
-    """The reward worker count to hold; null clears a count set earlier (as DELETE does)."""
+    """The worker count to hold; null clears a count set earlier (as DELETE does)."""
 
 
-class RewardWorkers(BaseModel):
+class Pool(str, Enum):
+    """The worker pools of a run that scale over REST (rollout has its own route: replicas and autoscale)."""
+
+    REWARD = "reward"
+    INFLUENCE = "influence"
+
+
+POOL_CONFIG = {Pool.REWARD: (("reward",), RewardConfig), Pool.INFLUENCE: (("selection", "influence"), InfluenceConfig)}
+"""Where each pool's configured `workers` lives in a run config."""
+
+
+class PoolWorkers(BaseModel):
     run_id: str
+    pool: Pool
     workers: int
     """The count set over REST (the run's coordinator applies it at its next step boundary), else the config's."""
     configured: int
-    """`reward.workers` of the run's config."""
+    """`workers` of the pool's config section (`reward`, `selection.influence`)."""
     source: str
     """`api` while a count set over REST holds, else `config`."""
 
     @classmethod
-    def of(cls, run: Run) -> RewardWorkers:
-        configured = run.config.get("reward", {}).get("workers", RewardConfig.model_fields["workers"].default)
-        return cls(run_id=run.id, workers=configured if run.reward_workers is None else run.reward_workers,
-                   configured=configured, source="config" if run.reward_workers is None else "api")
+    def of(cls, run: Run, pool: Pool) -> PoolWorkers:
+        configured = pool_setting(run, pool, "workers")
+        held = getattr(run, f"{pool.value}_workers")
+        return cls(run_id=run.id, pool=pool, workers=configured if held is None else held, configured=configured,
+                   source="config" if held is None else "api")
 
 
 class RoundOut(BaseModel):
@@ -189,6 +203,15 @@ class EventOut(BaseModel):
     def of(cls, event: Event) -> EventOut:
         return cls(id=event.id, run_id=event.run_id, type=event.kind, round=event.round_index,
                    time=event.created_at, payload=event.payload)
+
+
+def pool_setting(run: Run, pool: Pool, key: str) -> Any:
+    """`key` of the pool's config section in the run's stored config (its default where the stored tree is sparse)."""
+    path, section = POOL_CONFIG[pool]
+    tree = run.config
+    for part in path:
+        tree = tree.get(part, {})
+    return tree.get(key, section.model_fields[key].default)
 
 
 def round_setting(run: Run, key: str) -> Any:

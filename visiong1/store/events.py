@@ -25,6 +25,7 @@ class EventKind(str, Enum):
     ROLLOUT_REPLICA_REPLACED = "rollout_replica_replaced"
     ROLLOUT_SCALED = "rollout_scaled"
     REWARD_SCALED = "reward_scaled"
+    INFLUENCE_SCALED = "influence_scaled"
     ROUND_MANIFEST = "round_manifest"
     CURRICULUM = "curriculum"
     EVALUATION = "evaluation"
@@ -88,6 +89,11 @@ EVENTS: dict[EventKind, EventSpec] = {
     EventKind.REWARD_SCALED: EventSpec(("workers", "previous", "source"),
                                        "The reward pool was resized at a step boundary to the count set over REST "
                                        "(`source` `api`) or, once cleared, back to `reward.workers` (`config`)."),
+    EventKind.INFLUENCE_SCALED: EventSpec(("workers", "previous", "source"),
+                                          "The influence pool was resized outside a scoring pass (at a step "
+                                          "boundary or a round's start) to the count set over REST (`source` "
+                                          "`api`) or, once cleared, back to `selection.influence.workers` "
+                                          "(`config`)."),
     EventKind.ROUND_MANIFEST: EventSpec(("round", "path", "funnel"),
                                         "The round's manifest (every item's fate) was written; `funnel` counts "
                                         "items per domain and stage."),

@@ -135,11 +135,16 @@ def _add_reward_workers_v3(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE runs ADD COLUMN reward_workers INTEGER"))
 
 
+def _add_influence_workers_v4(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE runs ADD COLUMN influence_workers INTEGER"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, rounds, events, metrics, idempotency keys", _create_tables_v1),
     Migration(2, "coordinator heartbeats, run attempts, superseded metrics rows, the sample ledger",
               _add_recovery_tables_v2),
     Migration(3, "the reward worker count set over REST", _add_reward_workers_v3),
+    Migration(4, "the influence worker count set over REST", _add_influence_workers_v4),
 )
 
 

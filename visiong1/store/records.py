@@ -84,6 +84,8 @@ class Run:
     """1 + how many times a restart superseded steps of the run (ledger rows are filed under it)."""
     reward_workers: int | None = None
     """Reward worker count set through the API; None means the config's own count."""
+    influence_workers: int | None = None
+    """Influence worker count set through the API; None means the config's own count."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ runs = sa.Table(
     sa.Column("heartbeat_at", sa.Float),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("reward_workers", sa.Integer),
+    sa.Column("influence_workers", sa.Integer),
 )
 
 rounds = sa.Table(

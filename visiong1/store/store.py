@@ -203,6 +203,11 @@ class RunStore:
         coordinator applies it at its next step boundary."""
         return self._set_count(run_id, "reward_workers", workers)
 
+    def set_influence_workers(self, run_id: str, workers: int | None) -> Run:
+        """Set the run's influence worker count (at least 1), or clear it (None: back to the config's); its
+        coordinator applies it at its next step boundary or round start."""
+        return self._set_count(run_id, "influence_workers", workers)
+
     def _set_count(self, run_id: str, column: str, count: int | None) -> Run:
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
             raise ValueError(f"{column.replace('_', ' ')} must be an integer >= 1 or None, got {count!r}")
@@ -668,7 +673,8 @@ def _run(row: Row) -> Run:
     return Run(id=row.id, config=json.loads(row.config), status=RunStatus(row.status),
                cancel_requested=bool(row.cancel_requested), rollout_replicas=row.rollout_replicas,
                last_event_id=row.last_event_id, created_at=row.created_at, updated_at=row.updated_at,
-               heartbeat_at=row.heartbeat_at, attempt=row.attempt, reward_workers=row.reward_workers)
+               heartbeat_at=row.heartbeat_at, attempt=row.attempt, reward_workers=row.reward_workers,
+               influence_workers=row.influence_workers)
 
 
 def _round(row: Row) -> Round:

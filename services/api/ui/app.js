@@ -210,8 +210,11 @@ const HANDLERS = {
     $("replica-count").textContent = p.replicas;
     view.refreshSoon();
   },
-  reward_scaled: (view, p) => {
+  reward_scaled: (_view, p) => {
     $("scaling").tBodies[0].append(row(["reward_scaled", "reward", p.previous, p.workers, p.source, ""]));
+  },
+  influence_scaled: (_view, p) => {
+    $("scaling").tBodies[0].append(row(["influence_scaled", "influence", p.previous, p.workers, p.source, ""]));
   },
 };
 for (const kind of ["round_started", "round_state", "run_resumed", "run_cancelled", "run_finished", "run_failed"]) {
