@@ -21,13 +21,10 @@ from visiong1.types import GroupScores, SampleGroup
 class RewardTelemetry:
     """The judge's metrics through Ray's metrics agent (actors.telemetry), as the other roles export theirs."""
 
-    def observe(self, domain: str, answer_type: str, result: RewardResult, seconds: float) -> None:
+    def observe(self, domain: str, answer_type: str, result: RewardResult, seconds: float, excluded: bool) -> None:
         metric("visiong1_reward_samples").inc(tags={"domain": domain, "answer_type": answer_type,
-                                                    "reason": result.reason})
+                                                    "reason": result.reason, "excluded": str(excluded).lower()})
         metric("visiong1_reward_latency_seconds").observe(seconds, tags={"answer_type": answer_type})
-
-    def exclude(self, domain: str) -> None:
-        metric("visiong1_reward_excluded_samples").inc(tags={"domain": domain})
 
 
 @ray.remote

@@ -10,6 +10,9 @@ k8s/base/control-plane/visiong1-dashboard.json.
 
 from __future__ import annotations
 
+import threading
+import time
+
 from ray.util.metrics import Counter, Gauge, Histogram
 
 from visiong1.rewards.metrics import LATENCY_BUCKETS
@@ -37,8 +40,8 @@ METRICS: dict[str, tuple[type, str, tuple[str, ...]]] = {
     "visiong1_run_samples": (Counter, "Generated samples by their planned fate in the sample ledger",
                              ("run", "fate")),
     "visiong1_reward_samples": (Counter, "Samples a reward actor scored (reasons `timeout` and `resource_limit` "
-                                "are its sandbox restarts)", ("domain", "answer_type", "reason")),
-    "visiong1_reward_excluded_samples": (Counter, "Samples excluded from their group after a timeout", ("domain",)),
+                                "are its sandbox restarts; `excluded`: dropped from their group after a timeout)",
+                                ("domain", "answer_type", "reason", "excluded")),
     "visiong1_reward_latency_seconds": (Histogram, "Wall time to score one sample", ("answer_type",)),
 }
 """name -> (kind, description, tag keys)."""
@@ -46,13 +49,47 @@ METRICS: dict[str, tuple[type, str, tuple[str, ...]]] = {
 BOUNDARIES = {"visiong1_reward_latency_seconds": list(LATENCY_BUCKETS)}
 """Histogram buckets other than SECONDS."""
 
-_made: dict[str, Counter | Gauge | Histogram] = {}
+HOLD_S = 2.0
+"""How often held gauges are recorded again, well inside Ray's report interval."""
 
 
-def metric(name: str) -> Counter | Gauge | Histogram:
-    """This process's instance of `name`, made on first use (Ray registers a metric once per process)."""
+class HeldGauge:
+    """A Ray gauge whose newest value per tag set is recorded again every HOLD_S: Ray's agent exports a gauge only
+    when it was recorded since its previous export, so a value set once (replicas, phase) would vanish."""
+
+    def __init__(self, gauge: Gauge):
+        self.gauge, self.values = gauge, {}
+
+    def set(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.values[tuple(sorted((tags or {}).items()))] = value
+        self.gauge.set(value, tags=tags)
+
+    def record_again(self) -> None:
+        for key, value in list(self.values.items()):
+            self.gauge.set(value, tags=dict(key) or None)
+
+
+_made: dict[str, Counter | HeldGauge | Histogram] = {}
+
+
+def metric(name: str) -> Counter | HeldGauge | Histogram:
+    """This process's instance of `name`, made on first use (Ray registers a metric once per process); the first
+    gauge starts the thread that holds this process's gauges."""
     if name not in _made:
         kind, description, tags = METRICS[name]
         extra = {"boundaries": BOUNDARIES.get(name, SECONDS)} if kind is Histogram else {}
-        _made[name] = kind(name, description=description, tag_keys=tags, **extra)
+        made = kind(name, description=description, tag_keys=tags, **extra)
+        if kind is Gauge:
+            if not any(isinstance(held, HeldGauge) for held in _made.values()):
+                threading.Thread(target=_hold_gauges, daemon=True, name="held-gauges").start()
+            made = HeldGauge(made)
+        _made[name] = made
     return _made[name]
+
+
+def _hold_gauges() -> None:
+    while True:
+        time.sleep(HOLD_S)
+        for made in list(_made.values()):
+            if isinstance(made, HeldGauge):
+                made.record_again()

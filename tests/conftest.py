@@ -1,5 +1,5 @@
-"""Shared fixtures: one private local Ray cluster and one tiny model per test session (ray.init costs 3-5 s), and
-one private PostgreSQL server per session for the run store's and the API's tests."""
+"""Shared fixtures: one private local Ray cluster and one tiny model per test session (ray.init costs 3-5 s), one
+private PostgreSQL server per session for the run store's and the API's tests, and a headless browser per module."""
 
 from __future__ import annotations
 
@@ -20,6 +20,19 @@ from pathlib import Path
 import pytest
 
 TEST_NAMESPACE = "visiong1-test"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium: Debian's `chromium` driven by Playwright (its own browser download cannot run here);
+    `--no-sandbox` because CI runs as root, where Chromium's sandbox refuses to start."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
+    chromium = shutil.which("chromium")
+    assert chromium, "the run page tests need Debian's chromium: apt-get install chromium"
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        launched.close()
 
 
 @pytest.fixture(scope="session")

@@ -59,12 +59,13 @@ def test_metrics_are_labelled_by_domain_type_and_reason_on_rays_agent(ray_cluste
     ray_cluster.get(pool.async_score([ray_cluster.put([group("counting", "count", "3", [r"\boxed{3}"])])]))
     agent = f"http://127.0.0.1:{ray_cluster.nodes()[0]['MetricsExportPort']}/metrics"
     deadline, text = time.monotonic() + 60, ""
-    while time.monotonic() < deadline and not series(text, "ray_visiong1_reward_excluded_samples_total"):
+    excluded = {"domain": "medical", "reason": "timeout", "excluded": "true"}
+    while time.monotonic() < deadline and not series(text, "ray_visiong1_reward_samples_total", **excluded):
         time.sleep(2)  # the agent exports on its report interval
         text = httpx.get(agent).text
-    assert series(text, "ray_visiong1_reward_samples_total", answer_type="count", domain="counting", reason="correct")
-    assert [line.split()[-1] for line in series(text, "ray_visiong1_reward_excluded_samples_total",
-                                                 domain="medical")] == ["1.0"]
+    assert series(text, "ray_visiong1_reward_samples_total", answer_type="count", domain="counting", reason="correct",
+                  excluded="false")
+    assert [line.split()[-1] for line in series(text, "ray_visiong1_reward_samples_total", **excluded)] == ["1.0"]
     assert series(text, "ray_visiong1_reward_latency_seconds_bucket", answer_type="math")
 
 

@@ -25,7 +25,7 @@ class Judgement:
 
 class RewardJudge:
     def __init__(self, config: RewardConfig, metrics=None):
-        """`metrics`: anything with RewardMetrics' `observe` and `exclude` (default: a RewardMetrics)."""
+        """`metrics`: anything with RewardMetrics' `observe` (default: a RewardMetrics)."""
         self.config = config
         self.sandbox = SymbolicSandbox(workers=config.sandbox_workers, deadline_s=config.sample_deadline_s,
                                        memory_mb=config.sandbox_memory_mb, preload=(SYMBOLIC_FUNCTION,))
@@ -44,9 +44,7 @@ class RewardJudge:
                        sandbox=self.sandbox, custom_scorers=self.config.custom_scorers, **meta)
         seconds = time.perf_counter() - started
         excluded = result.reason == "timeout" and settings.on_timeout == "exclude"
-        self.metrics.observe(domain, answer_type, result, seconds)
-        if excluded:
-            self.metrics.exclude(domain)
+        self.metrics.observe(domain, answer_type, result, seconds, excluded)
         return Judgement(result, excluded, seconds)
 
     def judge_many(self, requests: list[dict], unscorable_ok: bool = False

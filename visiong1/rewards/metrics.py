@@ -24,12 +24,12 @@ class RewardMetrics:
         self.latency = Histogram("visiong1_reward_latency_seconds", "Wall time to score one sample",
                                  ["answer_type"], buckets=LATENCY_BUCKETS, registry=self.registry)
 
-    def observe(self, domain: str, answer_type: str, result: RewardResult, seconds: float) -> None:
+    def observe(self, domain: str, answer_type: str, result: RewardResult, seconds: float, excluded: bool) -> None:
+        """One judged sample; `excluded`: it timed out in a domain that excludes such samples from their group."""
         self.samples.labels(domain, answer_type, result.reason).inc()
         self.latency.labels(answer_type).observe(seconds)
-
-    def exclude(self, domain: str) -> None:
-        self.excluded.labels(domain).inc()
+        if excluded:
+            self.excluded.labels(domain).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
