@@ -193,6 +193,7 @@ def test_created_run_inherits_the_server_config_and_shares_its_store(api, store_
     ({"overrides": ["store=/tmp/other.sqlite3"]}, "store: is set by the server"),
     ({"overrides": ["ray.namespace=other"]}, "ray: is set by the server"),
     ({"overrides": ["round.steps"]}, "not of the form dotted.key=value"),
+    ({"overrides": [" =[[["]}, "override ' =[[[': the key is blank"),
     ({"overrides": ["round.steps=[1"]}, "override round.steps: value is not valid YAML"),
     ({"config": {"round": 3}}, "round: Input should be a valid dictionary"),
 ])

@@ -56,9 +56,12 @@ def build_run_config(server: RunConfig, tree: dict[str, Any], overrides: list[st
 
 
 def _override(tree: dict[str, Any], override: str) -> None:
-    """`apply_override`, refusing as ConfigError that names the override's key: a dotted key with an empty part
-    (`a..b`, `.a`: no setting has an empty name) and a value YAML cannot load."""
+    """`apply_override`, refusing as ConfigError that names the override's key: a blank key (named by the whole
+    override), a dotted key with an empty part (`a..b`, `.a`: no setting has an empty name) and a value YAML cannot
+    load."""
     key, sep, _ = override.partition("=")
+    if sep and key and not key.strip():
+        raise ConfigError(f"override {override!r}: the key is blank")
     if sep and key and "" in key.split("."):
         raise ConfigError(f"override {key}: the dotted key has an empty part")
     try:
