@@ -24,7 +24,7 @@ SMALL_RUN = ["model.warm_start_steps=60", "data.num_items=32", "eval.enabled=fal
              "round.rounds=1", "round.steps=2", "round.idle_timeout_s=120"]
 
 
-ROUND_1_STEPS = 20  # far more than the scale-down and cancel need, so the cancel always lands inside the round
+ROUND_1_STEPS = 1000  # far more than the background start, scale-down and cancel need: the cancel lands inside
 
 
 def learner_pids() -> set[int]:
@@ -41,11 +41,13 @@ def learner_pids() -> set[int]:
 
 class Driver:
     """Reacts to the run's events as an operator would, over REST: replicas up and the next round once round 0 is
-    done, replicas down once scaled up, and a run cancel once scaled down."""
+    done, replicas down once a step was served by two (the new one starts in the background), and a run cancel
+    once scaled down."""
 
     def __init__(self, http: httpx.Client, run_id: str):
         self.http, self.run_id = http, run_id
         self.learners_at: dict[str, set[int]] = {}
+        self.scaling_down = False
 
     def on(self, kind: str, event: dict) -> None:
         payload = event["payload"]
@@ -53,7 +55,8 @@ class Driver:
             self.learners_at["first_step"] = learner_pids()
         elif kind == "round_state" and (payload["round"], payload["state"]) == (0, "done"):
             self.start_next_round()
-        elif kind == "rollout_scaled" and payload["replicas"] == 2:
+        elif kind == "step" and payload["metrics"]["rollout/replicas"] == 2 and not self.scaling_down:
+            self.scaling_down = True
             self.put_replicas(1)
         elif kind == "rollout_scaled" and payload["replicas"] == 1:
             self.learners_at["scaled_down"] = learner_pids()
@@ -94,14 +97,16 @@ def test_rest_lifecycle_rounds_scaling_and_cancel_over_a_real_run(ray_cluster, m
         assert [event["id"] for event in events] == list(range(1, len(events) + 1))
         assert "cancel requested for the run" in events[-1]["payload"]["cancelled"]
 
-        # Scaled up at round 1's first step boundary, down at a later one; the cancel stopped the round at the next
-        # boundary it reached (how many steps that took depends on the machine's load: round 1 is long enough).
+        # Scaled up at round 1's first step boundary (the replica joined a few steps later), down at a later one;
+        # the cancel stopped the round at the next boundary it reached (round 1 is long enough for all of it).
         scaled = [(e["round"], e["payload"]["previous"], e["payload"]["replicas"])
                   for e in events if e["type"] == "rollout_scaled"]
         assert scaled == [(1, 1, 2), (1, 2, 1)]
         steps = [e["payload"] for e in events if e["type"] == "step"]
         replicas = [(s["round"], s["step"], s["metrics"]["rollout/replicas"]) for s in steps]
-        assert replicas[:3] == [(0, 0, 1), (0, 1, 1), (1, 2, 2)] and replicas[-1][2] == 1, replicas
+        assert replicas[:2] == [(0, 0, 1), (0, 1, 1)] and replicas[-1][2] == 1, replicas
+        served = [count for round_, _, count in replicas if round_ == 1]
+        assert 2 in served and served[:served.index(2)] == [1] * served.index(2), replicas  # 1 until the new replica joined
         round_1 = [s["step"] for s in steps if s["round"] == 1]
         assert round_1 == list(range(2, 2 + len(round_1))) and 2 <= len(round_1) < ROUND_1_STEPS
         # Learners trained on through both scalings: versions rose every step, in the same rank processes.
