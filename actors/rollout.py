@@ -262,13 +262,16 @@ class RolloutGroup:
             with self.lock:
                 self.pending.append(PendingReplica(handle, handle.probe.remote()))
 
-    def admit_started(self) -> int:
+    def admit_started(self) -> None:
         """Let the background starts whose probe has answered join the group; a start that failed is dropped (the
-        count it was for is asked again by the next decision). Returns how many joined."""
+        count it was for is asked again by the next decision)."""
         with self.lock:
-            started = [p for p in self.pending if ray.wait([p.probe], timeout=0, fetch_local=False)[0]]
-            self.pending = [p for p in self.pending if p not in started]
-        joined = 0
+            if not self.pending:
+                return
+            probes = [pending.probe for pending in self.pending]
+            ready, _ = ray.wait(probes, num_returns=len(probes), timeout=0, fetch_local=False)
+            started = [pending for pending in self.pending if pending.probe in ready]
+            self.pending = [pending for pending in self.pending if pending.probe not in ready]
         for pending in started:  # each loads the current weights before it joins
             try:
                 replica = self._admit(pending.handle, pending.probe)
@@ -277,10 +280,8 @@ class RolloutGroup:
                 continue
             with self.lock:
                 self.replicas.append(replica)
-            joined += 1
         if started:
             metric("visiong1_rollout_replicas").set(self.size())
-        return joined
 
     def asked(self) -> int:
         """Replicas serving plus those starting in the background."""
