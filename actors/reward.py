@@ -77,6 +77,7 @@ class RewardPool:
         self.lock = threading.Lock()
         self.workers: list = []
         self.outstanding: dict = {}  # worker -> refs of its scoring calls not yet known to be finished
+        self.turn = 0  # the worker the next scoring call goes to, modulo their number
         self.scale(config.workers)
 
     def actors(self) -> list:
@@ -133,7 +134,9 @@ class RewardPool:
         """One ObjectRef of list[GroupScores] per rollout shard, spread round-robin over the workers (`training`:
         as for `RewardWorker.score_groups`)."""
         workers = self.actors()
-        return self._dispatch([(workers[i % len(workers)], "score_groups", (ref,), {"training": training})
+        with self.lock:  # calls of one shard each take the workers in turn too
+            first, self.turn = self.turn, self.turn + len(shard_refs)
+        return self._dispatch([(workers[(first + i) % len(workers)], "score_groups", (ref,), {"training": training})
                                for i, ref in enumerate(shard_refs)])
 
     def async_score_texts(self, requests: list[dict], unscorable_ok: bool = False) -> list[ray.ObjectRef]:

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -49,6 +49,8 @@ class RolloutWorker:
 
         self.config, self.engine_kind = config, engine
         self.sync_group, self.sync_fault = None, None
+        self.abort_requested = threading.Event()
+        self.generating = False
         if engine == "vllm":
             from actors.vllm_engine import VLLMEngine
 
@@ -71,26 +73,50 @@ class RolloutWorker:
             time.sleep(KV_SAMPLE_S)
 
     def generate(self, prompts: pa.Table, greedy: bool = False, samples: int | None = None):
-        """Arrow table of prompt items -> (list[SampleGroup], receipt). The receipt is small: the group reads it
-        to learn the outcome without fetching the samples. `greedy` samples one answer per prompt (evaluation);
-        `samples` overrides the group size (difficulty scoring)."""
+        """Streams each prompt's group as it finishes: two objects per group, `[SampleGroup]` then its row in
+        `prompts` (the row comes second, so a row that arrives vouches for the group before it), and at the end
+        `None` then the receipt, small enough to read without fetching samples: groups, tokens, seconds, version,
+        pid and `aborted`, the rows not generated because a weight update asked to abort (`abort_generation`).
+        `greedy` samples one answer per prompt (evaluation); `samples` overrides the group size."""
         crash_once("generate")
         started = time.perf_counter()
         params = dataclasses.replace(self.params, n=samples) if samples else self.params
         params = dataclasses.replace(params, n=1, greedy=True) if greedy else params
-        groups = self.engine.generate(table_to_items(prompts), params)
-        tokens, seconds = sum(len(s.token_ids) for g in groups for s in g.samples), time.perf_counter() - started
+        items, version, tokens, rows = table_to_items(prompts), self.engine.weight_version, 0, set()
+        self.generating = True
+        try:
+            for row, group in self._groups(items, params):
+                tokens += sum(len(sample.token_ids) for sample in group.samples)
+                rows.add(row)
+                yield [group]
+                yield row
+        finally:
+            self.generating = False
+        seconds = time.perf_counter() - started
         metric("visiong1_rollout_unit_seconds").observe(seconds, tags={"engine": self.engine_kind})
         for first_token_s in getattr(self.engine, "first_token_s", []):  # the transformers engine has no such stat
             metric("visiong1_rollout_time_to_first_token_seconds").observe(first_token_s, tags={"engine": "vllm"})
         if tokens:
             metric("visiong1_rollout_tokens").inc(tokens, tags={"engine": self.engine_kind})
-        return groups, {"groups": len(groups), "tokens": tokens, "seconds": seconds,
-                        "version": self.engine.weight_version, "pid": os.getpid()}
+        yield None
+        yield {"groups": len(rows), "tokens": tokens, "seconds": seconds, "version": version, "pid": os.getpid(),
+               "aborted": sorted(set(range(len(items))) - rows)}
+
+    def _groups(self, items: list, params) -> Iterator[tuple[int, object]]:
+        if self.engine_kind == "vllm":
+            return self.engine.stream(items, params, self.abort_requested)
+        return enumerate(self.engine.generate(items, params))  # one batched call: it cannot be cut short
+
+    @ray.method(concurrency_group="probe")
+    def abort_generation(self) -> None:
+        """Cut the units this replica runs before its next weight load short (vLLM engine; the transformers
+        engine finishes them): their unfinished prompts end the stream as `aborted`. The load clears it."""
+        self.abort_requested.set()
 
     def update_weights(self, update: WeightUpdate) -> int:
         crash_once("weight_load")
         self.engine.load_weights(ray.get(update.tensors), update.version)
+        self.abort_requested.clear()
         return self._serving(update.version)
 
     def _serving(self, version: int) -> int:
@@ -119,6 +145,7 @@ class RolloutWorker:
             from actors.weight_sync import receive_state_dict
 
             self.engine.load_weights(receive_state_dict(self.sync_group, plan, self._sync_fault), version)
+        self.abort_requested.clear()
         return self._serving(version)
 
     def inject_sync_fault(self, after_bucket: int, signal_number: int) -> None:
@@ -142,7 +169,7 @@ class RolloutWorker:
 
     @ray.method(concurrency_group="probe")
     def probe(self) -> dict:
-        return {"pid": os.getpid(), "version": self.engine.weight_version}
+        return {"pid": os.getpid(), "version": self.engine.weight_version, "generating": self.generating}
 
 
 def _answers(probe_ref) -> bool:
@@ -159,7 +186,25 @@ class Replica:
     handle: object
     pid: int
     draining: bool = False
-    outstanding: set = field(default_factory=set)  # receipt refs of units in flight
+    outstanding: set = field(default_factory=set)  # completion refs of its units in flight
+
+
+@dataclass
+class Unit:
+    """Prompts sent to one replica in one call: `rows` of the caller's table. While it streams, `held` is the
+    newest group not yet vouched for by its row, `landed` the positions in `rows` whose group arrived."""
+
+    rows: list[int]
+    replica: Replica | None = None
+    stream: ray.ObjectRefGenerator | None = None
+    done: ray.ObjectRef | None = None  # ready when the stream ended
+    sent: float = 0.0
+    held: ray.ObjectRef | None = None
+    landed: set = field(default_factory=set)
+
+    def unfinished(self) -> Unit:
+        """A new unit of the rows whose group has not landed."""
+        return Unit([row for position, row in enumerate(self.rows) if position not in self.landed])
 
 
 @dataclass
@@ -191,7 +236,8 @@ class RolloutGroup:
         self.version = 0
         self.lock = threading.RLock()
         self.counters = {"redispatched": 0, "restarts": 0, "quarantined": 0, "started": 0, "probe_failures": 0,
-                         "failed_starts": 0}
+                         "failed_starts": 0, "aborted": 0}
+        self.last_units = 0  # units the newest generate call was cut into
         self.last_tokens_per_s = 0.0
         self.served: dict[int, int] = {}  # units answered, by replica pid
         self.scale(config.replicas)
@@ -315,57 +361,103 @@ class RolloutGroup:
             ray.kill(handle)
 
     # --- work ----------------------------------------------------------------------------------------------------
-    def generate(self, prompts: pa.Table, timeout_s: float, greedy: bool = False,
-                 samples: int | None = None) -> list[ray.ObjectRef]:
-        """Sample every prompt (`samples` per prompt, default rollout.samples_per_prompt); returns ObjectRefs of
-        list[SampleGroup], one per unit, in prompt order. With `rollout.autoscale` the group is first sized for
-        the call. Units of a replica that dies or hangs are re-dispatched;
-        the call fails only when `timeout_s` passes or the restart budget is spent."""
+    def generate(self, prompts: pa.Table, timeout_s: float, greedy: bool = False, samples: int | None = None,
+                 on_group: Callable[[int, ray.ObjectRef], None] | None = None) -> list[ray.ObjectRef]:
+        """Sample every prompt (`samples` per prompt, default rollout.samples_per_prompt); returns one ObjectRef
+        of list[SampleGroup] (that prompt's group) per prompt, in prompt order. `on_group(row, ref)` hears of each
+        group as it lands, in the order they finish, so it can be scored while the others generate. With
+        `rollout.autoscale` the group is first sized for the call. The prompts of a replica that dies or hangs, and
+        those a weight update aborted, are sent again (only those whose group had not landed); the call fails only
+        when `timeout_s` passes or the restart budget is spent."""
         self._autoscale(prompts.num_rows)
         # One unit per replica asked for keeps vLLM's batches large (units past the serving replicas wait for the
         # first idle one, a replica joining from the background included); prompts_per_request bounds how small a
         # unit gets, which bounds the work a dead replica takes with it.
-        units = [prompts.slice(start, stop - start)
-                 for start, stop in shard_bounds(prompts.num_rows, self.asked(), self.config.prompts_per_request)]
-        results: list = [None] * len(units)
-        queue = deque(range(len(units)))
-        in_flight: dict = {}  # receipt ref -> (unit index, replica, groups ref, dispatched at)
+        queue = deque(Unit(list(range(start, stop))) for start, stop in
+                      shard_bounds(prompts.num_rows, self.asked(), self.config.prompts_per_request))
+        self.last_units = len(queue)
+        results: list = [None] * prompts.num_rows
+        in_flight: dict = {}  # stream -> Unit
         started = time.monotonic()
-        deadline = started + timeout_s
-        tokens = 0
+        deadline, tokens = started + timeout_s, 0
         while queue or in_flight:
             self.admit_started()
             while queue and (replica := self._next_replica()) is not None:
-                index = queue.popleft()
-                groups_ref, receipt = replica.handle.generate.options(num_returns=2).remote(ray.put(units[index]),
-                                                                                           greedy, samples)
-                with self.lock:
-                    replica.outstanding.add(receipt)
-                in_flight[receipt] = (index, replica, groups_ref, time.monotonic())
+                self._send(queue.popleft(), replica, prompts, greedy, samples, in_flight)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"rollout: {len(in_flight)} of {len(units)} units unanswered after {timeout_s:.0f}s")
+                raise TimeoutError(f"rollout: {len(in_flight)} units unanswered after {timeout_s:.0f}s")
             metric("visiong1_rollout_units_in_flight").set(len(in_flight))
             if not in_flight:  # every serving replica holds another call's unit
                 time.sleep(1.0)
                 continue
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-            for receipt in ready:
-                index, replica, groups_ref, _ = in_flight.pop(receipt)
-                with self.lock:
-                    replica.outstanding.discard(receipt)
+            for stream in ready:
+                unit = in_flight[stream]
                 try:
-                    outcome = ray.get(receipt)
-                    tokens += outcome["tokens"]
-                    self.served[outcome["pid"]] = self.served.get(outcome["pid"], 0) + 1
-                    results[index] = groups_ref
+                    receipt = self._read(unit, results, on_group)
                 except RayActorError:
-                    queue.extend(self._replace(replica, in_flight))
-                    queue.append(index)
-                    self.counters["redispatched"] += 1
+                    queue.extend(self._replace(unit.replica, in_flight))
+                    continue
+                if receipt is not None:
+                    tokens += receipt["tokens"]
+                    queue.extend(self._finished(in_flight.pop(stream), receipt))
             queue.extend(self._reap_hung(in_flight))
         self.last_tokens_per_s = tokens / (time.monotonic() - started)
         metric("visiong1_rollout_units_in_flight").set(0)
         return results
+
+    def _send(self, unit: Unit, replica: Replica, prompts: pa.Table, greedy: bool, samples: int | None,
+              in_flight: dict) -> None:
+        unit.replica, unit.sent = replica, time.monotonic()
+        unit.stream = replica.handle.generate.remote(ray.put(prompts.take(unit.rows)), greedy, samples)
+        unit.done = unit.stream.completed()
+        with self.lock:
+            replica.outstanding.add(unit.done)
+        in_flight[unit.stream] = unit
+
+    @staticmethod
+    def _read(unit: Unit, results: list, on_group) -> dict | None:
+        """Take what `unit`'s stream delivered: each vouched-for group into `results`; the receipt once the stream
+        ended (None before). Raises RayActorError if the replica died (its stream ends with the error)."""
+        while unit.stream.next_ready():
+            ref = next(unit.stream)
+            if unit.held is None:
+                unit.held = ref
+                continue
+            header, (payload, unit.held) = ray.get(ref), (unit.held, None)
+            if isinstance(header, dict):
+                return header
+            unit.landed.add(header)
+            results[unit.rows[header]] = payload
+            if on_group is not None:
+                on_group(unit.rows[header], payload)
+        if unit.stream.is_finished():  # ended without a receipt: its last item was the error
+            ray.get(unit.done)
+            raise RuntimeError("rollout replica stream ended without a receipt")
+        return None
+
+    def _finished(self, unit: Unit, receipt: dict) -> list[Unit]:
+        """Account a unit whose stream ended; returns the prompts it must send again (those a weight update
+        aborted)."""
+        with self.lock:
+            unit.replica.outstanding.discard(unit.done)
+        self.served[receipt["pid"]] = self.served.get(receipt["pid"], 0) + 1
+        if not receipt["aborted"]:
+            return []
+        self.counters["aborted"] += len(receipt["aborted"])
+        return [unit.unfinished()]
+
+    def abort_for_update(self, handles: list) -> None:
+        """With `rollout.on_update: abort`, ask the replicas behind `handles` that hold units to cut them short: a
+        weight update was just queued behind those units, and their unfinished prompts go again on the new
+        weights. Call only after queuing the update, so that the re-sent prompts queue behind it."""
+        if self.config.on_update != "abort":
+            return
+        ids = {handle._actor_id for handle in handles}
+        with self.lock:
+            busy = [r.handle for r in self.replicas if r.outstanding and r.handle._actor_id in ids]
+        for handle in busy:
+            handle.abort_generation.remote()
 
     def _next_replica(self) -> Replica | None:
         """The least busy serving replica; while replicas start in the background, only an idle one (None if none
@@ -377,26 +469,27 @@ class RolloutGroup:
             best = min(serving, key=lambda r: len(r.outstanding))
             return None if self.pending and best.outstanding else best
 
-    def _reap_hung(self, in_flight: dict) -> list[int]:
+    def _reap_hung(self, in_flight: dict) -> list[Unit]:
         """Units older than the request timeout: their replica is treated as hung and replaced."""
         now = time.monotonic()
-        hung = {replica.pid: replica for _, replica, _, sent in in_flight.values()
-                if now - sent > self.config.request_timeout_s}
+        hung = {unit.replica.pid: unit.replica for unit in in_flight.values()
+                if now - unit.sent > self.config.request_timeout_s}
         requeue = []
         for replica in hung.values():
             requeue += self._replace(replica, in_flight)
         return requeue
 
-    def _replace(self, replica: Replica, in_flight: dict) -> list[int]:
-        """Quarantine a dead or hung replica: kill it, hand back its units, start a successor within budget."""
+    def _replace(self, replica: Replica, in_flight: dict) -> list[Unit]:
+        """Quarantine a dead or hung replica: kill it, hand back the unfinished prompts of its units, start a
+        successor within budget."""
         with self.lock:
             if replica not in self.replicas:
                 return []
             self.replicas.remove(replica)
             self.counters["quarantined"] += 1
         ray.kill(replica.handle)
-        orphans = [receipt for receipt, (_, owner, _, _) in in_flight.items() if owner is replica]
-        units = [in_flight.pop(receipt)[0] for receipt in orphans]
+        orphans = [stream for stream, unit in in_flight.items() if unit.replica is replica]
+        units = [in_flight.pop(stream).unfinished() for stream in orphans]
         self.counters["redispatched"] += len(units)
         if self.counters["restarts"] >= self.config.restart_budget:  # fail loudly rather than shrink
             raise RuntimeError(f"rollout replica {replica.pid} failed and the restart budget "
@@ -461,6 +554,7 @@ class RolloutGroup:
         with self.lock:
             self.update_ref = update_ref
             loads = {replica.handle.update_weights.remote(update_ref): replica for replica in self.replicas}
+        self.abort_for_update([replica.handle for replica in loads.values()])
         deadline, replaced = time.monotonic() + timeout_s, []
         for ref, replica in loads.items():
             try:

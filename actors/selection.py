@@ -42,14 +42,20 @@ def generate_and_score(rollout, rewards, items: list[PromptItem], config: RunCon
                        timings: dict | None = None, greedy: bool = False,
                        training: bool = False) -> tuple[list[ray.ObjectRef], list[GroupScores]]:
     """Sample `items` on the rollout group (`samples` each, or one greedy answer) and score them on the reward
-    pool: (shard refs, scores in order); `training` samples get `rollout.overlong`'s handling. Seconds spent are
-    added to `timings["time/generate_s"]` and `timings["time/reward_s"]`."""
+    pool, each group as soon as it lands: (one group ref per item, scores in order); `training` samples get
+    `rollout.overlong`'s handling. Seconds spent are added to `timings["time/generate_s"]` and, for the scoring
+    left once generation ended, `timings["time/reward_s"]`."""
     timings = {} if timings is None else timings
+    score_refs: list = [None] * len(items)
+
+    def score(row: int, group_ref: ray.ObjectRef) -> None:
+        score_refs[row] = rewards.async_score([group_ref], config.rollout if training else None)[0]
+
     started = time.perf_counter()
-    shard_refs = rollout.generate(items_to_table(items), config.round.step_timeout_s, greedy=greedy, samples=samples)
+    shard_refs = rollout.generate(items_to_table(items), config.round.step_timeout_s, greedy=greedy, samples=samples,
+                                  on_group=score)
     generated = time.perf_counter()
-    shards = get_within(rewards.async_score(shard_refs, config.rollout if training else None),
-                        config.reward.timeout_s, "reward pool")
+    shards = get_within(score_refs, config.reward.timeout_s, "reward pool")
     timings["time/generate_s"] = timings.get("time/generate_s", 0.0) + generated - started
     timings["time/reward_s"] = timings.get("time/reward_s", 0.0) + time.perf_counter() - generated
     return shard_refs, [score for shard in shards for score in shard]

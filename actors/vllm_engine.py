@@ -8,6 +8,9 @@ this process (CPU default) or in its own processes (GPU, tensor parallel).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 from visiong1.engines.hf import SamplingParams
 from visiong1.models.prompting import chat_messages, decode_images, special_token_ids
 from visiong1.types import PromptItem, RolloutSample, SampleGroup
@@ -104,6 +107,14 @@ class VLLMEngine:
                     0.0)
 
     def generate(self, items: list[PromptItem], params: SamplingParams) -> list[SampleGroup]:
+        """One group per item, in order."""
+        groups = dict(self.stream(items, params, threading.Event()))
+        return [groups[row] for row in range(len(items))]
+
+    def stream(self, items: list[PromptItem], params: SamplingParams,
+               stop: threading.Event) -> Iterator[tuple[int, SampleGroup]]:
+        """(row in `items`, its group) as each item's samples all finish. Once `stop` is set the unfinished
+        requests are aborted and the stream ends: the rows it did not yield were not generated."""
         from vllm import SamplingParams as VLLMSampling
 
         requests = [{"prompt": self.tokenizer.apply_chat_template(chat_messages(item, self.system_prompt),
@@ -115,11 +126,23 @@ class VLLMEngine:
         sampling = VLLMSampling(n=params.n, max_tokens=params.max_new_tokens, logprobs=0,
                                 temperature=0.0 if params.greedy else params.temperature,
                                 top_p=1.0 if params.greedy else params.top_p, allowed_token_ids=self.allowed)
-        outputs = self.llm.generate(requests, sampling, use_tqdm=False)
-        self.first_token_s = [output.metrics.first_token_latency for output in outputs if output.metrics is not None]
-        return [SampleGroup(prompt=item, samples=[self._sample(item.id, output.prompt_token_ids, completion)
-                                                  for completion in output.outputs])
-                for item, output in zip(items, outputs)]
+        request_ids = self.llm.enqueue(requests, sampling, use_tqdm=False)
+        # enqueue returns internal ids "<external>-<suffix>"; finished outputs carry the external one
+        rows = {request_id.rsplit("-", 1)[0]: row for row, request_id in enumerate(request_ids)}
+        engine, unfinished, self.first_token_s = self.llm.llm_engine, set(range(len(items))), []
+        while engine.has_unfinished_requests():
+            if stop.is_set():
+                engine.abort_request([request_ids[row] for row in unfinished], internal=True)
+                return
+            for output in engine.step():
+                if output.finished:
+                    row = rows[output.request_id]
+                    unfinished.discard(row)
+                    if output.metrics is not None:
+                        self.first_token_s.append(output.metrics.first_token_latency)
+                    yield row, SampleGroup(prompt=items[row], samples=[
+                        self._sample(items[row].id, output.prompt_token_ids, completion)
+                        for completion in output.outputs])
 
     def _sample(self, prompt_id: str, prompt_ids: list[int], completion) -> RolloutSample:
         ids = list(completion.token_ids)

@@ -194,3 +194,30 @@ def test_a_replica_lost_with_the_restart_budget_spent_fails_loudly_instead_of_sh
         assert rollout.counters["restarts"] == 0 and rollout.counters["quarantined"] == 1
     finally:
         rollout.shutdown()
+
+
+def test_a_weight_update_with_on_update_abort_reruns_unfinished_prompts_on_the_new_weights(ray_cluster, tiny_model,
+                                                                                          tmp_path):
+    """`rollout.on_update=abort`: an update queued behind a unit in flight cuts it short; each prompt's group lands
+    exactly once (heard by `on_group` as it lands), and the prompts cut short ran again on the new weights."""
+    config = rollout_config(**{"rollout.max_new_tokens": 600, "rollout.max_model_len": 2048,
+                               "rollout.on_update": "abort", "rollout.samples_per_prompt": 2})
+    rollout = RolloutGroup(tiny_model, config, SYSTEM, seed=0, cache_root=str(tmp_path))
+    pool = generate_pool(["counting"], 4, seed=3)
+    refs, landed = [], []
+    try:
+        runner = threading.Thread(target=lambda: refs.extend(
+            rollout.generate(items_to_table(pool), 300, on_group=lambda row, ref: landed.append(row))))
+        runner.start()
+        replica = rollout.replicas[0].handle
+        while not ray_cluster.get(replica.probe.remote())["generating"]:  # up to 600 tokens a sample: seconds
+            time.sleep(0.05)
+        versions, _ = rollout.update_weights(ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 7, 0.0)), 120)
+        runner.join(timeout=300)
+        groups = fetch(ray_cluster, refs)
+    finally:
+        rollout.shutdown()
+    assert versions == [7] and sorted(landed) == [0, 1, 2, 3]
+    assert [g.prompt.id for g in groups] == [item.id for item in pool]
+    assert rollout.counters["aborted"] == 4  # the 4 prompts ran as one vLLM batch: none had finished
+    assert {s.weight_version for g in groups for s in g.samples} == {7}

@@ -243,8 +243,12 @@ class RolloutConfig(Section):
     max_staleness: int = Field(0, ge=0)
     """Asynchronous rollout bound k: the next steps' samples are generated while the learners train, at most k
     weight versions behind the learner when they train (queued samples included); 0 = generation and training take
-    turns, strictly on-policy (the Vision-G1 default). A weight update waits for the units in flight on a replica:
-    they finish on the old weights and carry that version."""
+    turns, strictly on-policy (the Vision-G1 default). What a weight update does to the units in flight on a
+    replica is `on_update`."""
+    on_update: Literal["finish", "abort"] = "finish"
+    """At a weight update, the units in flight on a replica `finish` on the old weights (their samples carry that
+    version) or, with `abort` (vLLM engine), stop at once: the groups already finished are kept, the unfinished
+    prompts are generated again on the new weights. The transformers engine always finishes."""
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)
     """Overlong filtering and punishment of training samples (both off)."""
     autoscale: AutoscaleConfig | None = None
