@@ -2,7 +2,10 @@
 
 Work per RL step on both sides: `--prompts` prompts x `--samples` samples of at most 32 new tokens from the 8-domain
 demo's pool, the project's reward rules, one optimizer step at lr 1e-5, no KL term; TRL with loss_type "dapo".
-Model: the 8-domain demo's warm-started tiny Qwen2.5-VL (the mid-size model is not run: see docs/results.md).
+Model (`--size`): `tiny`, the 8-domain demo's warm-started tiny Qwen2.5-VL on the demo's items, or `mid`, the
+mid-size Qwen2.5-VL warm-started here on counting answers (MID_WARM_STEPS steps of MID_WARM_BATCH items; a
+random-init model earns no reward, and the project skips a step without signal) on counting items, both sides
+without gradient checkpointing (TRL's default; the project turns it on for a model directory).
 TRL 1.16.0 is installed by this benchmark into its own environment (`trl-env` in the project's cache directory),
 layered over the project's packages, so both sides run the same torch and transformers. The project runs as
 `visiong1 demo` (a local Ray cluster, its default engine, rollout and learner one torch thread each, selection and
@@ -12,8 +15,8 @@ turn; per side the median seconds per step after two warm-up steps, per pair the
 median ratio; phase split medians for every side, and for the project the per-step fixed costs: the generate and
 train phases' seconds beyond the work timed inside the replica and the learner ranks.
 
-Run: python -m benchmarks.vs_trl [--pairs 3] [--steps 12]
-Writes its figures and their plot (name `vs_trl`, .json and .png) into benchmarks/results/.
+Run: python -m benchmarks.vs_trl [--size tiny|mid] [--pairs 3] [--steps 12] [--prompts 8] [--samples 8]
+Writes its figures and their plot (name `vs_trl`, or `vs_trl_mid`, .json and .png) into benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ TRL_ENV = ROOT / ".cache" / "visiong1" / "trl-env"
 DEMO = "configs/demo_8domains.yaml"
 WARM_UP = 2  # steps left out of the medians (first forward passes, allocator growth)
 PROJECT_PHASES = ("generate", "reward", "train", "weight_sync", "learner_idle")
+MID_WARM_STEPS, MID_WARM_BATCH = 30, 8
 
 
 def trl_environment() -> Path:
@@ -56,17 +60,36 @@ def trl_environment() -> Path:
     return python
 
 
-def prepare_work(scratch: Path) -> tuple[str, str, dict]:
-    """The demo's warm-started model (cached) and a pool of its items; returns their paths and the run config."""
+def prepare_work(scratch: Path, size: str) -> tuple[str, str, dict]:
+    """The model of `size` (cached) and a pool of items; returns their paths and the run config."""
     from actors.learner import prepare_model
     from visiong1.config import load_config
     from visiong1.data.pool import build_pool
 
-    config = load_config(DEMO, ["data.num_items=256"])
+    config = load_config(DEMO, ["data.num_items=256", *(["data.domains=[counting]"] if size == "mid" else [])])
     pool = scratch / "pool"
     build_pool(config.data, pool, engine="local", progress=False)
-    return prepare_model._function(config), str(pool), {"system_prompt": config.round.system_prompt,
-                                              "temperature": config.rollout.temperature}
+    model = prepare_model._function(config) if size == "tiny" else warm_mid_model(config)
+    return model, str(pool), {"system_prompt": config.round.system_prompt, "temperature": config.rollout.temperature}
+
+
+def warm_mid_model(config) -> str:
+    """The mid-size model after a short warm start on `config.data`'s answers (cached beside it)."""
+    from rich.progress import track
+
+    from visiong1.models.tiny import mid_model_path
+    from visiong1.training.warm_start import warm_start, warm_start_pool
+
+    base = mid_model_path(config.model.cache_dir)
+    target = base.with_name(f"{base.name}-warm{MID_WARM_STEPS}b{MID_WARM_BATCH}-{'+'.join(config.data.domains)}")
+    if not (target / "config.json").exists():
+        steps = iter(track(range(MID_WARM_STEPS), description="warm-starting the mid-size model"))
+        items = warm_start_pool(config.data, 4 * MID_WARM_STEPS * MID_WARM_BATCH, 0)
+        staging = target.with_name(target.name + ".partial")
+        warm_start(base, staging, items, config.round.system_prompt, MID_WARM_STEPS, batch_size=MID_WARM_BATCH,
+                   progress=lambda step, loss: next(steps, None))
+        staging.rename(target)
+    return str(target)
 
 
 def project_step(model: str, pool: str, args: argparse.Namespace, max_staleness: int, output: Path) -> dict:
@@ -77,7 +100,8 @@ def project_step(model: str, pool: str, args: argparse.Namespace, max_staleness:
                  "eval.blank_image_control=false", "selection.offline_difficulty=false",
                  "selection.dynamic_sampling=false", "selection.influence.enabled=false",
                  "selection.influence.targets=pool",
-                 f"rollout.max_staleness={max_staleness}", f"output_dir={output}"]
+                 f"rollout.max_staleness={max_staleness}", f"output_dir={output}",
+                 *(["learner.gradient_checkpointing=false"] if args.size == "mid" else [])]
     subprocess.run([sys.executable, "-m", "visiong1.cli", "demo", "-c", DEMO, *overrides], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
     (metrics,) = output.glob("*/metrics.jsonl")
@@ -136,6 +160,7 @@ def plot(summary: dict, target: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("tiny", "mid"), default="tiny")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--prompts", type=int, default=8)
@@ -144,7 +169,7 @@ def main() -> None:
     python = trl_environment()
     pairs = []
     with tempfile.TemporaryDirectory(prefix="visiong1-vs-trl-") as scratch:
-        model, pool, setting = prepare_work(Path(scratch))
+        model, pool, setting = prepare_work(Path(scratch), args.size)
         for index in range(args.pairs):
             run = Path(scratch) / f"pair{index}"
             pairs.append({"sync": project_step(model, pool, args, 0, run / "sync"),
@@ -154,8 +179,11 @@ def main() -> None:
             print(f"pair {index}: " + ", ".join(f"{side} {f['step_s']:.3f}s" for side, f in pairs[-1].items()))
     summary = summarise(pairs)
     show(summary)
-    summary["plot"] = str(plot(summary, RESULTS / "vs_trl.png"))
-    print(write_result("vs_trl", summary, {"trl": TRL_VERSION, "model": "demo_8domains warm start (tiny)",
+    name = "vs_trl" if args.size == "tiny" else "vs_trl_mid"
+    summary["plot"] = str(plot(summary, RESULTS / f"{name}.png"))
+    model_name = ("demo_8domains warm start (tiny)" if args.size == "tiny" else
+                  f"mid-size, warm start {MID_WARM_STEPS}x{MID_WARM_BATCH} on counting, no gradient checkpointing")
+    print(write_result(name, summary, {"trl": TRL_VERSION, "model": model_name,
                                            "steps": args.steps, "prompts": args.prompts, "samples": args.samples,
                                            "max_new_tokens": 32, "warm_up_steps": WARM_UP}))
 
