@@ -49,7 +49,7 @@ class RolloutWorker:
 
         self.config, self.engine_kind = config, engine
         self.sync_group, self.sync_fault = None, None
-        self.abort_requested = threading.Event()
+        self.abort_below = 0  # units started on an older weight version than this are cut short
         self.generating = False
         if engine == "vllm":
             from actors.vllm_engine import VLLMEngine
@@ -85,7 +85,7 @@ class RolloutWorker:
         items, version, tokens, rows = table_to_items(prompts), self.engine.weight_version, 0, set()
         self.generating = True
         try:
-            for row, group in self._groups(items, params):
+            for row, group in self._groups(items, params, stop=lambda: self.abort_below > version):
                 tokens += sum(len(sample.token_ids) for sample in group.samples)
                 rows.add(row)
                 yield [group]
@@ -102,21 +102,21 @@ class RolloutWorker:
         yield {"groups": len(rows), "tokens": tokens, "seconds": seconds, "version": version, "pid": os.getpid(),
                "aborted": sorted(set(range(len(items))) - rows)}
 
-    def _groups(self, items: list, params) -> Iterator[tuple[int, object]]:
+    def _groups(self, items: list, params, stop: Callable[[], bool]) -> Iterator[tuple[int, object]]:
         if self.engine_kind == "vllm":
-            return self.engine.stream(items, params, self.abort_requested)
+            return self.engine.stream(items, params, stop)
         return enumerate(self.engine.generate(items, params))  # one batched call: it cannot be cut short
 
     @ray.method(concurrency_group="probe")
-    def abort_generation(self) -> None:
-        """Cut the units this replica runs before its next weight load short (vLLM engine; the transformers
-        engine finishes them): their unfinished prompts end the stream as `aborted`. The load clears it."""
-        self.abort_requested.set()
+    def abort_generation(self, version: int) -> None:
+        """Cut short the units running on weights older than `version`, the update queued behind them (vLLM
+        engine; the transformers engine finishes them): their unfinished prompts end the stream as `aborted`.
+        By version, so an abort that arrives after the update has loaded cuts nothing."""
+        self.abort_below = max(self.abort_below, version)
 
     def update_weights(self, update: WeightUpdate) -> int:
         crash_once("weight_load")
         self.engine.load_weights(ray.get(update.tensors), update.version)
-        self.abort_requested.clear()
         return self._serving(update.version)
 
     def _serving(self, version: int) -> int:
@@ -145,7 +145,6 @@ class RolloutWorker:
             from actors.weight_sync import receive_state_dict
 
             self.engine.load_weights(receive_state_dict(self.sync_group, plan, self._sync_fault), version)
-        self.abort_requested.clear()
         return self._serving(version)
 
     def inject_sync_fault(self, after_bucket: int, signal_number: int) -> None:
@@ -450,17 +449,18 @@ class RolloutGroup:
         self.counters["aborted"] += len(receipt["aborted"])
         return [unit.unfinished()]
 
-    def abort_for_update(self, handles: list) -> None:
-        """With `rollout.on_update: abort`, ask the replicas behind `handles` that hold units to cut them short: a
-        weight update was just queued behind those units, and their unfinished prompts go again on the new
-        weights. Call only after queuing the update, so that the re-sent prompts queue behind it."""
+    def abort_for_update(self, handles: list, version: int) -> None:
+        """With `rollout.on_update: abort`, ask the replicas behind `handles` that hold units to cut short those
+        running on weights older than `version`: that update was just queued behind them, and their unfinished
+        prompts go again on the new weights. Call only after queuing the update, so that the re-sent prompts
+        queue behind it."""
         if self.config.on_update != "abort":
             return
         ids = {handle._actor_id for handle in handles}
         with self.lock:
             busy = [r.handle for r in self.replicas if r.outstanding and r.handle._actor_id in ids]
         for handle in busy:
-            handle.abort_generation.remote()
+            handle.abort_generation.remote(version)
 
     def _next_replica(self) -> Replica | None:
         """The least busy serving replica; while replicas start in the background, only an idle one (None if none
@@ -557,7 +557,8 @@ class RolloutGroup:
         with self.lock:
             self.update_ref = update_ref
             loads = {replica.handle.update_weights.remote(update_ref): replica for replica in self.replicas}
-        self.abort_for_update([replica.handle for replica in loads.values()])
+        if self.config.on_update == "abort":  # the version comes from the small update record, not its tensors
+            self.abort_for_update([replica.handle for replica in loads.values()], ray.get(update_ref).version)
         deadline, replaced = time.monotonic() + timeout_s, []
         for ref, replica in loads.items():
             try:

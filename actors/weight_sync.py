@@ -148,7 +148,7 @@ class CollectiveWeightSync:
         without `replace`, the sync fails naming it. Returns the versions the actors now hold."""
         keys = [self._connect(handle) for handle in handles]
         receipts = [handle.receive_weights.remote(self.plan, version) for handle in handles]
-        self.rollout.abort_for_update(handles)  # no-op for actors outside the group (influence workers)
+        self.rollout.abort_for_update(handles, version)  # no-op for actors outside the group (influence workers)
         sends = [rank.send_weights.remote(keys, self.plan) for rank in self.learner.ranks]
         self.last = get_within(sends, timeout_s, f"learners sending weights to {len(handles)} replicas")[0]
         live = [ref for ref, key in zip(receipts, keys) if key not in self.last["failed"]]

@@ -4,8 +4,10 @@ Work per RL step on both sides: `--prompts` prompts x `--samples` samples of at 
 demo's pool, the project's reward rules, one optimizer step at lr 1e-5, no KL term; TRL with loss_type "dapo".
 Model (`--size`): `tiny`, the 8-domain demo's warm-started tiny Qwen2.5-VL on the demo's items, or `mid`, the
 mid-size Qwen2.5-VL warm-started here on counting answers (MID_WARM_STEPS steps of MID_WARM_BATCH items; a
-random-init model earns no reward, and the project skips a step without signal) on counting items, both sides
-without gradient checkpointing (TRL's default; the project turns it on for a model directory).
+random-init model earns no reward) on counting items, both sides without gradient checkpointing (TRL's default; the
+project turns it on for a model directory). The project trains only groups with a reward spread (TRL trains every
+sequence), so each project side also reports the sequences it trained per step: the sides did the same work only
+where that is prompts x samples.
 TRL 1.16.0 is installed by this benchmark into its own environment (`trl-env` in the project's cache directory),
 layered over the project's packages, so both sides run the same torch and transformers. The project runs as
 `visiong1 demo` (a local Ray cluster, its default engine, rollout and learner one torch thread each, selection and
@@ -111,7 +113,7 @@ def project_step(model: str, pool: str, args: argparse.Namespace, max_staleness:
     # Fixed costs: a phase's seconds beyond the work timed inside the actors (actor hops, serialisation, waits)
     overhead = {"generate_overhead_s": median("time/generate_s") - median("rollout/unit_s"),
                 "train_overhead_s": median("time/train_s") - median("train/step_s")}
-    return {"step_s": median("time/step_s"), **phases, **overhead,
+    return {"step_s": median("time/step_s"), **phases, **overhead, "sequences": median("train/sequences"),
             "staleness_max": max(row["async/staleness_max"] for row in rows)}
 
 

@@ -215,8 +215,11 @@ def test_a_weight_update_with_on_update_abort_reruns_unfinished_prompts_on_the_n
         versions, _ = rollout.update_weights(ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 7, 0.0)), 120)
         runner.join(timeout=300)
         groups = fetch(ray_cluster, refs)
+        ray_cluster.get(replica.abort_generation.remote(7))  # late: version 7 already serves, so it cuts nothing
+        late = fetch(ray_cluster, rollout.generate(items_to_table(pool[:1]), 300))
     finally:
         rollout.shutdown()
+    assert [s.weight_version for s in late[0].samples] == [7, 7]
     assert versions == [7] and sorted(landed) == [0, 1, 2, 3]
     assert [g.prompt.id for g in groups] == [item.id for item in pool]
     assert rollout.counters["aborted"] == 4  # the 4 prompts ran as one vLLM batch: none had finished
