@@ -398,6 +398,9 @@ class RolloutGroup:
                     receipt = self._read(unit, results, on_group)
                 except RayActorError:
                     queue.extend(self._replace(unit.replica, in_flight))
+                    if stream in in_flight:  # its replica was replaced already (a weight sync or probe dropped it)
+                        queue.append(in_flight.pop(stream).unfinished())
+                        self.counters["redispatched"] += 1
                     continue
                 if receipt is not None:
                     tokens, longest = tokens + receipt["tokens"], max(longest, receipt["seconds"])
@@ -464,11 +467,12 @@ class RolloutGroup:
 
     def _next_replica(self) -> Replica | None:
         """The least busy serving replica; while replicas start in the background, only an idle one (None if none
-        is idle), so that queued units can go to a replica that joins."""
+        is idle), so that queued units can go to a replica that joins. None while there is none: another thread
+        is replacing the only one (the call's deadline bounds the wait)."""
         with self.lock:
             serving = [r for r in self.replicas if not r.draining]
             if not serving:
-                raise RuntimeError("rollout group has no serving replica")
+                return None
             best = min(serving, key=lambda r: len(r.outstanding))
             return None if self.pending and best.outstanding else best
 

@@ -196,31 +196,55 @@ def test_a_replica_lost_with_the_restart_budget_spent_fails_loudly_instead_of_sh
         rollout.shutdown()
 
 
-def test_a_weight_update_with_on_update_abort_reruns_unfinished_prompts_on_the_new_weights(ray_cluster, tiny_model,
-                                                                                          tmp_path):
-    """`rollout.on_update=abort`: an update queued behind a unit in flight cuts it short; each prompt's group lands
-    exactly once (heard by `on_group` as it lands), and the prompts cut short ran again on the new weights."""
+@pytest.fixture(scope="module")
+def long_group(ray_cluster, tiny_model, tmp_path_factory):
+    """A replica whose units run for seconds (up to 600 tokens a sample), with `rollout.on_update=abort`."""
     config = rollout_config(**{"rollout.max_new_tokens": 600, "rollout.max_model_len": 2048,
                                "rollout.on_update": "abort", "rollout.samples_per_prompt": 2})
-    rollout = RolloutGroup(tiny_model, config, SYSTEM, seed=0, cache_root=str(tmp_path))
-    pool = generate_pool(["counting"], 4, seed=3)
-    refs, landed = [], []
-    try:
-        runner = threading.Thread(target=lambda: refs.extend(
-            rollout.generate(items_to_table(pool), 300, on_group=lambda row, ref: landed.append(row))))
-        runner.start()
-        replica = rollout.replicas[0].handle
-        while not ray_cluster.get(replica.probe.remote())["generating"]:  # up to 600 tokens a sample: seconds
-            time.sleep(0.05)
-        versions, _ = rollout.update_weights(ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 7, 0.0)), 120)
-        runner.join(timeout=300)
-        groups = fetch(ray_cluster, refs)
-        ray_cluster.get(replica.abort_generation.remote(7))  # late: version 7 already serves, so it cuts nothing
-        late = fetch(ray_cluster, rollout.generate(items_to_table(pool[:1]), 300))
-    finally:
-        rollout.shutdown()
+    rollout = RolloutGroup(tiny_model, config, SYSTEM, seed=0, cache_root=str(tmp_path_factory.mktemp("long")))
+    yield rollout
+    rollout.shutdown()
+
+
+def generate_in_background(ray_cluster, rollout: RolloutGroup, pool, landed: list) -> tuple[threading.Thread, list]:
+    """Start `rollout.generate` on `pool` in a thread; return once its replica is generating."""
+    refs = []
+    runner = threading.Thread(target=lambda: refs.extend(
+        rollout.generate(items_to_table(pool), 300, on_group=lambda row, ref: landed.append(row))))
+    runner.start()
+    while not ray_cluster.get(rollout.replicas[0].handle.probe.remote())["generating"]:
+        time.sleep(0.05)
+    return runner, refs
+
+
+def test_a_weight_update_with_on_update_abort_reruns_unfinished_prompts_on_the_new_weights(ray_cluster, tiny_model,
+                                                                                          long_group):
+    """`rollout.on_update=abort`: an update queued behind a unit in flight cuts it short; each prompt's group lands
+    exactly once (heard by `on_group` as it lands), and the prompts cut short ran again on the new weights."""
+    pool, landed = generate_pool(["counting"], 4, seed=3), []
+    replica = long_group.replicas[0].handle
+    runner, refs = generate_in_background(ray_cluster, long_group, pool, landed)
+    update = ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 7, 0.0))
+    versions, _ = long_group.update_weights(update, 120)
+    runner.join(timeout=300)
+    groups = fetch(ray_cluster, refs)
+    ray_cluster.get(replica.abort_generation.remote(7))  # late: version 7 already serves, so it cuts nothing
+    late = fetch(ray_cluster, long_group.generate(items_to_table(pool[:1]), 300))
     assert [s.weight_version for s in late[0].samples] == [7, 7]
     assert versions == [7] and sorted(landed) == [0, 1, 2, 3]
     assert [g.prompt.id for g in groups] == [item.id for item in pool]
-    assert rollout.counters["aborted"] == 4  # the 4 prompts ran as one vLLM batch: none had finished
+    assert long_group.counters["aborted"] == 4  # the 4 prompts ran as one vLLM batch: none had finished
     assert {s.weight_version for g in groups for s in g.samples} == {7}
+
+
+def test_a_replica_replaced_from_outside_while_its_unit_streams_has_its_prompts_sent_again(ray_cluster, long_group):
+    """A weight sync or a probe may replace a replica while another thread's call streams from it: that call sends
+    the unit's prompts again to the successor and returns every group."""
+    pool, landed = generate_pool(["counting"], 2, seed=4), []
+    victim = long_group.replicas[0]
+    runner, refs = generate_in_background(ray_cluster, long_group, pool, landed)
+    assert long_group.replace([victim.handle]) == [victim.pid]
+    runner.join(timeout=300)
+    groups = fetch(ray_cluster, refs)
+    assert [g.prompt.id for g in groups] == [item.id for item in pool] and sorted(landed) == [0, 1]
+    assert victim.pid not in {replica.pid for replica in long_group.replicas}
