@@ -43,7 +43,7 @@ TRL_ENV = ROOT / ".cache" / "visiong1" / "trl-env"
 DEMO = "configs/demo_8domains.yaml"
 WARM_UP = 2  # steps left out of the medians (first forward passes, allocator growth)
 PROJECT_PHASES = ("generate", "reward", "train", "weight_sync", "learner_idle")
-MID_WARM_STEPS, MID_WARM_BATCH = 30, 8
+MID_WARM_STEPS, MID_WARM_BATCH = 150, 8
 
 
 def trl_environment() -> Path:

@@ -66,13 +66,22 @@ class ScriptedRollout:
     def __init__(self, script):
         self.script = list(script)
         self.batches = 0
+        self.accuracies = []
 
-    def generate(self, prompts, timeout_s, greedy=False, samples=None):
+    def generate(self, prompts, timeout_s, greedy=False, samples=None, on_group=None):
+        """One stand-in group ref per prompt, each handed to `on_group` as it "lands"."""
         self.batches += 1
-        return [f"shard-{self.batches}"]
+        self.accuracies = self.script.pop(0)
+        refs = [f"group-{self.batches}-{row}" for row in range(prompts.num_rows)]
+        for row, ref in enumerate(refs):
+            on_group(row, ref)
+        return refs
 
-    def async_score(self, shard_refs, training=None):
-        return [[GroupScores(f"p{i}", acc, acc, ["x"] * len(acc), 0) for i, acc in enumerate(self.script.pop(0))]]
+    def async_score(self, group_refs, training=None):
+        (ref,) = group_refs
+        row = int(ref.rsplit("-", 1)[1])
+        accuracy = self.accuracies[row]
+        return [[GroupScores(f"p{row}", accuracy, accuracy, ["x"] * len(accuracy), 0)]]
 
 
 @pytest.fixture
