@@ -195,6 +195,7 @@ def test_created_run_inherits_the_server_config_and_shares_its_store(api, store_
     ({"overrides": ["round.steps"]}, "not of the form dotted.key=value"),
     ({"overrides": [" =[[["]}, "override ' =[[[': the key is blank"),
     ({"overrides": ["round.steps=[1"]}, "override round.steps: value is not valid YAML"),
+    ({"overrides": ["0.0=None"]}, "0.0: Extra inputs are not permitted"),  # names the key, not its section
     ({"config": {"round": 3}}, "round: Input should be a valid dictionary"),
 ])
 def test_invalid_configs_are_refused_with_the_field_path(api, body, path):
@@ -253,6 +254,18 @@ def test_cancelled_run_takes_no_rounds_and_no_scaling(api):
 
 
 # Rounds ------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, path", [
+    ({"selection.b=1": {"\u0006": ""}}, "selection.b=1: Extra inputs are not permitted"),  # set as given, never parsed
+    ({"selection.pass_rate_low": "\U0001f600"}, "selection.pass_rate_low: Input should be a valid number"),
+])
+def test_round_overrides_are_set_as_given_and_refused_naming_the_key(api, overrides, path):
+    run_id = api.run_in_store(rounds=1)
+    api.finish_round(run_id)
+    response = post(api, f"/v1/runs/{run_id}/rounds", {"overrides": overrides})
+    assert response.status_code == 422, response.text
+    assert path in response.json()["detail"]
+
 
 def test_round_lifecycle(api):
     run_id = api.run_in_store(rounds=1)

@@ -705,14 +705,19 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {override!r} is not of the form dotted.key=value")
+    set_dotted(tree, key, yaml.safe_load(raw) if raw else "")
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set `tree[a][b][c] = value` for the dotted `key` "a.b.c", creating sections on the way."""
     *parents, leaf = key.split(".")
     node = tree
     for part in parents:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
+            raise ConfigError(f"override {key}: {part!r} is a value, not a section")
         node = child
-    node[leaf] = yaml.safe_load(raw) if raw else ""
+    node[leaf] = copy.deepcopy(value)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -726,16 +731,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return load_config_tree(tree, overrides, source=str(path) if path else "")
 
 
-def load_config_tree(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "") -> RunConfig:
-    """Validate a config tree after applying dotted overrides (the tree is copied, not modified)."""
+def load_config_tree(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "",
+                     keys: tuple[str, ...] = ()) -> RunConfig:
+    """Validate a config tree after applying dotted overrides (the tree is copied, not modified). An error at a
+    section that an override's key, or one of `keys` (dotted keys applied before), runs through is named by that
+    key (`0.0=x` makes an unknown section `0`: the error names `0.0`)."""
     tree = copy.deepcopy(tree)
     for override in overrides:
         apply_override(tree, override)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as error:
-        lines = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()]
+        named = (*keys, *(override.partition("=")[0] for override in overrides))
+        lines = [f"{_error_field(e['loc'], named)}: {e['msg']}" for e in error.errors()]
         raise ConfigError(f"invalid config{f' {source}' if source else ''}:\n  " + "\n  ".join(lines)) from None
+
+
+def _error_field(loc: tuple, keys: tuple[str, ...]) -> str:
+    path = ".".join(str(part) for part in loc) or "<root>"
+    return next((key for key in keys if key.startswith(path + ".")), path)
 
 
 def write_resolved(config: RunConfig, run_dir: Path) -> Path:
@@ -747,10 +761,13 @@ def write_resolved(config: RunConfig, run_dir: Path) -> Path:
 
 
 def with_overrides(config: RunConfig, overrides: dict) -> RunConfig:
-    """The config with a round's dotted overrides applied (values as JSON, which YAML reads)."""
+    """The config with a round's dotted overrides (JSON values) applied."""
     if not overrides:
         return config
-    return load_config_tree(config.model_dump(mode="json"), [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    tree = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        set_dotted(tree, key, value)
+    return load_config_tree(tree, keys=tuple(overrides))
 
 
 def absolute_paths(config: RunConfig) -> RunConfig:

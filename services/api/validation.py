@@ -9,7 +9,6 @@ commit to the store this server reads.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from visiong1.config import ConfigError, RunConfig, apply_override, load_config_tree
+from visiong1.config import ConfigError, RunConfig, apply_override, load_config_tree, set_dotted
 
 SERVER_OWNED = ("output_dir", "store", "api", "ray")
 
@@ -44,7 +43,8 @@ def build_run_config(server: RunConfig, tree: dict[str, Any], overrides: list[st
     merged = _merge(server.model_dump(mode="json"), tree)
     for override in overrides:
         _override(merged, override)
-    config = load_config_tree(merged)  # typed checks first: unknown fields, types, ranges
+    # typed checks first: unknown fields, types, ranges
+    config = load_config_tree(merged, keys=tuple(override.partition("=")[0] for override in overrides))
     problems = _beyond_the_model(config)
     served = server.model_dump(mode="json")
     resolved = config.model_dump(mode="json")
@@ -84,8 +84,8 @@ def round_config(run_config: dict[str, Any], overrides: dict[str, Any]) -> RunCo
             f"{key}: a round may override only {allowed}" for key in bad))
     tree = copy.deepcopy(run_config)
     for key, value in overrides.items():
-        apply_override(tree, f"{key}={json.dumps(value)}")  # JSON is YAML: the value keeps its type
-    config = load_config_tree(tree)
+        set_dotted(tree, key, value)
+    config = load_config_tree(tree, keys=tuple(overrides))
     problems = _beyond_the_model(config)
     if problems:
         raise ConfigError("invalid round overrides:\n  " + "\n  ".join(problems))
