@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from visiong1.config import ConfigError, RunConfig, apply_override, load_config_tree, set_dotted
+from visiong1.config import ConfigError, RunConfig, apply_override, load_config_tree, with_overrides
 
 SERVER_OWNED = ("output_dir", "store", "api", "ray")
 
@@ -82,10 +82,7 @@ def round_config(run_config: dict[str, Any], overrides: dict[str, Any]) -> RunCo
         allowed = ", ".join(ROUND_OVERRIDE_KEYS + tuple(p + "*" for p in ROUND_OVERRIDE_PREFIXES))
         raise ConfigError("invalid round overrides:\n  " + "\n  ".join(
             f"{key}: a round may override only {allowed}" for key in bad))
-    tree = copy.deepcopy(run_config)
-    for key, value in overrides.items():
-        set_dotted(tree, key, value)
-    config = load_config_tree(tree, keys=tuple(overrides))
+    config = with_overrides(load_config_tree(run_config), overrides)  # as the coordinator applies them
     problems = _beyond_the_model(config)
     if problems:
         raise ConfigError("invalid round overrides:\n  " + "\n  ".join(problems))
