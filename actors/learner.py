@@ -86,6 +86,12 @@ class LearnerWorker:
 
         self.sync_groups[key] = open_group(host, port, 0, world, timeout_s)
 
+    def leave_sync_groups(self, keys: list[str]) -> None:
+        """Rank 0: discard the weight sync groups `keys` (their replicas are gone; a gloo group closes its
+        connections when dropped)."""
+        for key in keys:
+            self.sync_groups.pop(key, None)
+
     def send_weights(self, keys: list[str], plan) -> dict:
         """Collective over the learner ranks: gather bucket by bucket; rank 0 broadcasts each bucket into the
         groups `keys`. A group whose broadcast fails (its replica died, or stopped answering for the group's

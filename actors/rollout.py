@@ -79,6 +79,9 @@ class RolloutWorker:
         pid and `aborted`, the rows not generated because a weight update asked to abort (`abort_generation`).
         `greedy` samples one answer per prompt (evaluation); `samples` overrides the group size."""
         crash_once("generate")
+        if self.engine.weight_version is None:
+            raise RuntimeError("this replica holds a partly received weight version (a sync failed part-way); "
+                               "it must be replaced, not served")
         started = time.perf_counter()
         params = dataclasses.replace(self.params, n=samples) if samples else self.params
         params = dataclasses.replace(params, n=1, greedy=True) if greedy else params
@@ -140,21 +143,18 @@ class RolloutWorker:
         """Receive `version` bucket by bucket over the sync group (collective transport); returns the version now
         served. vLLM's workers stream the buckets into the model; the transformers engine loads them at the end."""
         if self.engine_kind == "vllm":
-            self.engine.receive_weights(plan, version)
+            self.engine.receive_weights(plan, version, self.sync_fault)
         else:
-            from actors.weight_sync import receive_state_dict
+            from actors.weight_sync import fault_after_bucket, receive_state_dict
 
-            self.engine.load_weights(receive_state_dict(self.sync_group, plan, self._sync_fault), version)
+            received = receive_state_dict(self.sync_group, plan, fault_after_bucket(self.sync_fault))
+            self.engine.load_weights(received, version)
         return self._serving(version)
 
     def inject_sync_fault(self, after_bucket: int, signal_number: int) -> None:
-        """Fault-test hook (transformers engine): this process sends itself `signal_number` (SIGKILL, SIGSTOP) once
-        it has received bucket `after_bucket` of its next collective sync."""
+        """Fault-test hook: this replica sends itself `signal_number` (SIGKILL, SIGSTOP) once it has received
+        bucket `after_bucket` of its next collective sync (on vLLM, from inside the engine's worker)."""
         self.sync_fault = (after_bucket, signal_number)
-
-    def _sync_fault(self, index: int) -> None:
-        if self.sync_fault is not None and self.sync_fault[0] == index:
-            os.kill(os.getpid(), self.sync_fault[1])
 
     def raw_generate_rate(self, prompts: pa.Table, repeats: int) -> float:
         """Benchmark baseline (vLLM engine): tokens/s of the bare `LLM.generate` on these prompts (median of
@@ -173,10 +173,10 @@ class RolloutWorker:
 
 
 def _answers(probe_ref) -> bool:
-    """Whether a finished probe returned (a dead replica's probe finishes with an actor error)."""
+    """Whether a finished probe returned a whole weight version (a dead replica's probe finishes with an actor
+    error; one whose sync failed part-way reports version None)."""
     try:
-        ray.get(probe_ref)
-        return True
+        return ray.get(probe_ref)["version"] is not None
     except RayActorError:
         return False
 

@@ -48,12 +48,13 @@ class WeightSyncExtension:
 
         self.sync_group = open_group(host, port, 1 + self.rank, world, timeout_s)
 
-    def receive_policy_weights(self, plan) -> int:
-        """Stream the plan's buckets from the sync group straight into the model (one bucket alive at a time)."""
-        from actors.weight_sync import post_broadcast_receive
+    def receive_policy_weights(self, plan, fault: tuple[int, int] | None = None) -> int:
+        """Stream the plan's buckets from the sync group straight into the model (one bucket alive at a time);
+        `fault` is the fault-test hook of `actors.weight_sync.fault_after_bucket`."""
+        from actors.weight_sync import fault_after_bucket, post_broadcast_receive
         from visiong1.training.weight_buckets import receive_buckets
 
-        weights = receive_buckets(plan, post_broadcast_receive(self.sync_group), self.device)
+        weights = receive_buckets(plan, post_broadcast_receive(self.sync_group), self.device, fault_after_bucket(fault))
         self.reload_weights(weights_iterator=weights)
         repack_tied_layers(self.model_runner.get_model())
         return sum(len(bucket) for bucket in plan.buckets)
@@ -176,9 +177,15 @@ class VLLMEngine:
     def join_sync_group(self, host: str, port: int, world: int, timeout_s: float) -> None:
         self.llm.collective_rpc("join_sync_group", args=(host, port, world, timeout_s))
 
-    def receive_weights(self, plan, version: int) -> None:
-        """Receive `version` over the weight sync group, then drop the caches built with the old weights."""
-        self.llm.collective_rpc("receive_policy_weights", args=(plan,))
+    def receive_weights(self, plan, version: int, fault: tuple[int, int] | None = None) -> None:
+        """Receive `version` over the weight sync group, then drop the caches built with the old weights. The
+        buckets stream into the model, so a receive that fails part-way leaves a mix of versions: `weight_version`
+        is then None, and the replica must not serve."""
+        try:
+            self.llm.collective_rpc("receive_policy_weights", args=(plan, fault))
+        except BaseException:
+            self.weight_version = None
+            raise
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
         self.weight_version = version

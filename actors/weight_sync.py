@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from typing import Callable
 
@@ -42,6 +43,15 @@ def broadcast_from_first(group):
 def post_broadcast_receive(group):
     """The receiver's callback for `receive_buckets`: the broadcast from rank 0 posted, not waited for."""
     return lambda buffer: group.broadcast(buffer, 0)
+
+
+def fault_after_bucket(fault: tuple[int, int] | None) -> Callable[[int], None]:
+    """Fault-test hook for a receiver: with `fault = (bucket, signal)` this process sends itself `signal` (SIGKILL,
+    SIGSTOP) once it has received that bucket of a sync; None does nothing."""
+    def on_bucket(index: int) -> None:
+        if fault is not None and fault[0] == index:
+            os.kill(os.getpid(), fault[1])
+    return on_bucket
 
 
 def receive_state_dict(group, plan, on_bucket: Callable[[int], None] = lambda index: None) -> dict:
@@ -109,7 +119,7 @@ class CollectiveWeightSync:
         self.learner, self.rollout, self.timeout_s, self.on_drop = learner, rollout, timeout_s, on_drop
         plan = learner.ranks[0].weight_plan.remote(int(bucket_mb * 2**20))
         self.plan = get_within(plan, timeout_s, "weight sync plan")
-        self.connected: set[str] = set()  # replica actor ids; each names its group on learner rank 0
+        self.connected: dict[str, str] = {}  # actor id (its group's name on learner rank 0) -> "rollout"|"influence"
         self.last = {}  # learner rank 0's SendCounters of the newest push
         self.version = 0  # the replicas start from the learners' version 0 (the same checkpoint)
         self.dropped: list[int] = []  # PIDs of the replicas the newest push dropped and replaced
@@ -118,7 +128,9 @@ class CollectiveWeightSync:
     def push(self, version: int, timeout_s: float) -> list[int]:
         """Send the learners' weights (`version`) to every current replica; returns the versions they report."""
         self.version, started = version, time.perf_counter()
-        versions = self._send(self.rollout.actors(), version, timeout_s)
+        handles = self.rollout.actors()
+        self._release_missing("rollout", handles)
+        versions = self._send(handles, version, timeout_s)
         tags = {"transport": "collective"}
         metric("visiong1_weight_sync_seconds").observe(time.perf_counter() - started, tags=tags)
         if self.last.get("bytes"):
@@ -136,17 +148,30 @@ class CollectiveWeightSync:
     def load_into(self, handles: list) -> list[int]:
         """Send the newest pushed version to other actors over their own groups (the influence workers); raises
         if one of them does not receive it."""
-        return self._send(handles, self.version, self.timeout_s, replace=False)
+        self._release_missing("influence", handles)
+        return self._send(handles, self.version, self.timeout_s, audience="influence")
 
     def _catch_up(self, handle) -> None:
         if self.version:
             self._send([handle], self.version, self.timeout_s)
 
-    def _send(self, handles: list, version: int, timeout_s: float, replace: bool = True) -> list[int]:
+    def _release_missing(self, audience: str, handles: list) -> None:
+        """Discard the groups of `audience` actors no longer among `handles` (replaced outside a sync, e.g. by a
+        health probe, or scaled away), so learner rank 0 does not keep their sockets for the rest of the run."""
+        current = {handle._actor_id.hex() for handle in handles}
+        self._release([key for key, who in self.connected.items() if who == audience and key not in current])
+
+    def _release(self, keys: list[str]) -> None:
+        if keys:
+            get_within(self.learner.ranks[0].leave_sync_groups.remote(keys), self.timeout_s, "weight sync groups")
+            for key in keys:
+                self.connected.pop(key, None)
+
+    def _send(self, handles: list, version: int, timeout_s: float, audience: str = "rollout") -> list[int]:
         """Broadcast `version` to `handles`; a replica whose group broke or that did not confirm within the sync
-        timeout is dropped from this sync, quarantined and replaced (its successor catches up before serving), or,
-        without `replace`, the sync fails naming it. Returns the versions the actors now hold."""
-        keys = [self._connect(handle) for handle in handles]
+        timeout is dropped from this sync, quarantined and replaced (its successor catches up before serving); for
+        other audiences (influence workers) the sync fails naming them. Returns the versions the actors now hold."""
+        keys = [self._connect(handle, audience) for handle in handles]
         receipts = [handle.receive_weights.remote(self.plan, version) for handle in handles]
         self.rollout.abort_for_update(handles, version)  # no-op for actors outside the group (influence workers)
         sends = [rank.send_weights.remote(keys, self.plan) for rank in self.learner.ranks]
@@ -154,9 +179,8 @@ class CollectiveWeightSync:
         live = [ref for ref, key in zip(receipts, keys) if key not in self.last["failed"]]
         confirmed, _ = ray.wait(live, num_returns=len(live), timeout=self.timeout_s)
         dropped = [handle for handle, ref in zip(handles, receipts) if ref not in confirmed or not _ok(ref)]
-        for handle in dropped:
-            self.connected.discard(handle._actor_id.hex())
-        if dropped and not replace:
+        self._release([handle._actor_id.hex() for handle in dropped])
+        if dropped and audience != "rollout":
             raise RuntimeError(f"{len(dropped)} of {len(handles)} actors did not receive weight version {version}: "
                                f"{self.last['failed'] or 'no confirmation within the sync timeout'}")
         self.dropped = self.rollout.replace(dropped) if dropped else []
@@ -164,7 +188,7 @@ class CollectiveWeightSync:
             self.on_drop(pid)
         return [version] * len(handles)  # the survivors confirmed it, the successors caught up to it
 
-    def _connect(self, handle) -> str:
+    def _connect(self, handle, audience: str) -> str:
         """The key of `handle`'s group on learner rank 0, forming the group on first use."""
         actor = handle._actor_id.hex()
         if actor not in self.connected:
@@ -173,5 +197,5 @@ class CollectiveWeightSync:
             joins = [self.learner.ranks[0].join_sync_group.remote(actor, host, port, world, self.timeout_s),
                      handle.join_sync_group.remote(host, port, world, self.timeout_s)]
             get_within(joins, self.timeout_s, f"weight sync group with replica {actor[:8]}")
-            self.connected.add(actor)
+            self.connected[actor] = audience
         return actor

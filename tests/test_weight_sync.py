@@ -1,7 +1,10 @@
 """The collective weight sync: two FSDP2 learner ranks gather their trained weights bucket by bucket and rank 0
 broadcasts each bucket over a process group per replica; the replica then samples with logprobs within 1e-4 of the
 learner's own recomputation, the sender never holds more than two buckets of gathered weights, and later syncs
-reuse the group with the learners' processes unchanged."""
+reuse the group with the learners' processes unchanged.
+
+The learner ranks and the replicas run on two nodes of their own (`ray.cluster_utils.Cluster` nodes joined to the
+session's cluster, offering `learner_node` and `rollout_node`), so every group spans nodes."""
 
 import os
 import signal
@@ -19,81 +22,143 @@ from tests.test_learner import batches, config, train  # noqa: F401  (batches is
 from tests.test_model_families import learner_gap
 from tests.test_rollout import SYSTEM, fetch, rollout_config
 from visiong1.data.synthetic import generate_pool
-from visiong1.engines.hf import HFEngine
+from visiong1.engines.hf import HFEngine, SamplingParams
 from visiong1.types import items_to_table
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not vllm_importable(), reason="vLLM is not installed (pip install -e .[cpu-vllm])")]
 
 
+@pytest.fixture(scope="module")
+def role_nodes(ray_cluster):
+    """Two more nodes of the session's cluster, one per role, removed (their processes killed) at the end. The
+    `Cluster` is given the session's head node instead of starting its own: ray.init already started it."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster()
+    cluster.head_node = ray_cluster._private.worker.global_worker.node
+    cluster.redis_address = cluster.head_node.redis_address
+    nodes = [cluster.add_node(num_cpus=2, resources={"learner_node": 2}, object_store_memory=256 * 2**20),
+             cluster.add_node(num_cpus=4, resources={"rollout_node": 4}, object_store_memory=256 * 2**20)]
+    yield {"head": cluster.head_node.node_id, "learner": nodes[0].node_id, "rollout": nodes[1].node_id}
+    for node in nodes:
+        cluster.remove_node(node)
+
+
+@pytest.fixture(scope="module")
+def learner(role_nodes, tiny_model):
+    """Two FSDP2 learner ranks on the learner node, shared by the module's tests (each trains them a step more):
+    like a run's learners, they outlive every replica and group."""
+    group = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2, node_resource="learner_node"), temperature=1.0)
+    yield group
+    group.shutdown()
+
+
 @contextmanager
-def learners_and_replicas(tiny_model: str, tmp_path, engine: str = "hf", replicas: int = 1):
-    """Two FSDP2 learner ranks and a rollout group synced collectively, shut down on exit."""
-    learner = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2), temperature=1.0)
+def replicas_of(tiny_model: str, tmp_path, engine: str = "hf", replicas: int = 1):
+    """A rollout group on the rollout node, synced collectively; shut down on exit."""
     settings = rollout_config(**{"rollout.engine": engine, "rollout.replicas": replicas,
-                                 "rollout.weight_sync": "collective"})
+                                 "rollout.weight_sync": "collective", "rollout.node_resource": "rollout_node"})
     rollout = RolloutGroup(tiny_model, settings, SYSTEM, seed=0, cache_root=str(tmp_path))
     try:
-        yield learner, rollout
+        yield rollout
     finally:
         rollout.shutdown()
-        learner.shutdown()
+
+
+def current_node(worker) -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def nodes_of(ray_cluster, handles: list) -> set[str]:
+    """The node ids the actors behind `handles` run on."""
+    return set(ray_cluster.get([handle.__ray_call__.remote(current_node) for handle in handles]))
 
 
 def learner_pids(ray_cluster, learner: LearnerGroup) -> list[int]:
     return ray_cluster.get([rank.__ray_call__.remote(lambda worker: os.getpid()) for rank in learner.ranks])
 
 
-@pytest.mark.parametrize("engine", ["vllm", "hf"])
-def test_a_collective_sync_puts_the_learners_weights_into_the_replica(ray_cluster, tiny_model, batches,  # noqa: F811
-                                                                      tmp_path, engine):
-    with learners_and_replicas(tiny_model, tmp_path, engine) as (learner, rollout):
+def test_a_collective_sync_puts_the_learners_weights_into_the_replica(ray_cluster, role_nodes, learner, tiny_model,
+                                                                      batches, tmp_path):  # noqa: F811
+    """After each sync the replica (on another node than the learners) answers greedily token for token as the
+    learners' weights do, and its sampled logprobs are within 1e-4 of the learner's recomputation."""
+    with replicas_of(tiny_model, tmp_path, "vllm") as rollout:
+        assert nodes_of(ray_cluster, learner.ranks) == {role_nodes["learner"]}
+        assert nodes_of(ray_cluster, rollout.actors()) == {role_nodes["rollout"]}
         sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=60)
-        items = items_to_table(generate_pool(["counting"], 3, seed=4))
+        items = generate_pool(["counting"], 3, seed=4)
         for version in (1, 2):
             train(ray_cluster, learner, batches[version - 1:version])
             assert sync.push(version, timeout_s=120) == [version]
             reference = HFEngine(tiny_model, SYSTEM)
             reference.load_weights(ray_cluster.get(ray_cluster.get(learner.async_export_weights()).tensors), version)
-            groups = fetch(ray_cluster, rollout.generate(items, 120))
+            groups = fetch(ray_cluster, rollout.generate(items_to_table(items), 120))
             assert {sample.weight_version for group in groups for sample in group.samples} == {version}
             assert learner_gap(reference, groups) <= 1e-4
+            greedy = fetch(ray_cluster, rollout.generate(items_to_table(items), 120, greedy=True))
+            expected = reference.generate(items, SamplingParams(max_new_tokens=8, greedy=True))
+            assert [g.samples[0].token_ids for g in greedy] == [g.samples[0].token_ids for g in expected]
         plan, sent = sync.plan, sync.last
         assert sent["buckets"] == len(plan.buckets) > 2 and sent["bytes"] == plan.nbytes
         assert sent["peak_alive_bytes"] <= 2 * (1 << 19)  # a bucket being filled and one gathered tensor
-        assert len(sync.connected) == 1  # the second sync reused the replica's group
+        assert list(sync.connected) == [rollout.actors()[0]._actor_id.hex()]  # the second sync reused the group
         assert learner_pids(ray_cluster, learner) == learner.pids  # their processes and own group are untouched
 
 
-@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
-def test_a_replica_lost_in_the_middle_of_a_sync_is_dropped_and_replaced(ray_cluster, tiny_model, batches,  # noqa: F811
-                                                                        tmp_path, fault):
-    """One of two replicas gets the signal after receiving bucket 1 of 4: the learners drop its group (at once for a
-    dead peer, after the group's 8 s timeout for a stopped one) and finish the sync to the other; it is replaced by a
-    successor that catches up before serving; every sample after the sync is of the new version."""
-    with learners_and_replicas(tiny_model, tmp_path, "hf", replicas=2) as (learner, rollout):
+def test_replicas_killed_or_stopped_in_the_middle_of_a_sync_are_dropped_and_replaced(
+        ray_cluster, role_nodes, learner, tiny_model, batches, tmp_path):  # noqa: F811
+    """Of three vLLM replicas, one is SIGKILLed and one SIGSTOPped (each from inside its engine's worker) after
+    receiving bucket 1 of 4: the learners drop their groups (at once for the dead peer, after the group's 5 s
+    timeout for the stopped one) and finish the sync to the third; both are replaced by successors that catch up
+    before serving; every sample after the sync is of the new version; learner rank 0 keeps no group of a victim."""
+    with replicas_of(tiny_model, tmp_path, "vllm", replicas=3) as rollout:
         dropped = []
-        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=8, on_drop=dropped.append)
+        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=5, on_drop=dropped.append)
         assert len(sync.plan.buckets) == 4
-        victim = rollout.replicas[0]
+        victims = rollout.replicas[:2]
         train(ray_cluster, learner, batches[:1])
-        ray_cluster.get(victim.handle.inject_sync_fault.remote(1, fault))
-        assert sync.push(1, timeout_s=120) == [1, 1]
-        assert dropped == [victim.pid] and rollout.size() == 2
-        assert victim.pid not in {replica.pid for replica in rollout.replicas}
-        groups = fetch(ray_cluster, rollout.generate(items_to_table(generate_pool(["counting"], 4, seed=6)), 120))
+        for victim, fault in zip(victims, (signal.SIGKILL, signal.SIGSTOP)):
+            ray_cluster.get(victim.handle.inject_sync_fault.remote(1, fault))
+        victim_keys = {victim.handle._actor_id.hex() for victim in victims}
+        assert sync.push(1, timeout_s=120) == [1, 1, 1]
+        assert sorted(dropped) == sorted(victim.pid for victim in victims) and rollout.size() == 3
+        assert not {victim.pid for victim in victims} & {replica.pid for replica in rollout.replicas}
+        groups = fetch(ray_cluster, rollout.generate(items_to_table(generate_pool(["counting"], 6, seed=6)), 120))
         assert {sample.weight_version for group in groups for sample in group.samples} == {1}
         assert learner_pids(ray_cluster, learner) == learner.pids
+        serving = {handle._actor_id.hex() for handle in rollout.actors()}
+        assert set(sync.connected) == serving and serving <= held_groups(ray_cluster, learner)
+        assert not victim_keys & held_groups(ray_cluster, learner)
 
 
-def test_the_health_probe_answers_while_a_replica_waits_in_a_sync(ray_cluster, tiny_model, batches,  # noqa: F811
-                                                                  tmp_path):
-    """A replica blocked receiving a sync still answers its health probe (its own concurrency group), so a probe at
-    that moment neither waits behind the sync nor marks the replica dead; the sync then completes."""
-    with learners_and_replicas(tiny_model, tmp_path, "hf") as (learner, rollout):
-        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=30)
-        handle = rollout.replicas[0].handle
-        key = sync._connect(handle)
+def held_groups(ray_cluster, learner: LearnerGroup) -> set[str]:
+    """The weight sync groups learner rank 0 holds, by replica actor id."""
+    return set(ray_cluster.get(learner.ranks[0].__ray_call__.remote(lambda worker: list(worker.sync_groups))))
+
+
+def send_first_bucket_only(key: str, plan):
+    """Run on learner rank 0: a sync into group `key` that stops after its first bucket (zeros), as a sender that
+    died there would."""
+    def send(worker) -> None:
+        import torch
+
+        worker.sync_groups[key].broadcast(torch.zeros(plan.bucket_numel(0), dtype=plan.torch_dtype), 0).wait()
+    return send
+
+
+def test_the_health_probe_answers_during_a_sync_and_a_part_received_version_is_never_served(
+        ray_cluster, role_nodes, learner, tiny_model, batches, tmp_path):  # noqa: F811
+    """A vLLM replica blocked receiving a sync still answers its health probe (its own concurrency group), so a
+    probe at that moment neither waits behind the sync nor marks the replica dead; the sync then completes. A sync
+    that stops after its first bucket leaves the streamed-into model a mix of versions: the replica then reports
+    no version, refuses to generate, and the next health check replaces it."""
+    with replicas_of(tiny_model, tmp_path, "vllm") as rollout:
+        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=6)
+        handle, pid = rollout.replicas[0].handle, rollout.replicas[0].pid
+        key = sync._connect(handle, "rollout")
         receipt = handle.receive_weights.remote(sync.plan, 1)  # waits for buckets nobody sends yet
         time.sleep(1.0)
         assert ray_cluster.get(handle.probe.remote(), timeout=5)["version"] == 0
@@ -102,12 +167,21 @@ def test_the_health_probe_answers_while_a_replica_waits_in_a_sync(ray_cluster, t
         assert ray_cluster.get(receipt, timeout=60) == 1
         assert ray_cluster.get(handle.probe.remote(), timeout=5)["version"] == 1
 
+        receipt = handle.receive_weights.remote(sync.plan, 2)
+        ray_cluster.get(learner.ranks[0].__ray_call__.remote(send_first_bucket_only(key, sync.plan)), timeout=30)
+        with pytest.raises(ray_cluster.exceptions.RayTaskError):
+            ray_cluster.get(receipt, timeout=60)  # its group timed out waiting for bucket 1
+        assert ray_cluster.get(handle.probe.remote(), timeout=5)["version"] is None
+        with pytest.raises(ray_cluster.exceptions.RayTaskError, match="partly received"):
+            ray_cluster.get(next(handle.generate.remote(items_to_table(generate_pool(["counting"], 1, seed=3)))))
+        assert rollout.check_health() == [pid] and rollout.size() == 1
 
-def test_scaling_during_a_stream_under_the_collective_sync_serves_no_stale_version(ray_cluster, tiny_model,
-                                                                                    batches, tmp_path):  # noqa: F811
+
+def test_scaling_during_a_stream_under_the_collective_sync_serves_no_stale_version(
+        ray_cluster, role_nodes, learner, tiny_model, batches, tmp_path):  # noqa: F811
     """1 -> 2 -> 1 replicas while requests stream: the replica added after a sync joins with the current version
     (its own new group; the learners untouched), nothing is lost, and nothing after the sync is of an old version."""
-    with learners_and_replicas(tiny_model, tmp_path, "hf") as (learner, rollout):
+    with replicas_of(tiny_model, tmp_path, "hf") as rollout:
         items = items_to_table(generate_pool(["counting"], 6, seed=5))
         finished, errors, synced, shrunk = [], [], threading.Event(), threading.Event()
 
@@ -141,14 +215,14 @@ def test_scaling_during_a_stream_under_the_collective_sync_serves_no_stale_versi
         assert learner_pids(ray_cluster, learner) == learner.pids
 
 
-def test_the_influence_pool_receives_the_policy_through_the_same_transport(ray_cluster, tiny_model, batches,  # noqa: F811
-                                                                           tmp_path):
+def test_the_influence_pool_receives_the_policy_through_the_same_transport(
+        ray_cluster, role_nodes, learner, tiny_model, batches, tmp_path):  # noqa: F811
     import torch
 
     from actors.influence import InfluencePool
     from visiong1.config import load_config
 
-    with learners_and_replicas(tiny_model, tmp_path, "hf") as (learner, rollout):
+    with replicas_of(tiny_model, tmp_path, "hf") as rollout:
         influence = load_config(None, ["selection.influence.workers=1", "selection.influence.num_cpus=0.5"])
         pool = InfluencePool(tiny_model, influence.selection.influence, SYSTEM, temperature=1.0)
         try:
