@@ -101,7 +101,7 @@ def run_model(label: str, model_path: str, bucket_mb: float, repeats: int) -> di
         rollout = RolloutGroup(model_path, config.rollout, SYSTEM, seed=0, cache_root=cache)
         try:
             collective = CollectiveWeightSync(learner, rollout, bucket_mb, timeout_s=600)
-            syncs = {"object_store": ObjectStoreWeightSync(learner, rollout), "collective": collective}
+            syncs = {"object_store": ObjectStoreWeightSync(learner, rollout, timeout_s=600), "collective": collective}
             one, version = measure(1, syncs, repeats, 0)
             rollout.scale(2)
             two, _ = measure(2, syncs, repeats, version)

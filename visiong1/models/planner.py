@@ -201,17 +201,30 @@ def _logits_bytes(learner, tokens: int, vocab: int) -> int:
 
 
 def rollout_replica(config: RunConfig, shape: ModelShape, gpu_memory: int | None) -> RoleMemory:
-    """One rollout replica per GPU of its tensor-parallel group: weights and KV cache within its share."""
+    """One rollout replica per GPU of its tensor-parallel group: weights and KV cache within vLLM's share, and the
+    collective weight sync's receive buffers, allocated beside that share."""
     rollout = config.rollout
     gpu = rollout.num_gpus > 0
     weights = (2 if gpu else 4) * shape.parameters // rollout.tensor_parallel_size
+    buffers = _receive_buffers_bytes(config, shape, 2 if gpu else 4)
+    share = rollout.gpu_memory_utilization if gpu else 1.0
     if gpu and gpu_memory is not None:
         reserved = int(rollout.gpu_memory_utilization * gpu_memory)
         kv = max(reserved - weights, shape.kv_bytes_per_token * rollout.max_model_len // rollout.tensor_parallel_size)
+        share = min(1.0, share + buffers / gpu_memory)
     else:
         kv = shape.kv_bytes_per_token * rollout.max_model_len
     return RoleMemory("rollout replica (per GPU)", "gpu" if gpu else "cpu", most_replicas(rollout),
-                      {"weights": weights, "kv cache": kv}, share=rollout.gpu_memory_utilization if gpu else 1.0)
+                      {"weights": weights, "kv cache": kv, "weight sync buffers": buffers}, share=share)
+
+
+def _receive_buffers_bytes(config: RunConfig, shape: ModelShape, rollout_bytes: int) -> int:
+    """A replica's receive buffers in the collective weight sync: the bucket being loaded and the next one
+    arriving, one of them the embedding when it is larger than a bucket (it travels alone)."""
+    if config.rollout.weight_sync != "collective":
+        return 0
+    bucket = int(config.rollout.weight_sync_bucket_mb * 2**20)
+    return max(2 * bucket, shape.vocab * shape.hidden * rollout_bytes + bucket)
 
 
 def most_replicas(rollout) -> int:

@@ -58,38 +58,6 @@ def plan_buckets(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, bucket_
     return BucketPlan(str(dtype).removeprefix("torch."), tuple(buckets))
 
 
-class FlatBuffers:
-    """Flat bucket buffers of one dtype and device, reused once nothing else references them. On CPU every large
-    allocation is fresh pages, and faulting them in while gloo writes them made a transfer 3-4x slower than into
-    a reused buffer (measured here); on a GPU the caching allocator already reuses memory, so there each call
-    allocates. At most `keep` buffers are held; a free one too small for a request is let go."""
-
-    def __init__(self, dtype: torch.dtype, device: torch.device, keep: int = 2):
-        self.dtype, self.device, self.keep, self.held = dtype, device, keep, []
-
-    def take(self, numel: int) -> torch.Tensor:
-        """A flat tensor of `numel` elements (a prefix of a held buffer when one is large enough and free)."""
-        if self.device.type == "cpu":
-            for base in self.held:
-                if base.numel() >= numel and _unreferenced(base):
-                    return base[:numel]
-        base = torch.empty(numel, dtype=self.dtype, device=self.device)
-        if self.device.type == "cpu":
-            busy = [held for held in self.held if not _unreferenced(held)]  # free ones here were too small
-            self.held = (busy + [base])[-self.keep:]
-        return base[:numel]
-
-    def bytes_held(self) -> int:
-        return sum(base.numel() for base in self.held) * self.dtype.itemsize
-
-
-def _unreferenced(base: torch.Tensor) -> bool:
-    """Whether only `base` itself uses its storage: no view of it (handed to a loader that may still hold it, as
-    vLLM's layerwise reload does until a layer's weights are complete) is alive. The count includes the temporary
-    storage object made to ask."""
-    return torch._C._storage_Use_Count(base.untyped_storage()._cdata) <= 2
-
-
 @dataclass
 class SendCounters:
     """What one send moved: buckets, bytes (per destination), the most gathered tensor bytes alive at once on this
@@ -107,14 +75,14 @@ def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch
     """Gather `model`'s parameters bucket by bucket and `send` each filled flat buffer on `device` (only the
     sending rank passes `send`; every FSDP2 rank calls this, in the same order, since gathering a shard is a
     collective)."""
-    counters, buffers = SendCounters(), FlatBuffers(plan.torch_dtype, device, keep=1)
+    counters = SendCounters()
     for index, bucket in enumerate(plan.buckets):
-        buffer = buffers.take(plan.bucket_numel(index)) if send else None
+        buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device) if send else None
         offset, started = 0, time.perf_counter()
         for slot in bucket:
             parameter = model.get_parameter(slot.name)
             full = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter.detach()
-            alive = full.numel() * full.element_size() + max(buffers.bytes_held(), buffer.nbytes if send else 0)
+            alive = full.numel() * full.element_size() + (buffer.numel() * buffer.element_size() if send else 0)
             counters.peak_alive_bytes = max(counters.peak_alive_bytes, alive)
             if send:
                 buffer[offset:offset + full.numel()].copy_(full.reshape(-1))
@@ -134,12 +102,10 @@ def receive_buckets(plan: BucketPlan, post_receive: Callable[[torch.Tensor], Any
                     on_bucket: Callable[[int], None] = lambda index: None) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) pairs of `plan` as they are consumed. `post_receive(buffer)` starts filling a flat buffer on
     `device` and returns something to `.wait()` on; the next bucket's receive is posted before this bucket's tensors
-    are handed out, so its transfer overlaps the engine loading this one (two buckets in use; on CPU a third is
-    held for reuse, see FlatBuffers). `on_bucket(index)` hears of each bucket received."""
-    buffers = FlatBuffers(plan.torch_dtype, device, keep=3)  # the consumer still holds bucket k's last tensor
-
+    are handed out, so its transfer overlaps the engine loading this one (two buckets alive). `on_bucket(index)`
+    hears of each bucket received."""
     def post(index: int):
-        buffer = buffers.take(plan.bucket_numel(index))
+        buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device)
         return buffer, post_receive(buffer)
 
     pending = post(0) if plan.buckets else None
