@@ -52,9 +52,11 @@ class WeightSyncExtension:
         """Stream the plan's buckets from the sync group straight into the model (one bucket alive at a time);
         `fault` is the fault-test hook of `actors.weight_sync.fault_after_bucket`."""
         from actors.weight_sync import fault_after_bucket, post_broadcast_receive
-        from visiong1.training.weight_buckets import receive_buckets
+        from visiong1.training.weight_buckets import ReceiveTimes, receive_buckets
 
-        weights = receive_buckets(plan, post_broadcast_receive(self.sync_group), self.device, fault_after_bucket(fault))
+        self.receive_times = ReceiveTimes()  # the newest sync's, read by the weight sync benchmark
+        weights = receive_buckets(plan, post_broadcast_receive(self.sync_group), self.device, fault_after_bucket(fault),
+                                  self.receive_times)
         self.reload_weights(weights_iterator=weights)
         repack_tied_layers(self.model_runner.get_model())
         return sum(len(bucket) for bucket in plan.buckets)

@@ -4,7 +4,7 @@ is complete) or drops each once loaded."""
 
 import torch
 
-from visiong1.training.weight_buckets import plan_buckets, receive_buckets, send_buckets
+from visiong1.training.weight_buckets import ReceiveTimes, plan_buckets, receive_buckets, send_buckets
 
 
 class Done:
@@ -20,7 +20,7 @@ def test_buckets_arrive_unchanged_while_the_consumer_holds_every_tensor_it_was_h
     assert len(plan.buckets) == 5
     wire = []
     counters = send_buckets(model, plan, lambda buffer: wire.append(buffer.clone()), torch.device("cpu"))
-    assert counters.buckets == len(plan.buckets) and counters.bytes == plan.nbytes
+    assert counters.buckets == len(counters.sent_at) == len(plan.buckets) and counters.bytes == plan.nbytes
 
     def post_receive(buffer: torch.Tensor) -> Done:
         buffer.copy_(wire.pop(0))
@@ -31,8 +31,10 @@ def test_buckets_arrive_unchanged_while_the_consumer_holds_every_tensor_it_was_h
     assert all(torch.equal(tensor, model.get_parameter(name)) for name, tensor in received)
 
     send_buckets(model, plan, lambda buffer: wire.append(buffer.clone()), torch.device("cpu"))
-    loaded = 0
-    for name, tensor in receive_buckets(plan, post_receive, torch.device("cpu")):  # each dropped once loaded
+    loaded, times = 0, ReceiveTimes()
+    for name, tensor in receive_buckets(plan, post_receive, torch.device("cpu"), times=times):  # each dropped
         assert torch.equal(tensor, model.get_parameter(name))
         loaded += 1
     assert loaded == len(shapes) and not wire
+    assert len(times.posted_at) == len(times.received_at) == len(times.load_s) == len(plan.buckets)
+    assert all(posted <= received for posted, received in zip(times.posted_at, times.received_at))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
@@ -61,13 +61,26 @@ def plan_buckets(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, bucket_
 @dataclass
 class SendCounters:
     """What one send moved: buckets, bytes (per destination), the most gathered tensor bytes alive at once on this
-    process, and seconds spent gathering (shards into the flat buffer) and sending."""
+    process, seconds spent gathering (shards into the flat buffer) and sending, and the wall-clock time
+    (`time.time()`) each bucket's send began."""
 
     buckets: int = 0
     bytes: int = 0
     peak_alive_bytes: int = 0
     gather_s: float = 0.0
     send_s: float = 0.0
+    sent_at: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ReceiveTimes:
+    """Per bucket on a receiver: the wall-clock times (`time.time()`) its receive was posted and completed, and the
+    seconds the consumer (the engine's loader) spent on its tensors. With the sender's `sent_at` they split a sync
+    into bytes in flight, waiting and loading."""
+
+    posted_at: list[float] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)
+    load_s: list[float] = field(default_factory=list)
 
 
 def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch.Tensor], None] | None,
@@ -91,6 +104,7 @@ def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch
         counters.gather_s += time.perf_counter() - started
         if send:
             started = time.perf_counter()
+            counters.sent_at.append(time.time())
             send(buffer)
             counters.send_s += time.perf_counter() - started
             counters.buckets += 1
@@ -99,24 +113,35 @@ def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch
 
 
 def receive_buckets(plan: BucketPlan, post_receive: Callable[[torch.Tensor], Any], device: torch.device,
-                    on_bucket: Callable[[int], None] = lambda index: None) -> Iterator[tuple[str, torch.Tensor]]:
+                    on_bucket: Callable[[int], None] = lambda index: None,
+                    times: ReceiveTimes | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) pairs of `plan` as they are consumed. `post_receive(buffer)` starts filling a flat buffer on
     `device` and returns something to `.wait()` on; the next bucket's receive is posted before this bucket's tensors
     are handed out, so its transfer overlaps the engine loading this one (two buckets alive). `on_bucket(index)`
-    hears of each bucket received."""
+    hears of each bucket received; `times`, when given, is filled in."""
+    times = times if times is not None else ReceiveTimes()
+
+    times.received_at = [0.0] * len(plan.buckets)
+
     def post(index: int):
         buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device)
-        return buffer, post_receive(buffer)
+        times.posted_at.append(time.time())
+        work = post_receive(buffer)
+        if hasattr(work, "get_future"):  # a process group's work: note when the bytes are in, not when looked at
+            work.get_future().then(lambda _: times.received_at.__setitem__(index, time.time()))
+        return buffer, work
 
     pending = post(0) if plan.buckets else None
     for index, bucket in enumerate(plan.buckets):
         buffer, work = pending
         work.wait()
+        times.received_at[index] = times.received_at[index] or time.time()
         on_bucket(index)
         pending = post(index + 1) if index + 1 < len(plan.buckets) else None
-        offset = 0
+        offset, started = 0, time.perf_counter()
         for slot in bucket:
             numel = math.prod(slot.shape)
             yield slot.name, buffer[offset:offset + numel].view(slot.shape)
             offset += numel
+        times.load_s.append(time.perf_counter() - started)
 
