@@ -181,7 +181,7 @@ def test_scaling_during_a_stream_under_the_collective_sync_serves_no_stale_versi
         ray_cluster, role_nodes, learner, tiny_model, batches, tmp_path):  # noqa: F811
     """1 -> 2 -> 1 replicas while requests stream: the replica added after a sync joins with the current version
     (its own new group; the learners untouched), nothing is lost, and nothing after the sync is of an old version."""
-    with replicas_of(tiny_model, tmp_path, "hf") as rollout:
+    with replicas_of(tiny_model, tmp_path, "vllm") as rollout:
         items = items_to_table(generate_pool(["counting"], 6, seed=5))
         finished, errors, synced, shrunk = [], [], threading.Event(), threading.Event()
 
