@@ -45,18 +45,20 @@ class WeightSyncExtension:
     def join_sync_group(self, host: str, port: int, world: int, timeout_s: float) -> None:
         """This worker's place (1 + its rank) in a weight sync group whose rank 0, a learner, hosts it."""
         from actors.weight_sync import open_group
+        from visiong1.training.weight_buckets import ReceiveBuffers
 
         self.sync_group = open_group(host, port, 1 + self.rank, world, timeout_s)
+        self.receive_buffers = ReceiveBuffers(self.device)  # the group's syncs reuse them
 
     def receive_policy_weights(self, plan, fault: tuple[int, int] | None = None) -> int:
-        """Stream the plan's buckets from the sync group straight into the model (one bucket alive at a time);
-        `fault` is the fault-test hook of `actors.weight_sync.fault_after_bucket`."""
+        """Stream the plan's buckets from the sync group straight into the model (at most three bucket buffers
+        alive, see `receive_buckets`); `fault` is the fault-test hook of `actors.weight_sync.fault_after_bucket`."""
         from actors.weight_sync import fault_after_bucket, post_broadcast_receive
         from visiong1.training.weight_buckets import ReceiveTimes, receive_buckets
 
         self.receive_times = ReceiveTimes()  # the newest sync's, read by the weight sync benchmark
         weights = receive_buckets(plan, post_broadcast_receive(self.sync_group), self.device, fault_after_bucket(fault),
-                                  self.receive_times)
+                                  self.receive_times, self.receive_buffers)
         self.reload_weights(weights_iterator=weights)
         repack_tied_layers(self.model_runner.get_model())
         return sum(len(bucket) for bucket in plan.buckets)

@@ -4,7 +4,8 @@ is complete) or drops each once loaded."""
 
 import torch
 
-from visiong1.training.weight_buckets import ReceiveTimes, plan_buckets, receive_buckets, send_buckets
+from visiong1.training.weight_buckets import (ReceiveBuffers, ReceiveTimes, plan_buckets, receive_buckets,
+                                              send_buckets)
 
 
 class Done:
@@ -38,3 +39,26 @@ def test_buckets_arrive_unchanged_while_the_consumer_holds_every_tensor_it_was_h
     assert loaded == len(shapes) and not wire
     assert len(times.posted_at) == len(times.received_at) == len(times.load_s) == len(plan.buckets)
     assert all(posted <= received for posted, received in zip(times.posted_at, times.received_at))
+
+
+def test_a_receivers_buffers_are_reused_across_syncs_but_never_while_a_consumer_holds_a_view():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(16, 16) for _ in range(5)))
+    plan = plan_buckets({name: tuple(p.shape) for name, p in model.named_parameters()}, torch.float32,
+                        bucket_bytes=(16 * 16 + 16) * 4)
+    buffers, written = ReceiveBuffers(torch.device("cpu"), keep=3), []
+
+    def post_receive(buffer: torch.Tensor) -> Done:
+        bucket = plan.buckets[len(written) % len(plan.buckets)]
+        written.append(buffer.data_ptr())
+        buffer.copy_(torch.cat([model.get_parameter(slot.name).detach().reshape(-1) for slot in bucket]))
+        return Done()
+
+    for _ in range(2):  # each tensor dropped once checked
+        assert all(torch.equal(tensor, model.get_parameter(name))
+                   for name, tensor in receive_buckets(plan, post_receive, torch.device("cpu"), buffers=buffers))
+    assert len(buffers.held) == 3 and set(written[len(plan.buckets):]) <= set(written[:len(plan.buckets)])
+    written.clear()
+    kept = list(receive_buckets(plan, post_receive, torch.device("cpu"), buffers=buffers))  # every view held
+    assert len(set(written)) == len(plan.buckets)  # no held buffer was written while a view of it was alive
+    assert all(torch.equal(tensor, model.get_parameter(name)) for name, tensor in kept)

@@ -206,7 +206,7 @@ def rollout_replica(config: RunConfig, shape: ModelShape, gpu_memory: int | None
     rollout = config.rollout
     gpu = rollout.num_gpus > 0
     weights = (2 if gpu else 4) * shape.parameters // rollout.tensor_parallel_size
-    buffers = _receive_buffers_bytes(config, shape, 2 if gpu else 4)
+    buffers = _receive_buffers_bytes(config, shape, gpu)
     share = rollout.gpu_memory_utilization if gpu else 1.0
     if gpu and gpu_memory is not None:
         reserved = int(rollout.gpu_memory_utilization * gpu_memory)
@@ -218,13 +218,15 @@ def rollout_replica(config: RunConfig, shape: ModelShape, gpu_memory: int | None
                       {"weights": weights, "kv cache": kv, "weight sync buffers": buffers}, share=share)
 
 
-def _receive_buffers_bytes(config: RunConfig, shape: ModelShape, rollout_bytes: int) -> int:
-    """A replica's receive buffers in the collective weight sync: the bucket being loaded and the next one
-    arriving, one of them the embedding when it is larger than a bucket (it travels alone)."""
+def _receive_buffers_bytes(config: RunConfig, shape: ModelShape, gpu: bool) -> int:
+    """A replica's receive buffers in the collective weight sync: on a GPU the bucket being loaded and the next one
+    arriving, one of them the embedding when it is larger than a bucket (it travels alone); on CPU the receiver
+    keeps its buffers across syncs (`ReceiveBuffers`): three, each as large as the largest bucket."""
     if config.rollout.weight_sync != "collective":
         return 0
     bucket = int(config.rollout.weight_sync_bucket_mb * 2**20)
-    return max(2 * bucket, shape.vocab * shape.hidden * rollout_bytes + bucket)
+    embedding = shape.vocab * shape.hidden * (2 if gpu else 4)
+    return max(2 * bucket, embedding + bucket) if gpu else 3 * max(bucket, embedding)
 
 
 def most_replicas(rollout) -> int:
