@@ -60,8 +60,8 @@ def plan_buckets(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, bucket_
 
 class ReceiveBuffers:
     """Flat receive buffers a receiver keeps across syncs, handed out once nothing else references them. On CPU
-    every large allocation is fresh pages, and faulting them in while gloo writes them made a transfer about 3x
-    slower than into a buffer used before (measured here); a GPU's caching allocator already reuses memory, so
+    every large allocation is fresh pages, and faulting them in while gloo writes them made a transfer two to three
+    times slower than into a buffer used before (the weight sync benchmark); a GPU's caching allocator already reuses memory, so
     there every bucket gets a fresh allocation and nothing is held. At most `keep` buffers are held."""
 
     def __init__(self, device: torch.device, keep: int = 3):
