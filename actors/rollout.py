@@ -235,6 +235,8 @@ class RolloutGroup:
         self.catch_up = None  # or a collective sync's: brings a new replica to the current version before serving
         self.version = 0
         self.lock = threading.RLock()
+        # a push and a new replica's catch-up never interleave: a push that began during the catch-up would miss it
+        self.weights_lock = threading.RLock()
         self.counters = {"redispatched": 0, "restarts": 0, "quarantined": 0, "started": 0, "probe_failures": 0,
                          "failed_starts": 0, "aborted": 0}
         self.last_units = 0  # units the newest generate call was cut into
@@ -262,15 +264,19 @@ class RolloutGroup:
         return handle
 
     def _admit(self, handle, probe) -> Replica:
-        """The replica behind `handle` once `probe` answers, loaded with the current weights."""
+        """The replica behind `handle`, serving once `probe` answers and it holds the current weights."""
         pid = get_within(probe, self.config.start_timeout_s, "new rollout replica start "
                          "(rollout.start_timeout_s)")["pid"]
-        if self.catch_up is not None:  # serve only with the current weights
-            self.catch_up(handle)
-        elif self.update_ref is not None:
-            get_within(handle.update_weights.remote(self.update_ref), self.config.request_timeout_s,
-                       f"weight load into replica {pid}")
-        return Replica(handle, pid)
+        with self.weights_lock:
+            if self.catch_up is not None:  # serve only with the current weights
+                self.catch_up(handle)
+            elif self.update_ref is not None:
+                get_within(handle.update_weights.remote(self.update_ref), self.config.request_timeout_s,
+                           f"weight load into replica {pid}")
+            replica = Replica(handle, pid)
+            with self.lock:
+                self.replicas.append(replica)
+        return replica
 
     def scale(self, replicas: int) -> int:
         """Grow or shrink to `replicas` serving, waiting for starts (background starts are cancelled). New ones
@@ -283,9 +289,7 @@ class RolloutGroup:
         for pending in cancelled:
             ray.kill(pending.handle)
         while self.size() < replicas:
-            replica = self._start_replica()
-            with self.lock:
-                self.replicas.append(replica)
+            self._start_replica()
         while self.size() > replicas:
             with self.lock:
                 victim = min((r for r in self.replicas if not r.draining), key=lambda r: len(r.outstanding))
@@ -321,12 +325,9 @@ class RolloutGroup:
             self.pending = [pending for pending in self.pending if pending.probe not in ready]
         for pending in started:  # each loads the current weights before it joins
             try:
-                replica = self._admit(pending.handle, pending.probe)
+                self._admit(pending.handle, pending.probe)
             except RayActorError:
                 self.counters["failed_starts"] += 1
-                continue
-            with self.lock:
-                self.replicas.append(replica)
         if started:
             metric("visiong1_rollout_replicas").set(self.size())
 
@@ -502,9 +503,7 @@ class RolloutGroup:
             raise RuntimeError(f"rollout replica {replica.pid} failed and the restart budget "
                                f"(rollout.restart_budget={self.config.restart_budget}) is spent")
         self.counters["restarts"] += 1
-        successor = self._start_replica()
-        with self.lock:
-            self.replicas.append(successor)
+        self._start_replica()
         return units
 
     def replace(self, handles: list) -> list[int]:
@@ -558,23 +557,24 @@ class RolloutGroup:
         """Push one WeightUpdate (ObjectRef) to every replica and wait; later units run on the new version. A
         replica that dies loading it is replaced (its successor loads it before serving). Returns the versions the
         replicas now hold and the PIDs replaced."""
-        with self.lock:
-            self.update_ref = update_ref
-            loads = {replica.handle.update_weights.remote(update_ref): replica for replica in self.replicas}
-        if self.config.on_update == "abort":  # the version comes from the small update record, not its tensors
-            self.abort_for_update([replica.handle for replica in loads.values()], ray.get(update_ref).version)
-        deadline, replaced = time.monotonic() + timeout_s, []
-        for ref, replica in loads.items():
-            try:
-                get_within(ref, max(0.0, deadline - time.monotonic()), f"weight load into replica {replica.pid}")
-            except RayActorError:
-                self._replace(replica, {})
-                replaced.append(replica.pid)
-        with self.lock:
-            probes = [replica.handle.probe.remote() for replica in self.replicas]
-        versions = [probe["version"] for probe in get_within(probes, timeout_s, "rollout replica versions")]
-        self.version = min(versions)
-        return versions, replaced
+        with self.weights_lock:  # a replica being admitted joins before or after this push
+            with self.lock:
+                self.update_ref = update_ref
+                loads = {replica.handle.update_weights.remote(update_ref): replica for replica in self.replicas}
+            if self.config.on_update == "abort":  # the version comes from the small update record, not its tensors
+                self.abort_for_update([replica.handle for replica in loads.values()], ray.get(update_ref).version)
+            deadline, replaced = time.monotonic() + timeout_s, []
+            for ref, replica in loads.items():
+                try:
+                    get_within(ref, max(0.0, deadline - time.monotonic()), f"weight load into replica {replica.pid}")
+                except RayActorError:
+                    self._replace(replica, {})
+                    replaced.append(replica.pid)
+            with self.lock:
+                probes = [replica.handle.probe.remote() for replica in self.replicas]
+            versions = [probe["version"] for probe in get_within(probes, timeout_s, "rollout replica versions")]
+            self.version = min(versions)
+            return versions, replaced
 
     def metrics(self) -> dict[str, float]:
         with self.lock:

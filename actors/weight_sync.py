@@ -127,10 +127,11 @@ class CollectiveWeightSync:
 
     def push(self, version: int, timeout_s: float) -> list[int]:
         """Send the learners' weights (`version`) to every current replica; returns the versions they report."""
-        self.version, started = version, time.perf_counter()
-        handles = self.rollout.actors()
-        self._release_missing("rollout", handles)
-        versions = self._send(handles, version, timeout_s)
+        with self.rollout.weights_lock:  # a replica being admitted joins before or after this push
+            self.version, started = version, time.perf_counter()
+            handles = self.rollout.actors()
+            self._release_missing("rollout", handles)
+            versions = self._send(handles, version, timeout_s)
         tags = {"transport": "collective"}
         metric("visiong1_weight_sync_seconds").observe(time.perf_counter() - started, tags=tags)
         if self.last.get("bytes"):

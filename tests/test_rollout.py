@@ -165,6 +165,42 @@ def test_a_hung_replica_fails_its_health_probe_and_is_replaced(ray_cluster, grou
     assert {s.weight_version for g in groups for s in g.samples} == {group.version}
 
 
+def wait_for_file(path: str):
+    """Run on an actor: hold its call queue until `path` exists."""
+    def wait(worker) -> None:
+        while not os.path.exists(path):
+            time.sleep(0.05)
+    return wait
+
+
+def test_a_push_that_begins_while_a_replica_is_admitted_reaches_that_replica(ray_cluster, tiny_model, tmp_path):
+    """A background replica is still loading version 1 (its load queued behind a held call) when a push of
+    version 2 begins: the push waits for it to join and then loads it too, so no replica serves version 1."""
+    rollout = RolloutGroup(tiny_model, rollout_config(**{"rollout.engine": "hf"}), SYSTEM, seed=0,
+                           cache_root=str(tmp_path))
+    try:
+        rollout.update_weights(ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 1, noise=0.0)), 60)
+        rollout.resize(2)
+        newcomer, release = rollout.pending[0], tmp_path / "release"
+        ray_cluster.get(newcomer.probe, timeout=120)
+        held = newcomer.handle.__ray_call__.remote(wait_for_file(str(release)))
+        admitting = threading.Thread(target=rollout.admit_started)
+        admitting.start()
+        time.sleep(1.0)  # the admission now waits on the newcomer's load of version 1
+        update = ray_cluster.put(perturbed_update(ray_cluster, tiny_model, 2, noise=0.0))
+        pushing = threading.Thread(target=rollout.update_weights, args=(update, 120))
+        pushing.start()
+        time.sleep(1.0)
+        release.touch()
+        admitting.join(timeout=120)
+        pushing.join(timeout=120)
+        ray_cluster.get(held, timeout=10)
+        probes = ray_cluster.get([replica.handle.probe.remote() for replica in rollout.replicas], timeout=30)
+        assert [probe["version"] for probe in probes] == [2, 2] and rollout.version == 2
+    finally:
+        rollout.shutdown()
+
+
 def test_logprobs_match_the_learner(ray_cluster, group, tiny_model):
     """Same weights, same sampled tokens: vLLM's logprobs against the learner's fp32 recomputation, after a weight
     update that includes the embedding (tied to the LM head: vLLM on CPU must repack the head too)."""
