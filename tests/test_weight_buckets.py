@@ -62,3 +62,20 @@ def test_a_receivers_buffers_are_reused_across_syncs_but_never_while_a_consumer_
     kept = list(receive_buckets(plan, post_receive, torch.device("cpu"), buffers=buffers))  # every view held
     assert len(set(written)) == len(plan.buckets)  # no held buffer was written while a view of it was alive
     assert all(torch.equal(tensor, model.get_parameter(name)) for name, tensor in kept)
+
+
+def test_a_tensor_larger_than_a_bucket_is_sent_as_gathered_and_buckets_carry_the_plans_dtype():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(64, 16), torch.nn.Linear(16, 4), torch.nn.Linear(4, 4))
+    shapes = {name: tuple(parameter.shape) for name, parameter in model.named_parameters()}
+    for dtype in (torch.float32, torch.bfloat16):
+        plan = plan_buckets(shapes, dtype, bucket_bytes=128 * dtype.itemsize)  # the embedding travels alone
+        assert [len(bucket) for bucket in plan.buckets] == [1, 4]
+        wire = []
+        counters = send_buckets(model, plan, wire.append, torch.device("cpu"))
+        assert [flat.dtype for flat in wire] == [dtype, dtype] and counters.bytes == plan.nbytes
+        assert torch.equal(wire[0], model[0].weight.detach().to(dtype).reshape(-1))
+        assert torch.equal(wire[1][:64], model[1].weight.detach().to(dtype).reshape(-1))
+        # the embedding alone is alive while it travels (fp32: the parameter's own storage, not a copy)
+        assert counters.peak_alive_bytes == 64 * 16 * dtype.itemsize
+        assert (wire[0].data_ptr() == model[0].weight.data_ptr()) == (dtype == torch.float32)

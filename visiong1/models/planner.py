@@ -175,20 +175,21 @@ def learner_rank(config: RunConfig, shape: ModelShape) -> RoleMemory:
         "logits": _logits_bytes(learner, tokens, shape.vocab),
         "head gradient": 4 * shape.vocab * shape.hidden if learner.backend != "deepspeed" else 0,
         "kl reference": 4 * shape.parameters // ranks if learner.kl_coef > 0 else 0,  # sharded like the policy
-        "weight sync buckets": _sync_buckets_bytes(config, shape, compute_bytes),
+        "weight sync buckets": _sync_buckets_bytes(config, shape, compute_bytes, ranks),
     }
     return RoleMemory("learner rank", "gpu" if gpu else "cpu", ranks, parts)
 
 
-def _sync_buckets_bytes(config: RunConfig, shape: ModelShape, rollout_bytes: int) -> int:
-    """The collective weight sync's gathered bytes on a learner rank: a bucket being filled and one gathered fp32
-    tensor, or, for a tensor larger than a bucket (the embedding), that tensor gathered plus its copy in the rollout
-    dtype. The object-store transport gathers to the host instead (see `weight_export`)."""
+def _sync_buckets_bytes(config: RunConfig, shape: ModelShape, rollout_bytes: int, ranks: int) -> int:
+    """The collective weight sync's gathered bytes on a learner rank, in the rollout dtype: a bucket being filled and
+    one gathered tensor, or a tensor larger than a bucket (the embedding) gathered and sent as is; where that dtype
+    is not the fp32 of the shards (bf16 on GPU), the shard cast before its gather too. The object-store transport
+    gathers to the host instead (see `weight_export`)."""
     if config.rollout.weight_sync != "collective":
         return 0
     bucket = int(config.rollout.weight_sync_bucket_mb * 2**20)
-    largest = shape.vocab * shape.hidden
-    return max(2 * bucket, largest * (4 + rollout_bytes))
+    largest = shape.vocab * shape.hidden * rollout_bytes
+    return max(2 * bucket, largest) + (largest // ranks if rollout_bytes != 4 else 0)
 
 
 def _logits_bytes(learner, tokens: int, vocab: int) -> int:

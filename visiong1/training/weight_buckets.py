@@ -61,8 +61,9 @@ def plan_buckets(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, bucket_
 class ReceiveBuffers:
     """Flat receive buffers a receiver keeps across syncs, handed out once nothing else references them. On CPU
     every large allocation is fresh pages, and faulting them in while gloo writes them made a transfer two to three
-    times slower than into a buffer used before (the weight sync benchmark); a GPU's caching allocator already reuses memory, so
-    there every bucket gets a fresh allocation and nothing is held. At most `keep` buffers are held."""
+    times slower than into a buffer used before (the weight sync benchmark); a GPU's caching allocator already
+    reuses memory, so there every bucket gets a fresh allocation and nothing is held. At most `keep` buffers are
+    held."""
 
     def __init__(self, device: torch.device, keep: int = 3):
         self.device, self.keep, self.held = device, keep, []
@@ -122,31 +123,57 @@ class ReceiveTimes:
 
 def send_buckets(model: torch.nn.Module, plan: BucketPlan, send: Callable[[torch.Tensor], None] | None,
                  device: torch.device) -> SendCounters:
-    """Gather `model`'s parameters bucket by bucket and `send` each filled flat buffer on `device` (only the
-    sending rank passes `send`; every FSDP2 rank calls this, in the same order, since gathering a shard is a
-    collective)."""
+    """Gather `model`'s parameters in the plan's dtype bucket by bucket and `send` each bucket, flat, on `device`
+    (only the sending rank passes `send`; every FSDP2 rank calls this, in the same order, since gathering a shard is
+    a collective)."""
     counters = SendCounters()
-    for index, bucket in enumerate(plan.buckets):
-        buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device) if send else None
-        offset, started = 0, time.perf_counter()
-        for slot in bucket:
-            parameter = model.get_parameter(slot.name)
-            full = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter.detach()
-            alive = full.numel() * full.element_size() + (buffer.numel() * buffer.element_size() if send else 0)
-            counters.peak_alive_bytes = max(counters.peak_alive_bytes, alive)
-            if send:
-                buffer[offset:offset + full.numel()].copy_(full.reshape(-1))
-            offset += full.numel()
-            del full
+    for index in range(len(plan.buckets)):
+        started = time.perf_counter()
+        flat = _gather_bucket(model, plan, index, device, send is not None, counters)
         counters.gather_s += time.perf_counter() - started
         if send:
             started = time.perf_counter()
             counters.sent_at.append(time.time())
-            send(buffer)
+            send(flat)
             counters.send_s += time.perf_counter() - started
             counters.buckets += 1
-            counters.bytes += buffer.numel() * buffer.element_size()
+            counters.bytes += _nbytes(flat)
     return counters
+
+
+def _gather_bucket(model: torch.nn.Module, plan: BucketPlan, index: int, device: torch.device, keep: bool,
+                   counters: SendCounters) -> torch.Tensor | None:
+    """Bucket `index` gathered into one flat tensor of `plan.bucket_numel(index)` elements (None unless `keep`: a
+    rank that only takes part in the gathers). A bucket of one tensor (the embedding, larger than a bucket) is that
+    tensor as gathered, not a copy. Notes the most gathered bytes alive in `counters`."""
+    bucket = plan.buckets[index]
+    if len(bucket) == 1:
+        full, cast_bytes = _gathered(model.get_parameter(bucket[0].name), plan.torch_dtype)
+        counters.peak_alive_bytes = max(counters.peak_alive_bytes, _nbytes(full) + cast_bytes)
+        return full.reshape(-1) if keep else None
+    buffer = torch.empty(plan.bucket_numel(index), dtype=plan.torch_dtype, device=device) if keep else None
+    offset = 0
+    for slot in bucket:
+        full, cast_bytes = _gathered(model.get_parameter(slot.name), plan.torch_dtype)
+        alive = _nbytes(full) + cast_bytes + (_nbytes(buffer) if keep else 0)
+        counters.peak_alive_bytes = max(counters.peak_alive_bytes, alive)
+        if keep:
+            buffer[offset:offset + full.numel()].copy_(full.reshape(-1))
+        offset += full.numel()
+    return buffer
+
+
+def _gathered(parameter: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """(the whole `parameter` in `dtype`, bytes of the cast shard alive during the gather). An FSDP2 shard is cast
+    before it is gathered, so the gather moves and holds rollout-dtype bytes (bf16 from fp32 on GPU)."""
+    local = parameter.detach().to(dtype)
+    if not isinstance(local, DTensor):
+        return local, 0
+    return local.full_tensor(), 0 if parameter.dtype == dtype else _nbytes(local.to_local())
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 def receive_buckets(plan: BucketPlan, post_receive: Callable[[torch.Tensor], Any], device: torch.device,
