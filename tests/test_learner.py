@@ -1,6 +1,7 @@
 """The learner: one GRPO step improves the policy, FSDP2 ranks shard and match a single rank, checkpoints resume
 exactly after a SIGKILL and refuse corruption, exports load like a Hugging Face model."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from visiong1.algorithms.advantages import grpo_advantages
 from visiong1.config import LearnerConfig
 from visiong1.data.synthetic import generate_pool
 from visiong1.engines.hf import HFEngine, SamplingParams
-from visiong1.training.batching import collate, token_logprobs
+from visiong1.training.batching import ImageInputs, Sequence, collate, stretch_to, token_logprobs
 from visiong1.faults import fault_env
 from visiong1.training.checkpoint import CheckpointCorruptError, CheckpointFormatError, CheckpointStore
 from visiong1.training.export import export_checkpoint
@@ -135,6 +136,38 @@ def test_fsdp2_ranks_shard_and_match_one_rank(ray_cluster, tiny_model, batches):
         assert update.version == 5 and update.names is not None and set(weights) == set(trained)
         worst = max((weights[name] - trained[name]).abs().max().item() for name in trained)
         assert worst < 1e-4, worst
+    finally:
+        group.shutdown()
+
+
+def test_micro_batches_stretch_by_splitting_the_largest_then_adding_empty_ones():
+    def seq(tokens: int) -> Sequence:
+        return Sequence([0] * tokens, [1], [0.0], 1.0, ImageInputs(None, None))
+
+    a, b, c, d = seq(3), seq(9), seq(4), seq(5)
+    assert stretch_to([[a, b], [c]], 2) == [[a, b], [c]]
+    assert stretch_to([[a, b], [c, d]], 3) == [[a], [b], [c, d]]  # the micro-batch of 14 tokens splits first
+    assert stretch_to([[a], [b, c]], 4) == [[a], [b], [c], []]
+
+
+def test_fsdp2_ranks_whose_micro_batches_differ_in_count_and_in_images_step_together(ray_cluster, tiny_model):
+    """Every sequence is its own micro-batch; of three groups the first and last are text-only and the middle one
+    has an image and an excluded sample, so rank 0 holds 6 sequences and rank 1 holds 5, and at pass 3 only rank 0's
+    has an image. The ranks agree on the count and on which passes run the vision tower (idle sequences fill in)
+    so their FSDP2 collectives pair up, and the step equals one rank's."""
+    items = generate_pool(["counting"], 3, seed=8)
+    items = [dataclasses.replace(item, images=[]) if index != 1 else item for index, item in enumerate(items)]
+    groups = HFEngine(tiny_model, SYSTEM, seed=3).generate(items, SamplingParams(n=4, max_new_tokens=6))
+    advantages = grpo_advantages([[float((sample + group) % 2) for sample in range(4)] for group in range(3)])
+    advantages[1][3] = None
+    batch = TrainBatch(groups, advantages, 0)
+    expected = PolicyTrainer(tiny_model, config(micro_batch_tokens=16)).train_step(batch)
+    group = LearnerGroup(tiny_model, config(backend="fsdp2", ranks=2, micro_batch_tokens=16), temperature=1.0)
+    try:
+        metrics = get_within(group.async_train_step(0, batch.advantages, [ray_cluster.put(batch.groups)]), 180,
+                             "a step of ranks whose micro-batches differ")
+        assert metrics[0]["train/sequences"] == 11 and metrics[0]["train/loss"] == metrics[1]["train/loss"]
+        assert metrics[0]["train/loss"] == pytest.approx(expected["train/loss"], abs=1e-5)
     finally:
         group.shutdown()
 

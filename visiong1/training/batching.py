@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
 from visiong1.models.prompting import chat_messages, decode_images
 from visiong1.types import PromptItem
@@ -109,3 +111,32 @@ def pack_by_tokens(sequences: list[Sequence], budget: int) -> list[list[Sequence
         current.append(seq)
         used += length
     return batches + ([current] if current else [])
+
+
+def stretch_to(micros: list[list[Sequence]], count: int) -> list[list[Sequence]]:
+    """`micros` as exactly `count` micro-batches (`count` >= their number), in order: the one with the most tokens is
+    split in two while one holds two sequences or more, then empty ones are added. Ranks of one FSDP2 or ZeRO-3
+    group must run as many forward and backward passes (each is a collective); an empty micro-batch is a pass that
+    adds nothing (see `PolicyTrainer`)."""
+    micros = [list(micro) for micro in micros]
+    while len(micros) < count:
+        splittable = [index for index, micro in enumerate(micros) if len(micro) > 1]
+        if not splittable:
+            return micros + [[] for _ in range(count - len(micros))]
+        index = max(splittable, key=lambda i: sum(len(s.prompt_ids) + len(s.response_ids) for s in micros[i]))
+        half = len(micros[index]) // 2
+        micros[index:index + 1] = [micros[index][:half], micros[index][half:]]
+    return micros
+
+
+def idle_sequence(processor, with_image: bool) -> Sequence:
+    """A sequence without response tokens, so it adds nothing to a loss or a statistic: a rank runs it so that its
+    forward and backward (with an image: through the vision tower as well) pair with another rank's."""
+    images = []
+    if with_image:
+        blank = io.BytesIO()
+        Image.new("RGB", (56, 56)).save(blank, format="PNG")
+        images = [blank.getvalue()]
+    item = PromptItem("idle", "idle", "idle", "", images, "", "free_text")
+    prompt_ids, pixels = encode_prompt(processor, item, "")
+    return Sequence(prompt_ids, [], [], 0.0, pixels)

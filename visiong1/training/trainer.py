@@ -28,7 +28,8 @@ from visiong1.config import LearnerConfig
 from visiong1.models.families import family_of, load_model, load_processor, load_sharded_model
 from visiong1.training.checkpoint import CheckpointFormatError, CheckpointStore
 from visiong1.training.dcp_storage import save_state, state_reader
-from visiong1.training.batching import Sequence, collate, image_inputs, pack_by_tokens, token_logprobs
+from visiong1.training.batching import (Sequence, collate, idle_sequence, image_inputs, pack_by_tokens, stretch_to,
+                                       token_logprobs)
 from visiong1.training.logprobs import head_logprobs, install_logprob_head
 from visiong1.types import TrainBatch
 
@@ -55,6 +56,8 @@ class PolicyTrainer:
         seed_everything(config.seed)
         self.family = family_of(model_path)
         self.processor = load_processor(model_path)
+        # what a rank runs to pair its passes with another rank's (see `_paired`), by whether it carries an image
+        self.idle = {with_image: idle_sequence(self.processor, with_image) for with_image in (False, True)}
         self.device = torch.device("cuda", torch.cuda.current_device()) if config.num_gpus else torch.device("cpu")
         self.model = self._load(model_path)
         if config.freeze_vision:
@@ -157,7 +160,8 @@ class PolicyTrainer:
 
     def _mini_batches(self, sequences: list[Sequence]) -> list[tuple[list[list[Sequence]], StepTotals]]:
         """`learner.mini_batches` consecutive parts (fewer when there are not `world_size` sequences for each):
-        per part, this rank's micro-batches and the part's normalisers (its optimizer step's mean)."""
+        per part, this rank's micro-batches, paired with every other rank's (`_paired`), and the part's
+        normalisers (its optimizer step's mean)."""
         count = max(1, min(self.config.mini_batches, len(sequences) // self.world_size))
         bounds = np.linspace(0, len(sequences), count + 1).astype(int)
         parts = []
@@ -165,7 +169,32 @@ class PolicyTrainer:
             part = sequences[start:stop]
             totals = StepTotals(tokens=sum(len(s.response_ids) for s in part), sequences=len(part))
             parts.append((pack_by_tokens(part[self.rank::self.world_size], self.config.micro_batch_tokens), totals))
-        return parts
+        return [(self._paired(micros), totals) for micros, totals in parts]
+
+    def _paired(self, micros: list[list[Sequence]]) -> list[list[Sequence]]:
+        """This rank's micro-batches made to pair with every other rank's, since each forward and backward is a
+        collective under FSDP2 and ZeRO-3: as many (`stretch_to`), and pass i runs the vision tower on every rank
+        when it does on one. An idle sequence (no response tokens: it adds nothing) fills an empty micro-batch
+        and brings an image where one is needed."""
+        if self.world_size == 1:
+            return micros
+        micros = stretch_to(micros, self._most_over_ranks([len(micros)])[0])
+        own = [any(s.images.pixel_values is not None for s in micro) for micro in micros]
+        vision = self._most_over_ranks([int(has) for has in own])
+        paired = []
+        for micro, has, needed in zip(micros, own, vision):
+            if needed and not has:
+                micro = micro + [self.idle[True]]
+            paired.append(micro or [self.idle[False]])
+        return paired
+
+    def _most_over_ranks(self, values: list[int]) -> list[int]:
+        """The element-wise maximum of `values` over the ranks."""
+        if self.world_size == 1:
+            return values
+        most = torch.tensor(values, dtype=torch.int64, device=self.device)  # NCCL reduces only device tensors
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        return most.tolist()
 
     def _behaviour_logprobs(self, micros: list[list[Sequence]]) -> list[tuple[torch.Tensor | None, float | None]]:
         """Per micro-batch, the importance ratio's denominator and its mean absolute distance from the rollout
@@ -255,7 +284,7 @@ class PolicyTrainer:
         if self.world_size == 1:
             return sums
         keys = sorted(sums)
-        values = torch.tensor([sums[key] for key in keys], dtype=torch.float64)
+        values = torch.tensor([sums[key] for key in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(values)
         return dict(zip(keys, values.tolist()))
 
