@@ -250,6 +250,19 @@ class RolloutGroup:
         handle = self._launch()
         return self._admit(handle, handle.probe.remote())
 
+    def _start_replicas(self, count: int) -> None:
+        """Start `count` replicas at once, so their model loads overlap, and admit each in turn; if one fails to
+        start, those not yet admitted are killed and the error propagates."""
+        launched = [self._launch() for _ in range(count)]
+        probes = [handle.probe.remote() for handle in launched]
+        for index, (handle, probe) in enumerate(zip(launched, probes)):
+            try:
+                self._admit(handle, probe)
+            except BaseException:
+                for waiting in launched[index:]:
+                    ray.kill(waiting)
+                raise
+
     def _launch(self):
         """A new replica's actor handle; it starts loading the model at once."""
         options = {"num_cpus": self.config.num_cpus, "num_gpus": self.config.num_gpus,
@@ -288,8 +301,7 @@ class RolloutGroup:
             cancelled, self.pending = self.pending, []
         for pending in cancelled:
             ray.kill(pending.handle)
-        while self.size() < replicas:
-            self._start_replica()
+        self._start_replicas(replicas - self.size())
         while self.size() > replicas:
             with self.lock:
                 victim = min((r for r in self.replicas if not r.draining), key=lambda r: len(r.outstanding))
