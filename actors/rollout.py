@@ -246,10 +246,6 @@ class RolloutGroup:
         self.scale(config.replicas)
 
     # --- membership ----------------------------------------------------------------------------------------------
-    def _start_replica(self) -> Replica:
-        handle = self._launch()
-        return self._admit(handle, handle.probe.remote())
-
     def _start_replicas(self, count: int) -> None:
         """Start `count` replicas at once, so their model loads overlap, and admit each in turn; if one fails to
         start, those not yet admitted are killed and the error propagates."""
@@ -410,7 +406,7 @@ class RolloutGroup:
                 try:
                     receipt = self._read(unit, results, on_group)
                 except RayActorError:
-                    queue.extend(self._replace(unit.replica, in_flight))
+                    queue.extend(self._replace([unit.replica], in_flight))
                     if stream in in_flight:  # its replica was replaced already (a weight sync or probe dropped it)
                         queue.append(in_flight.pop(stream).unfinished())
                         self.counters["redispatched"] += 1
@@ -494,28 +490,27 @@ class RolloutGroup:
         now = time.monotonic()
         hung = {unit.replica.pid: unit.replica for unit in in_flight.values()
                 if now - unit.sent > self.config.request_timeout_s}
-        requeue = []
-        for replica in hung.values():
-            requeue += self._replace(replica, in_flight)
-        return requeue
+        return self._replace(list(hung.values()), in_flight)
 
-    def _replace(self, replica: Replica, in_flight: dict) -> list[Unit]:
-        """Quarantine a dead or hung replica: kill it, hand back the unfinished prompts of its units, start a
-        successor within budget."""
+    def _replace(self, replicas: list[Replica], in_flight: dict) -> list[Unit]:
+        """Quarantine dead or hung replicas: kill them, hand back the unfinished prompts of their units, start
+        their successors within budget (together, so their model loads overlap)."""
         with self.lock:
-            if replica not in self.replicas:
-                return []
-            self.replicas.remove(replica)
-            self.counters["quarantined"] += 1
-        ray.kill(replica.handle)
-        orphans = [stream for stream, unit in in_flight.items() if unit.replica is replica]
-        units = [in_flight.pop(stream).unfinished() for stream in orphans]
-        self.counters["redispatched"] += len(units)
-        if self.counters["restarts"] >= self.config.restart_budget:  # fail loudly rather than shrink
-            raise RuntimeError(f"rollout replica {replica.pid} failed and the restart budget "
-                               f"(rollout.restart_budget={self.config.restart_budget}) is spent")
-        self.counters["restarts"] += 1
-        self._start_replica()
+            failed = [replica for replica in replicas if replica in self.replicas]
+            for replica in failed:
+                self.replicas.remove(replica)
+            self.counters["quarantined"] += len(failed)
+        units = []
+        for replica in failed:
+            ray.kill(replica.handle)
+            orphans = [stream for stream, unit in in_flight.items() if unit.replica is replica]
+            units += [in_flight.pop(stream).unfinished() for stream in orphans]
+            self.counters["redispatched"] += len(orphans)
+            if self.counters["restarts"] >= self.config.restart_budget:  # fail loudly rather than shrink
+                raise RuntimeError(f"rollout replica {replica.pid} failed and the restart budget "
+                                   f"(rollout.restart_budget={self.config.restart_budget}) is spent")
+            self.counters["restarts"] += 1
+        self._start_replicas(len(failed))
         return units
 
     def replace(self, handles: list) -> list[int]:
@@ -524,8 +519,7 @@ class RolloutGroup:
         ids = {handle._actor_id for handle in handles}
         with self.lock:
             failed = [replica for replica in self.replicas if replica.handle._actor_id in ids]
-        for replica in failed:
-            self._replace(replica, {})
+        self._replace(failed, {})
         return [replica.pid for replica in failed]
 
     def check_health(self) -> list[int]:
@@ -537,8 +531,7 @@ class RolloutGroup:
         answered, _ = ray.wait(list(probes), num_returns=len(probes), timeout=self.config.probe_timeout_s)
         failed = [replica for ref, replica in probes.items() if ref not in answered or not _answers(ref)]
         self.counters["probe_failures"] += len(failed)
-        for replica in failed:
-            self._replace(replica, {})
+        self._replace(failed, {})
         return [replica.pid for replica in failed]
 
     def reconcile(self, override: int | None) -> None:
@@ -575,13 +568,14 @@ class RolloutGroup:
                 loads = {replica.handle.update_weights.remote(update_ref): replica for replica in self.replicas}
             if self.config.on_update == "abort":  # the version comes from the small update record, not its tensors
                 self.abort_for_update([replica.handle for replica in loads.values()], ray.get(update_ref).version)
-            deadline, replaced = time.monotonic() + timeout_s, []
+            deadline, failed = time.monotonic() + timeout_s, []
             for ref, replica in loads.items():
                 try:
                     get_within(ref, max(0.0, deadline - time.monotonic()), f"weight load into replica {replica.pid}")
                 except RayActorError:
-                    self._replace(replica, {})
-                    replaced.append(replica.pid)
+                    failed.append(replica)
+            self._replace(failed, {})
+            replaced = [replica.pid for replica in failed]
             with self.lock:
                 probes = [replica.handle.probe.remote() for replica in self.replicas]
             versions = [probe["version"] for probe in get_within(probes, timeout_s, "rollout replica versions")]
