@@ -49,7 +49,7 @@ def encode_prompt(processor, item: PromptItem, system_prompt: str) -> tuple[list
 
 def collate(sequences: list[Sequence], pad_id: int) -> dict[str, torch.Tensor | None]:
     """Right-padded batch. Logprob-space tensors are `[batch, length - 1]`: position t scores token t + 1."""
-    length = max(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
+    length = max(_tokens(s) for s in sequences)
     batch = len(sequences)
     input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((batch, length), dtype=torch.long)
@@ -104,13 +104,17 @@ def pack_by_tokens(sequences: list[Sequence], budget: int) -> list[list[Sequence
     """Consecutive micro-batches of at most `budget` tokens (prompt + response); a longer sequence goes alone."""
     batches, current, used = [], [], 0
     for seq in sequences:
-        length = len(seq.prompt_ids) + len(seq.response_ids)
+        length = _tokens(seq)
         if current and used + length > budget:
             batches.append(current)
             current, used = [], 0
         current.append(seq)
         used += length
     return batches + ([current] if current else [])
+
+
+def _tokens(sequence: Sequence) -> int:
+    return len(sequence.prompt_ids) + len(sequence.response_ids)
 
 
 def stretch_to(micros: list[list[Sequence]], count: int) -> list[list[Sequence]]:
@@ -123,7 +127,7 @@ def stretch_to(micros: list[list[Sequence]], count: int) -> list[list[Sequence]]
         splittable = [index for index, micro in enumerate(micros) if len(micro) > 1]
         if not splittable:
             return micros + [[] for _ in range(count - len(micros))]
-        index = max(splittable, key=lambda i: sum(len(s.prompt_ids) + len(s.response_ids) for s in micros[i]))
+        index = max(splittable, key=lambda i: sum(_tokens(s) for s in micros[i]))
         half = len(micros[index]) // 2
         micros[index:index + 1] = [micros[index][:half], micros[index][half:]]
     return micros

@@ -1,8 +1,8 @@
 """Policy weights in buckets, for the collective weight sync: the learner gathers its FSDP2 shards one bucket at a
 time into a flat buffer and hands it to a transport (a broadcast over a process group); the receiver splits each
-buffer back into named tensors as the engine's loader consumes them. Neither side ever holds more than two buckets
-of gathered weights (the buffer being filled and one gathered tensor), except a tensor larger than a bucket, which
-travels alone.
+buffer back into named tensors as the engine's loader consumes them. The sender holds at most a bucket being filled
+and one gathered tensor (a tensor larger than a bucket travels alone, as gathered); a receiver has two buckets in
+use, and on CPU keeps up to three buffers across syncs (`ReceiveBuffers`).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class ReceiveBuffers:
 
     def take(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
         """A flat tensor of `numel` elements of `dtype`: a prefix of a free held buffer that is large enough,
-        else a new buffer (held, on CPU, in place of the oldest free one beyond `keep`)."""
+        else a new buffer (held, on CPU, in place of the smallest free ones beyond `keep`)."""
         nbytes = numel * dtype.itemsize
         if self.device.type != "cpu":
             return torch.empty(numel, dtype=dtype, device=self.device)
@@ -83,10 +83,6 @@ class ReceiveBuffers:
         dropped = sorted(free, key=torch.Tensor.numel)[:max(0, len(self.held) + 1 - self.keep)]
         self.held = [held for held in self.held if all(held is not gone for gone in dropped)] + [base]
         return base.view(dtype)
-
-    @property
-    def bytes_held(self) -> int:
-        return sum(base.numel() for base in self.held)
 
 
 def _unreferenced(base: torch.Tensor) -> bool:
