@@ -14,24 +14,28 @@ import torch.nn.functional as F
 
 
 class ChunkedLogprobs(torch.autograd.Function):
-    """`[rows, 2]` (logprob of `targets[i]`, entropy) of softmax(hidden @ weight.T / temperature), chunk by chunk;
-    logits in the weight's dtype, softmax in fp32 (as the plain path does)."""
+    """`[batch, length, 2]` (logprob of `targets[b, t]`, entropy) of softmax(hidden @ weight.T / temperature) for
+    `hidden` `[batch, length, width]`, chunk by chunk; logits in the weight's dtype, softmax in fp32 (as the plain
+    path does). The output is a tensor of its own, not a view (FSDP2 hooks a unit's output for its backward)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, temperature: float, chunk: int):
-        rows = hidden.shape[0]
-        out = torch.empty(rows, 2, dtype=torch.float32, device=hidden.device)
-        for start in range(0, rows, chunk):
+        batch, length, width = hidden.shape
+        hidden, targets = hidden.reshape(-1, width), targets.reshape(-1)
+        result = torch.empty(batch, length, 2, dtype=torch.float32, device=hidden.device)
+        out = result.view(-1, 2)
+        for start in range(0, hidden.shape[0], chunk):
             logp = _chunk_log_softmax(hidden[start:start + chunk], weight, temperature)
             out[start:start + chunk, 0] = logp.gather(-1, targets[start:start + chunk, None]).squeeze(-1)
             out[start:start + chunk, 1] = -(logp.exp().mul_(logp)).sum(-1)
         ctx.save_for_backward(hidden, weight, targets)
-        ctx.temperature, ctx.chunk = temperature, chunk
-        return out
+        ctx.temperature, ctx.chunk, ctx.shape = temperature, chunk, (batch, length, width)
+        return result
 
     @staticmethod
     def backward(ctx, grad):
         hidden, weight, targets = ctx.saved_tensors
+        grad = grad.reshape(-1, 2)
         grad_hidden = torch.zeros_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
             if ctx.needs_input_grad[1] else None
@@ -48,8 +52,9 @@ class ChunkedLogprobs(torch.autograd.Function):
             dlogits.div_(ctx.temperature)
             grad_hidden[rows] = (dlogits.to(weight.dtype) @ weight).to(hidden.dtype)
             if grad_weight is not None:
-                grad_weight += dlogits.T @ hidden[rows].float()
-        return grad_hidden, grad_weight.to(weight.dtype) if grad_weight is not None else None, None, None, None
+                grad_weight.addmm_(dlogits.T, hidden[rows].float())  # no [vocab x width] temporary
+        return (grad_hidden.view(ctx.shape), grad_weight.to(weight.dtype) if grad_weight is not None else None, None,
+                None, None)
 
 
 def _chunk_log_softmax(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -73,10 +78,7 @@ class LogprobHead(torch.nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.targets is None:
             return F.linear(hidden, self.weight)
-        batch, length, width = hidden.shape
-        out = ChunkedLogprobs.apply(hidden.reshape(-1, width), self.weight, self.targets.reshape(-1),
-                                    self.temperature, self.chunk_tokens)
-        return out.view(batch, length, 2)
+        return ChunkedLogprobs.apply(hidden, self.weight, self.targets, self.temperature, self.chunk_tokens)
 
 
 def install_logprob_head(model, chunk_tokens: int) -> None:

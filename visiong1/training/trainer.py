@@ -28,6 +28,7 @@ from visiong1.config import LearnerConfig
 from visiong1.models.families import family_of, load_model, load_processor, load_sharded_model
 from visiong1.training.checkpoint import CheckpointFormatError, CheckpointStore
 from visiong1.training.dcp_storage import save_state, state_reader
+from visiong1.training.gloo_reduce import InPlaceReduceScatter
 from visiong1.training.batching import (Sequence, collate, idle_sequence, image_inputs, pack_by_tokens, stretch_to,
                                        token_logprobs)
 from visiong1.training.logprobs import head_logprobs, install_logprob_head
@@ -101,14 +102,21 @@ class PolicyTrainer:
         """FSDP2, given a model on the meta device: the chunked output head goes in first (FSDP must wrap the module
         that runs), then the family's units (decoder layers, vision blocks, untied embedding and head), then the root.
         On GPU, bf16 compute with fp32 gradient reduction (not exercised on the CPU machines tests run on)."""
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if self.device.type == "cuda" else MixedPrecisionPolicy()
         install_logprob_head(model, self.config.logprob_chunk_tokens)
+        embeddings = model.get_input_embeddings()
         for unit in family.shard_units(model):
             fully_shard(unit, mp_policy=policy)
+            if unit is embeddings:  # its weight gradient needs the token ids, not the weight: no gather for it
+                unit.set_unshard_in_backward(False)
         fully_shard(model, mp_policy=policy)
+        if dist.is_initialized() and dist.get_backend() == "gloo":
+            for unit in model.modules():
+                if isinstance(unit, FSDPModule):
+                    unit.set_custom_reduce_scatter(InPlaceReduceScatter())
 
     # --- the RL step ---------------------------------------------------------------------------------------------
     def sequences(self, batch: TrainBatch) -> list[Sequence]:
