@@ -61,7 +61,7 @@ class WeightSyncExtension:
                                   self.receive_times, self.receive_buffers)
         self.reload_weights(weights_iterator=weights)
         repack_tied_layers(self.model_runner.get_model())
-        return sum(len(bucket) for bucket in plan.buckets)
+        return plan.tensor_count
 
 
 def repack_tied_layers(model) -> int:

@@ -9,7 +9,8 @@ the receive was posted until the last replica had the bytes, from both sides' wa
 replicas' engine load (`load_s`: the vLLM loader on the received tensors, the slowest replica), the rest as
 `engine_and_calls_s`, and the most gathered bytes alive on the sender. The baseline is a bare broadcast of the same
 buckets between two processes over the same kind of stateless gloo group, into buffers already allocated.
-Targets: transfer (`in_flight_s`) <= 1.5x the bare broadcast of the same bytes; gathered bytes alive <= 2 buckets.
+Targets: on the mid-size model, transfer (`in_flight_s`) <= 1.5x the bare broadcast of the same bytes; on both,
+gathered bytes alive <= 2 buckets.
 
 Run: python -m benchmarks.weight_sync [--repeats 3] [--bucket-mb 64]
 Writes benchmarks/results/weight_sync.json.
@@ -148,6 +149,17 @@ def run_model(label: str, model_path: str, bucket_mb: float, repeats: int) -> di
             "one_replica": one, "two_replicas": two}
 
 
+def targets_met(results: list[dict]) -> dict:
+    """The transfer target on the mid-size model (the tiny model's single bucket is latency, reported only), and
+    gathered bytes alive within two buckets on both."""
+    replicas = ("one_replica", "two_replicas")
+    return {result["model"]: {
+        **({"transfer": all(result[key]["transfer_over_bare"] <= TRANSFER_RATIO for key in replicas)}
+           if result["model"] == "mid" else {}),
+        "alive": all(result[key]["collective"]["peak_alive_bytes"] <= 2 * result["bucket_bytes"] for key in replicas)}
+        for result in results}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -158,12 +170,7 @@ def main() -> None:
     tiny = start_local()
     models = {"tiny": tiny, "mid": str(mid_model_path(".cache/visiong1/models"))}
     results = [run_model(label, path, args.bucket_mb, args.repeats) for label, path in models.items()]
-    met = {result["model"]: {
-        "transfer": all(result[key]["transfer_over_bare"] <= TRANSFER_RATIO for key in ("one_replica", "two_replicas")),
-        "alive": all(result[key]["collective"]["peak_alive_bytes"]
-                     <= 2 * max(result["bucket_bytes"], result["largest_tensor_bytes"])
-                     for key in ("one_replica", "two_replicas"))} for result in results}
-    path = write_result("weight_sync", {"models": results, "met": met,
+    path = write_result("weight_sync", {"models": results, "met": targets_met(results),
                                         "targets": {"transfer_over_bare_max": TRANSFER_RATIO}},
                         {"repeats": args.repeats, "bucket_mb": args.bucket_mb, "learner_ranks": 1})
     table = Table(title=f"Weight sync, median seconds -> {path}")
@@ -179,7 +186,7 @@ def main() -> None:
                           f"{collective['load_s']:.3f}", f"{collective['engine_and_calls_s']:.3f}",
                           f"{collective['peak_alive_bytes'] / 2**20:.1f}")
     Console().print(table)
-    print(met)
+    print(targets_met(results))
 
 
 if __name__ == "__main__":

@@ -94,3 +94,41 @@ def test_two_ranks_with_an_untied_embedding_train_as_one_rank(untied_model, tmp_
     worst = max((two["weights"][name] - tensor).abs().max().item() for name, tensor in one["weights"].items())
     assert worst < 1e-5, worst
 
+
+def _send_pieces(rank: int, world: int, out_dir: str) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    from visiong1.training.weight_buckets import plan_buckets, send_buckets
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(9, 4), torch.nn.Linear(4, 2))  # 9 rows: shards of 5 and 4
+    full = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    fully_shard(model[0])
+    fully_shard(model)
+    shapes = {name: tuple(parameter.shape) for name, parameter in model.named_parameters()}
+    sent = {"full": full}
+    for dtype in (torch.float32, torch.bfloat16):
+        plan = plan_buckets(shapes, dtype, bucket_bytes=2 * 4 * dtype.itemsize)  # pieces of 2 rows: [4, 6) straddles
+        wire = []
+        counters = send_buckets(model, plan, (lambda flat: wire.append(flat.clone())) if rank == 0 else None,
+                                torch.device("cpu"))
+        sent[dtype] = {"wire": wire, "plan": plan, "peak": counters.peak_alive_bytes}
+    if rank == 0:
+        torch.save(sent, f"{out_dir}/pieces.pt")
+
+
+def test_pieces_of_a_sharded_tensor_reach_the_sending_rank_whole_in_the_plans_dtype(tmp_path):
+    """Rows of an embedding sharded over 2 ranks (5 and 4 rows) in pieces of 2: each piece is assembled on rank 0
+    from the owners of its rows (rows 4 and 5 from both), in fp32 and cast to bf16; the sending rank's gathered bytes
+    stay within two buckets (and the cast shard)."""
+    spawn(_send_pieces, 2, str(tmp_path))
+    sent = torch.load(tmp_path / "pieces.pt", weights_only=False)
+    for dtype in (torch.float32, torch.bfloat16):
+        plan, wire, embedding = sent[dtype]["plan"], sent[dtype]["wire"], sent["full"]["0.weight"].to(dtype)
+        assert [slot.rows for bucket in plan.buckets for slot in bucket][:5] == [(0, 2), (2, 4), (4, 6), (6, 8),
+                                                                                   (8, 9)]
+        assert all(flat.dtype == dtype for flat in wire)
+        assert torch.equal(torch.cat(wire[:5]).view(9, 4), embedding)
+        assert torch.equal(torch.cat(wire[5:])[:8], sent["full"]["1.weight"].to(dtype).reshape(-1))
+        bucket = 2 * 4 * dtype.itemsize  # two buckets, and a shard cast before its gather when the dtype changes
+        assert 0 < sent[dtype]["peak"] <= 2 * bucket + (bucket // 2 if dtype != torch.float32 else 0)

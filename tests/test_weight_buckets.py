@@ -64,18 +64,26 @@ def test_a_receivers_buffers_are_reused_across_syncs_but_never_while_a_consumer_
     assert all(torch.equal(tensor, model.get_parameter(name)) for name, tensor in kept)
 
 
-def test_a_tensor_larger_than_a_bucket_is_sent_as_gathered_and_buckets_carry_the_plans_dtype():
+def test_a_tensor_larger_than_a_bucket_travels_in_pieces_of_rows_and_buckets_carry_the_plans_dtype():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Embedding(64, 16), torch.nn.Linear(16, 4), torch.nn.Linear(4, 4))
+    model = torch.nn.Sequential(torch.nn.Embedding(60, 16), torch.nn.Linear(16, 4), torch.nn.Linear(4, 4))
     shapes = {name: tuple(parameter.shape) for name, parameter in model.named_parameters()}
     for dtype in (torch.float32, torch.bfloat16):
-        plan = plan_buckets(shapes, dtype, bucket_bytes=128 * dtype.itemsize)  # the embedding travels alone
-        assert [len(bucket) for bucket in plan.buckets] == [1, 4]
+        plan = plan_buckets(shapes, dtype, bucket_bytes=128 * dtype.itemsize)  # 8 rows of the embedding a piece
+        assert [slot.rows for bucket in plan.buckets[:8] for slot in bucket] == \
+            [(start, min(start + 8, 60)) for start in range(0, 60, 8)]
+        assert [len(bucket) for bucket in plan.buckets] == [1] * 8 + [4] and plan.tensor_count == 5
         wire = []
         counters = send_buckets(model, plan, wire.append, torch.device("cpu"))
-        assert [flat.dtype for flat in wire] == [dtype, dtype] and counters.bytes == plan.nbytes
-        assert torch.equal(wire[0], model[0].weight.detach().to(dtype).reshape(-1))
-        assert torch.equal(wire[1][:64], model[1].weight.detach().to(dtype).reshape(-1))
-        # the embedding alone is alive while it travels (fp32: the parameter's own storage, not a copy)
-        assert counters.peak_alive_bytes == 64 * 16 * dtype.itemsize
-        assert (wire[0].data_ptr() == model[0].weight.data_ptr()) == (dtype == torch.float32)
+        assert [flat.dtype for flat in wire] == [dtype] * 9 and counters.bytes == plan.nbytes
+        assert torch.equal(torch.cat(wire[:8]), model[0].weight.detach().to(dtype).reshape(-1))
+        assert torch.equal(wire[8][:64], model[1].weight.detach().to(dtype).reshape(-1))
+        assert counters.peak_alive_bytes <= 2 * 128 * dtype.itemsize  # never more than two buckets
+
+        def post_receive(buffer: torch.Tensor) -> Done:
+            buffer.copy_(wire.pop(0))
+            return Done()
+
+        received = list(receive_buckets(plan, post_receive, torch.device("cpu")))
+        assert [name for name, _ in received] == list(shapes)  # the embedding once, whole, with its last piece
+        assert all(torch.equal(tensor, model.get_parameter(name).detach().to(dtype)) for name, tensor in received)

@@ -84,11 +84,14 @@ def learner_pids(ray_cluster, learner: LearnerGroup) -> list[int]:
 def test_a_collective_sync_puts_the_learners_weights_into_the_replica(ray_cluster, role_nodes, learner, tiny_model,
                                                                       batches, tmp_path):  # noqa: F811
     """After each sync the replica (on another node than the learners) answers greedily token for token as the
-    learners' weights do, and its sampled logprobs are within 1e-4 of the learner's recomputation."""
+    learners' weights do, and its sampled logprobs are within 1e-4 of the learner's recomputation. The embedding
+    (725 rows, 363 KiB) travels in 2 pieces of up to 409 rows; the first spans both ranks' shards (363 + 362 rows)."""
     with replicas_of(tiny_model, tmp_path, "vllm") as rollout:
         assert nodes_of(ray_cluster, learner.ranks) == {role_nodes["learner"]}
         assert nodes_of(ray_cluster, rollout.actors()) == {role_nodes["rollout"]}
-        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.5, timeout_s=60)
+        sync = CollectiveWeightSync(learner, rollout, bucket_mb=0.2, timeout_s=60)
+        pieces = [slot.rows for bucket in sync.plan.buckets for slot in bucket if slot.rows]
+        assert pieces == [(0, 409), (409, 725)]
         items = generate_pool(["counting"], 3, seed=4)
         for version in (1, 2):
             train(ray_cluster, learner, batches[version - 1:version])
@@ -103,7 +106,7 @@ def test_a_collective_sync_puts_the_learners_weights_into_the_replica(ray_cluste
             assert [g.samples[0].token_ids for g in greedy] == [g.samples[0].token_ids for g in expected]
         plan, sent = sync.plan, sync.last
         assert sent["buckets"] == len(plan.buckets) > 2 and sent["bytes"] == plan.nbytes
-        assert sent["peak_alive_bytes"] <= 2 * (1 << 19)  # a bucket being filled and one gathered tensor
+        assert sent["peak_alive_bytes"] <= 2 * int(0.2 * 2**20)  # a bucket being filled and one tensor or piece
         assert list(sync.connected) == [rollout.actors()[0]._actor_id.hex()]  # the second sync reused the group
         assert learner_pids(ray_cluster, learner) == learner.pids  # their processes and own group are untouched
 

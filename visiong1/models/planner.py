@@ -182,14 +182,13 @@ def learner_rank(config: RunConfig, shape: ModelShape) -> RoleMemory:
 
 def _sync_buckets_bytes(config: RunConfig, shape: ModelShape, rollout_bytes: int, ranks: int) -> int:
     """The collective weight sync's gathered bytes on a learner rank, in the rollout dtype: a bucket being filled and
-    one gathered tensor, or a tensor larger than a bucket (the embedding) gathered and sent as is; where that dtype
-    is not the fp32 of the shards (bf16 on GPU), the shard cast before its gather too. The object-store transport
-    gathers to the host instead (see `weight_export`)."""
+    one gathered tensor or piece of rows of a larger one (the embedding), two buckets at most; where that dtype is
+    not the fp32 of the shards (bf16 on GPU), the shard cast before its gather too (a bucket's share at most). The
+    object-store transport gathers to the host instead (see `weight_export`)."""
     if config.rollout.weight_sync != "collective":
         return 0
     bucket = int(config.rollout.weight_sync_bucket_mb * 2**20)
-    largest = shape.vocab * shape.hidden * rollout_bytes
-    return max(2 * bucket, largest) + (largest // ranks if rollout_bytes != 4 else 0)
+    return 2 * bucket + (bucket // ranks if rollout_bytes != 4 else 0)
 
 
 def _logits_bytes(learner, tokens: int, vocab: int) -> int:
@@ -221,8 +220,9 @@ def rollout_replica(config: RunConfig, shape: ModelShape, gpu_memory: int | None
 
 def _receive_buffers_bytes(config: RunConfig, shape: ModelShape, gpu: bool) -> int:
     """A replica's receive buffers in the collective weight sync: on a GPU the bucket being loaded and the next one
-    arriving, one of them the embedding when it is larger than a bucket (it travels alone); on CPU the receiver
-    keeps its buffers across syncs (`ReceiveBuffers`): three, each as large as the largest bucket."""
+    arriving, one of them the whole embedding when it is larger than a bucket (its pieces are received into it
+    whole); on CPU the receiver keeps its buffers across syncs (`ReceiveBuffers`): three, each as large as the
+    largest of a bucket and the embedding."""
     if config.rollout.weight_sync != "collective":
         return 0
     bucket = int(config.rollout.weight_sync_bucket_mb * 2**20)
