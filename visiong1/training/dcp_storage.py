@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -21,12 +22,19 @@ from visiong1.faults import crash_once
 from visiong1.training.checkpoint import CheckpointStore
 
 
-class _HashingWriter(io.RawIOBase):
-    """A write-only stream that forwards to `raw` and keeps the sha256 and length of what passed through."""
+WRITEBACK_BYTES = 256 * 2**20
 
-    def __init__(self, raw):
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only stream that forwards to `raw` and keeps the sha256 and length of what passed through. On a
+    local file it also has the kernel write back every `WRITEBACK_BYTES` (an fdatasync in a background thread), so
+    the disk works while the rest is serialised and the fsync that precedes the commit finds little left to write.
+    `finish()` waits for that thread, before `raw` closes."""
+
+    def __init__(self, raw, local: bool):
         super().__init__()
         self.raw, self.sha256, self.position = raw, hashlib.sha256(), 0
+        self.local, self.flushed_at, self.writeback = local, 0, None
 
     def writable(self) -> bool:
         return True
@@ -37,7 +45,19 @@ class _HashingWriter(io.RawIOBase):
         self.sha256.update(view)
         self.position += len(view)
         crash_once("writing_shards")
+        if self.local and self.position - self.flushed_at >= WRITEBACK_BYTES and not self._writing_back():
+            self.raw.flush()
+            self.flushed_at = self.position
+            self.writeback = threading.Thread(target=os.fdatasync, args=(self.raw.fileno(),), daemon=True)
+            self.writeback.start()
         return len(view)
+
+    def _writing_back(self) -> bool:
+        return self.writeback is not None and self.writeback.is_alive()
+
+    def finish(self) -> None:
+        if self.writeback is not None:
+            self.writeback.join()
 
     def tell(self) -> int:
         return self.position
@@ -61,8 +81,11 @@ class ArrowFileSystem(FileSystemBase):
                 yield stream
             return
         with (open(path, "wb") if self.store.local else self.store.fs.open_output_stream(path)) as raw:
-            stream = _HashingWriter(raw)
-            yield stream
+            stream = _HashingWriter(raw, self.store.local)
+            try:
+                yield stream
+            finally:
+                stream.finish()
         self.digests[path] = stream.sha256.hexdigest()
 
     def concat_path(self, path, suffix: str) -> str:
