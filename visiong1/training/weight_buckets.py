@@ -227,9 +227,11 @@ def _gathered_rows(parameter: torch.Tensor, rows: tuple[int, int], dtype: torch.
         return shard[start:stop]
     piece = torch.empty((stop - start, *parameter.shape[1:]), dtype=dtype, device=device)
     for owner, (low, high) in enumerate(overlap):
-        if low < high and owner == 0:
+        if low >= high:
+            continue
+        if owner == 0:
             piece[low - start:high - start].copy_(shard[low:high])
-        elif low < high:
+        else:
             dist.recv(piece[low - start:high - start], group_src=owner, group=group)
     return piece
 
