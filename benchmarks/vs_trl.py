@@ -10,15 +10,19 @@ groups with a reward spread (TRL trains every sequence), so each project side al
 per step: the sides did the same work only where that is prompts x samples.
 TRL 1.16.0 is installed by this benchmark into its own environment (`trl-env` in the project's cache directory),
 layered over the project's packages, so both sides run the same torch and transformers. The project runs as
-`visiong1 demo` (a local Ray cluster, its default engine, rollout and learner one torch thread each, selection and
-evaluation off) synchronously (`rollout.max_staleness=0`) and asynchronously (`=1`); TRL runs in one process with
-1 torch thread (the project's per-process count) and with 2 (the machine's cores). Each pair runs the four in
-turn; per side the median seconds per step after two warm-up steps, per pair the ratio to TRL, and over pairs the
-median ratio; phase split medians for every side, and for the project the per-step fixed costs: the generate and
-train phases' seconds beyond the work timed inside the replica and the learner ranks.
+`visiong1 demo` (a local Ray cluster, its default engine, the rollout replica on one torch thread, selection and
+evaluation off) synchronously (`rollout.max_staleness=0`) and asynchronously (`=1`), its learner on one torch thread
+(`sync`, `async`) or on two (`sync_2t`, `async_2t`: `learner.num_cpus=2`); TRL runs in one process with 1 torch
+thread and with 2 (the machine's cores). Synchronous, `sync_2t` never runs more than two threads at once, as TRL on
+2 does; `async_2t` runs three on two cores while generation overlaps training. Each pair runs the sides in turn;
+per side the median seconds per step after two warm-up steps, per pair the ratio to TRL, and over pairs the median
+ratio; phase split medians for every side, and for the project the per-step fixed costs: the generate and train
+phases' seconds beyond the work timed inside the replica and the learner ranks.
 
 Run: python -m benchmarks.vs_trl [--size tiny|mid] [--pairs 3] [--steps 12] [--prompts 8] [--samples 8]
-Writes its figures and their plot (name `vs_trl`, or `vs_trl_mid`, .json and .png) into benchmarks/results/.
+                                 [--sides sync,sync_2t,async,async_2t,trl1,trl2] [--name NAME]
+Writes its figures and their plot (name `vs_trl`, or `vs_trl_mid`, unless --name; .json and .png) into
+benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ MID_WARM_STEPS, MID_WARM_BATCH = 150, 8
 # At this size the weights go by the collective sync, as in every config for a real model: through the object
 # store the mid-size model's sync took 11.6-14.9 s of a 44-47 s step.
 MID_OVERRIDES = ["learner.gradient_checkpointing=false", "rollout.weight_sync=collective"]
+# side -> (rollout.max_staleness, learner torch threads) for the project; (None, torch threads) for TRL
+SIDES = {"sync": (0, 1), "sync_2t": (0, 2), "async": (1, 1), "async_2t": (1, 2), "trl1": (None, 1),
+         "trl2": (None, 2)}
 
 
 def trl_environment() -> Path:
@@ -97,15 +104,18 @@ def warm_mid_model(config) -> str:
     return str(target)
 
 
-def project_step(model: str, pool: str, args: argparse.Namespace, max_staleness: int, output: Path) -> dict:
-    """One `visiong1 demo` run of `args.steps` RL steps; per-step medians of its wall time and phases."""
+def project_step(model: str, pool: str, args: argparse.Namespace, max_staleness: int, learner_threads: int,
+                 output: Path) -> dict:
+    """One `visiong1 demo` run of `args.steps` RL steps with its learner on `learner_threads` torch threads;
+    per-step medians of its wall time and phases."""
     overrides = [f"model.path={model}", f"data.pool={pool}", "round.rounds=1", f"round.steps={args.steps}",
                  f"round.prompts_per_step={args.prompts}", f"rollout.samples_per_prompt={args.samples}",
                  "rollout.max_new_tokens=32", "learner.lr=1e-5", "learner.kl_coef=0", "eval.enabled=false",
                  "eval.blank_image_control=false", "selection.offline_difficulty=false",
                  "selection.dynamic_sampling=false", "selection.influence.enabled=false",
                  "selection.influence.targets=pool",
-                 f"rollout.max_staleness={max_staleness}", f"output_dir={output}",
+                 f"rollout.max_staleness={max_staleness}", f"learner.num_cpus={learner_threads}",
+                 f"output_dir={output}",
                  *(MID_OVERRIDES if args.size == "mid" else [])]
     subprocess.run([sys.executable, "-m", "visiong1.cli", "demo", "-c", DEMO, *overrides], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
@@ -134,11 +144,19 @@ def trl_step(python: Path, model: str, pool: str, setting: dict, args: argparse.
 
 
 def summarise(pairs: list[dict]) -> dict:
-    """Per pair each project side's seconds per step over TRL's (both thread counts); medians over pairs."""
-    ratios = {f"{side}_over_trl{threads}": statistics.median(p[side]["step_s"] / p[f"trl{threads}"]["step_s"]
-                                                              for p in pairs)
-              for side in ("sync", "async") for threads in (1, 2)}
+    """Per pair each project side's seconds per step over each TRL side's; medians over pairs."""
+    sides = pairs[0].keys()
+    ratios = {f"{side}_over_{trl}": statistics.median(p[side]["step_s"] / p[trl]["step_s"] for p in pairs)
+              for side in sides if not side.startswith("trl") for trl in sides if trl.startswith("trl")}
     return {"pairs": pairs, "median_ratios": ratios}
+
+
+def run_side(side: str, model: str, pool: str, setting: dict, args: argparse.Namespace, run: Path) -> dict:
+    """One side's run (SIDES) in the pair directory `run`."""
+    max_staleness, threads = SIDES[side]
+    if max_staleness is None:
+        return trl_step(trl_environment(), model, pool, setting, args, threads, run / f"{side}.json")
+    return project_step(model, pool, args, max_staleness, threads, run / side)
 
 
 def show(summary: dict) -> None:
@@ -170,26 +188,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--sides", type=lambda text: text.split(","), default=list(SIDES),
+                        help="comma-separated subset of " + ",".join(SIDES) + ", run in this order in each pair")
+    parser.add_argument("--name", help="results name (default vs_trl, or vs_trl_mid with --size mid)")
     args = parser.parse_args()
-    python = trl_environment()
+    if unknown := set(args.sides) - set(SIDES):
+        parser.error(f"--sides: unknown {sorted(unknown)}; choose from {list(SIDES)}")
     pairs = []
     with tempfile.TemporaryDirectory(prefix="visiong1-vs-trl-") as scratch:
         model, pool, setting = prepare_work(Path(scratch), args.size)
         for index in range(args.pairs):
             run = Path(scratch) / f"pair{index}"
-            pairs.append({"sync": project_step(model, pool, args, 0, run / "sync"),
-                          "async": project_step(model, pool, args, 1, run / "async"),
-                          "trl1": trl_step(python, model, pool, setting, args, 1, run / "trl1.json"),
-                          "trl2": trl_step(python, model, pool, setting, args, 2, run / "trl2.json")})
+            run.mkdir()
+            pairs.append({side: run_side(side, model, pool, setting, args, run) for side in args.sides})
             print(f"pair {index}: " + ", ".join(f"{side} {f['step_s']:.3f}s" for side, f in pairs[-1].items()))
     summary = summarise(pairs)
     show(summary)
-    name = "vs_trl" if args.size == "tiny" else "vs_trl_mid"
+    name = args.name or ("vs_trl" if args.size == "tiny" else "vs_trl_mid")
     summary["plot"] = str(plot(summary, RESULTS / f"{name}.png"))
     model_name = ("demo_8domains warm start (tiny)" if args.size == "tiny" else
                   f"mid-size, warm start {MID_WARM_STEPS}x{MID_WARM_BATCH} on counting, no gradient checkpointing")
     print(write_result(name, summary, {"trl": TRL_VERSION, "model": model_name,
                                            "steps": args.steps, "prompts": args.prompts, "samples": args.samples,
+                                           "sides": {side: SIDES[side] for side in args.sides},
                                            "max_new_tokens": 32, "warm_up_steps": WARM_UP}))
 
 
