@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from functools import cache
 from pathlib import Path
 
 from rich.console import Console
@@ -56,6 +57,7 @@ SIDES = {"sync": (0, 1), "sync_2t": (0, 2), "async": (1, 1), "async_2t": (1, 2),
          "trl2": (None, 2)}
 
 
+@cache
 def trl_environment() -> Path:
     """The TRL environment's interpreter, built on first use: a venv that sees the project's packages and the
     repository, with the project's torchvision fix, plus TRL at TRL_VERSION."""
