@@ -1,5 +1,5 @@
-"""The chunked output head gives the plain head's logprobs, entropy and gradients, with no `[tokens x vocab]`
-tensor beyond one chunk."""
+"""The chunked output head gives the plain head's logprobs, entropy and gradients at the response positions, with
+no `[tokens x vocab]` tensor beyond one chunk."""
 
 import pytest
 import torch
@@ -32,7 +32,9 @@ def test_chunked_head_matches_the_plain_head_and_its_gradients(tiny_model, batch
         ((values * mask).sum() + 0.3 * (entropy * mask).sum()).backward()
         results.append((values, entropy, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}))
     (lp, ent, grads), (lp_c, ent_c, grads_c) = results
-    assert torch.allclose(lp, lp_c, atol=1e-5) and torch.allclose(ent, ent_c, atol=1e-5)
+    assert torch.allclose(lp * mask, lp_c, atol=1e-5) and torch.allclose(ent * mask, ent_c, atol=1e-5)
+    outside = mask == 0  # prompt and padding rows never reach the chunked head: exactly 0, no gradient
+    assert outside.any() and not lp_c[outside].any() and not ent_c[outside].any()
     assert grads.keys() == grads_c.keys()
     assert max((grads[name] - grads_c[name]).abs().max().item() for name in grads) < 1e-4
     assert chunked.lm_head.targets is None  # the head is plain again for generation
