@@ -7,7 +7,8 @@ import torch
 from visiong1.data.synthetic import generate_pool
 from visiong1.engines.hf import HFEngine, SamplingParams
 from visiong1.models.families import load_model
-from visiong1.training.batching import Sequence, collate, image_inputs, token_logprobs
+from visiong1.training.batching import (Sequence, collate, first_response_position, image_inputs, modality_types,
+                                        token_logprobs)
 from visiong1.training.logprobs import head_logprobs, install_logprob_head
 
 
@@ -46,3 +47,17 @@ def test_without_targets_the_head_is_the_plain_linear_head(tiny_model, batch):
     with torch.no_grad():
         assert torch.equal(plain(input_ids=batch["input_ids"][:, :8]).logits,
                            chunked(input_ids=batch["input_ids"][:, :8]).logits)
+
+
+def test_the_plain_head_scores_from_the_first_response_position_on(tiny_model, batch):
+    model = load_model(tiny_model)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"],
+                       mm_token_type_ids=modality_types(model, batch["input_ids"])).logits
+        values = token_logprobs(model, batch)
+    every = logits[:, :-1].float().log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    start = first_response_position(batch["response_mask"])
+    assert 0 < start == int(batch["response_mask"].any(0).nonzero()[0])
+    assert not values[:, :start].any()  # the prompt before any response is never scored
+    assert torch.allclose(values[:, start:], every[:, start:], atol=1e-5)

@@ -6,6 +6,7 @@ import io
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from visiong1.models.prompting import chat_messages, decode_images
@@ -91,13 +92,24 @@ def model_inputs(model, batch: dict) -> dict:
 
 def token_logprobs(model, batch: dict, temperature: float = 1.0, with_entropy: bool = False):
     """`[batch, length - 1]` logprobs of each next token under `model` at `temperature`; with `with_entropy`,
-    also the `[batch, length - 1]` entropy of each position's distribution."""
-    logits = model(**model_inputs(model, batch)).logits
-    all_logprobs = (logits[:, :-1].float() / temperature).log_softmax(-1)
-    chosen = all_logprobs.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+    also the `[batch, length - 1]` entropy of each position's distribution. The head computes logits only from the
+    batch's first response position on (`logits_to_keep`): earlier positions hold 0, so a long image prompt adds no
+    `[tokens x vocab]` logits."""
+    ids = batch["input_ids"]
+    start = first_response_position(batch["response_mask"])
+    logits = model(**model_inputs(model, batch), logits_to_keep=ids.shape[1] - start).logits[:, :-1]
+    all_logprobs = (logits.float() / temperature).log_softmax(-1)
+    chosen = all_logprobs.gather(-1, ids[:, start + 1:].unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
-        return chosen
-    return chosen, -(all_logprobs.exp() * all_logprobs).sum(-1)
+        return F.pad(chosen, (start, 0))
+    entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
+    return F.pad(chosen, (start, 0)), F.pad(entropy, (start, 0))
+
+
+def first_response_position(response_mask: torch.Tensor) -> int:
+    """The first logprob-space position (column of `[batch, length - 1]`) any row scores; the last one if none does."""
+    scored = response_mask.any(0).nonzero()
+    return int(scored[0]) if len(scored) else response_mask.shape[1]
 
 
 def pack_by_tokens(sequences: list[Sequence], budget: int) -> list[list[Sequence]]:
