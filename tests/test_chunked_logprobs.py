@@ -58,6 +58,7 @@ def test_the_plain_head_scores_from_the_first_response_position_on(tiny_model, b
         values = token_logprobs(model, batch)
     every = logits[:, :-1].float().log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
     start = first_response_position(batch["response_mask"])
-    assert 0 < start == int(batch["response_mask"].any(0).nonzero()[0])
+    mask = batch["response_mask"]
+    assert start > 0 and not mask[:, :start].any() and mask[:, start].any()
     assert not values[:, :start].any()  # the prompt before any response is never scored
     assert torch.allclose(values[:, start:], every[:, start:], atol=1e-5)
