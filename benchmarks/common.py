@@ -130,8 +130,8 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], ylabel: str,
         axes.bar([i + offset * width for i in range(len(groups))], values, width, label=name)
     axes.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(groups))], groups)
     axes.set_ylabel(ylabel)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over one
     figure.tight_layout()
-    figure.savefig(target, dpi=100)
+    figure.savefig(target, dpi=100, bbox_inches="tight")
     plt.close(figure)
     return target
